@@ -1,0 +1,85 @@
+"""openhands-async: an async-first Python SDK for the OpenHands Cloud API (V1)."""
+
+from __future__ import annotations
+
+from ._http import Timeouts
+from ._retry import RetryPolicy
+from ._version import __version__
+from .client import OpenHandsClient
+from .errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConcurrencyLimitError,
+    ConflictError,
+    GoneError,
+    InternalServerError,
+    NotFoundError,
+    OpenHandsError,
+    PermissionDeniedError,
+    RateLimitError,
+    ResponseValidationError,
+    ServiceUnavailableError,
+    StartTaskFailed,
+    StartUnconfirmedError,
+    StreamError,
+    UnprocessableEntityError,
+)
+from .models import (
+    Conversation,
+    ExecutionStatus,
+    ExposedUrl,
+    ImageContent,
+    Message,
+    Page,
+    Sandbox,
+    SandboxStatus,
+    StartRequest,
+    StartTask,
+    StartTaskStatus,
+    TextContent,
+)
+from .pagination import AsyncPager
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncPager",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConcurrencyLimitError",
+    "ConflictError",
+    "Conversation",
+    "ExecutionStatus",
+    "ExposedUrl",
+    "GoneError",
+    "ImageContent",
+    "InternalServerError",
+    "Message",
+    "NotFoundError",
+    "OpenHandsClient",
+    "OpenHandsError",
+    "Page",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ResponseValidationError",
+    "RetryPolicy",
+    "Sandbox",
+    "SandboxStatus",
+    "ServiceUnavailableError",
+    "StartRequest",
+    "StartTask",
+    "StartTaskFailed",
+    "StartTaskStatus",
+    "StartUnconfirmedError",
+    "StreamError",
+    "TextContent",
+    "Timeouts",
+    "UnprocessableEntityError",
+    "__version__",
+]

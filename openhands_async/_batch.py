@@ -1,0 +1,43 @@
+"""Batch reads: any number of ids, chunked under the server's cap, order kept."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def gather_bounded(
+    chunks: Sequence[Sequence[T]],
+    read: Callable[[Sequence[T]], Awaitable[list[R]]],
+    *,
+    concurrency: int,
+) -> list[R]:
+    """Run `read` on every chunk, at most `concurrency` at once, and concatenate in order.
+
+    The first failure cancels the chunks still running and is raised.
+    """
+    if len(chunks) <= 1:
+        return list(await read(chunks[0])) if chunks else []
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(chunk: Sequence[T]) -> list[R]:
+        async with semaphore:
+            return await read(chunk)
+
+    tasks = [asyncio.ensure_future(one(chunk)) for chunk in chunks]
+    try:
+        results = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return [item for chunk_result in results for item in chunk_result]

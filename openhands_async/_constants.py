@@ -1,0 +1,28 @@
+"""Defaults and server limits, named once."""
+
+from __future__ import annotations
+
+DEFAULT_BASE_URL = "https://app.all-hands.dev"
+ENV_API_KEY = "OPENHANDS_API_KEY"
+ENV_SESSION_API_KEY = "OPENHANDS_SESSION_API_KEY"
+ENV_BASE_URL = "OPENHANDS_BASE_URL"
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_TOTAL_TIMEOUT = 120.0
+# stream-start can be silent for minutes while a sandbox boots; this bounds one silence, not the stream.
+DEFAULT_STREAM_IDLE_TIMEOUT = 600.0
+
+DEFAULT_MAX_RETRIES = 2
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+# A Retry-After longer than this is not slept through: the error is raised instead.
+MAX_RETRY_AFTER = 120.0
+
+# The server asserts len(ids) < 100 on batch reads.
+MAX_BATCH_IDS = 99
+MAX_PAGE_SIZE = 100
+DEFAULT_BATCH_CONCURRENCY = 4
+
+# Clock-skew margin when looking for a start task whose response was lost.
+START_LOOKUP_SKEW = 120.0

@@ -1,0 +1,95 @@
+"""The one cattrs converter: every hook the models need, registered in one place.
+
+`converter` is lenient (unknown fields ignored, as new server fields must not break
+clients); `strict_converter` forbids extra keys and is for tests that watch for drift.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn
+from cattrs.preconf.json import make_converter as _make_json_converter
+
+from . import errors
+from .models import ImageContent, StartRequest, TextContent
+
+T = TypeVar("T")
+
+__all__ = ["converter", "make_converter", "strict_converter", "structure", "unstructure"]
+
+
+def _parse_datetime(value: Any, _: type) -> datetime:
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        # Python 3.10's fromisoformat rejects "Z"; some server answers carry no offset at all.
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        parsed = datetime.fromisoformat(text)
+    else:
+        raise TypeError(f"expected an ISO 8601 timestamp string, got {type(value).__name__}")
+    # The server writes UTC; a timestamp without an offset is UTC too (seen in start-task search).
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _structure_content(value: Any, _: type) -> TextContent | ImageContent:
+    if not isinstance(value, dict):
+        raise TypeError(f"message content must be an object, got {type(value).__name__}")
+    kind = value.get("type", "text" if "text" in value else None)
+    if kind == "text":
+        return converter_for_content.structure(value, TextContent)
+    if kind == "image":
+        return converter_for_content.structure(value, ImageContent)
+    raise ValueError(f"unknown message content type {kind!r}")
+
+
+def make_converter(*, strict: bool = False) -> cattrs.Converter:
+    conv = _make_json_converter(forbid_extra_keys=strict, detailed_validation=True)
+    conv.register_structure_hook(datetime, _parse_datetime)
+    conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
+    conv.register_structure_hook(TextContent | ImageContent, _structure_content)
+    # A request sends only what the caller set, so the server's own defaults apply.
+    conv.register_unstructure_hook(
+        StartRequest,
+        make_dict_unstructure_fn(StartRequest, conv, _cattrs_omit_if_default=True),
+    )
+    return conv
+
+
+converter = make_converter()
+strict_converter = make_converter(strict=True)
+# Content members are structured by the lenient converter in both modes: they are leaves.
+converter_for_content = converter
+
+
+def structure(data: Any, cls: type[T], *, method: str = "", url: str = "") -> T:
+    """Structure a decoded JSON answer, turning any mismatch into ResponseValidationError."""
+    try:
+        return converter.structure(data, cls)
+    except Exception as exc:  # cattrs raises ClassValidationError groups and plain errors
+        raise _validation_error(exc, cls, data, method, url) from None
+
+
+def _validation_error(
+    exc: Exception, cls: Any, data: Any, method: str, url: str
+) -> errors.ResponseValidationError:
+    if isinstance(exc, cattrs.BaseValidationError):
+        detail = "; ".join(cattrs.transform_error(exc))
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
+    name = getattr(cls, "__name__", str(cls))
+    return errors.ResponseValidationError(
+        f"the server's answer does not fit {name}: {detail[:500]}",
+        method=method,
+        url=url,
+        content_type="application/json",
+        body=data,
+    )
+
+
+def unstructure(obj: Any) -> Any:
+    return converter.unstructure(obj)

@@ -1,0 +1,276 @@
+"""`OpenHandsClient`: configuration, lifetime, and the one place requests are sent."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from . import errors
+from ._constants import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, ENV_SESSION_API_KEY
+from ._gate import RequestGate
+from ._http import HTTPTransport, Params, Timeouts
+from ._retry import Idempotency, RetryPolicy
+from ._sansio import decode_error_body, decode_json, error_from_response, is_loopback_url
+from ._version import __version__
+from .resources.conversations import Conversations
+from .resources.start_tasks import StartTasks
+
+log = logging.getLogger("openhands_async")
+
+__all__ = ["OpenHandsClient"]
+
+
+class OpenHandsClient:
+    """Async client for the OpenHands Cloud API (V1).
+
+    Use it as `async with OpenHandsClient() as client:`, or call `await client.aclose()`.
+
+    Credentials: `api_key` (else `OPENHANDS_API_KEY`) is sent as `Authorization: Bearer`,
+    as OpenHands Cloud expects. A self-hosted open-source server started with a session
+    key takes `session_api_key` (else `OPENHANDS_SESSION_API_KEY`) as `X-Session-API-Key`.
+    With neither, nothing is sent, which a local server without auth accepts; any other
+    host makes the first request fail with a message naming the environment variable.
+
+    `session`: pass your own `aiohttp.ClientSession` to share it; the client then never
+    closes it. Otherwise the client creates one on first use and closes it on exit.
+
+    `requests_per_second` (or any async context manager as `rate_limiter`) bounds the
+    request rate of everything sent through this client, the poller included.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        session_api_key: str | None = None,
+        timeout: float | Timeouts | None = None,
+        max_retries: int | None = None,
+        retry_policy: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        requests_per_second: float | None = None,
+        rate_limiter: AbstractAsyncContextManager[Any] | None = None,
+        max_connections: int = 100,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        self._api_key = api_key if api_key is not None else os.environ.get(ENV_API_KEY) or None
+        self._session_api_key = (
+            session_api_key
+            if session_api_key is not None
+            else os.environ.get(ENV_SESSION_API_KEY) or None
+        )
+        resolved_url = base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
+        self.base_url = _check_base_url(resolved_url, allow_insecure_http)
+
+        if isinstance(timeout, Timeouts):
+            timeouts = timeout
+        elif timeout is None:
+            timeouts = Timeouts()
+        else:
+            timeouts = Timeouts(total=float(timeout))
+        policy = retry_policy or RetryPolicy()
+        if max_retries is not None:
+            policy = RetryPolicy(
+                max_retries=max_retries,
+                initial_delay=policy.initial_delay,
+                max_delay=policy.max_delay,
+                max_retry_after=policy.max_retry_after,
+            )
+        self.retry_policy = policy
+
+        if requests_per_second is not None and rate_limiter is not None:
+            raise TypeError("pass requests_per_second or rate_limiter, not both")
+        if requests_per_second is not None:
+            if requests_per_second <= 0:
+                raise ValueError(f"requests_per_second must be > 0, got {requests_per_second}")
+            from aiolimiter import AsyncLimiter
+
+            rate_limiter = AsyncLimiter(requests_per_second, 1.0)
+        self._gate = RequestGate(rate_limiter)
+        self._transport = HTTPTransport(
+            headers=self._headers(),
+            timeouts=timeouts,
+            session=session,
+            max_connections=max_connections,
+        )
+
+        self.conversations = Conversations(self)
+        self.start_tasks = StartTasks(self)
+
+    # ------------------------------------------------------------------ lifetime
+
+    async def __aenter__(self) -> OpenHandsClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session if this client created it. Safe to call twice."""
+        await self._transport.aclose()
+
+    def __repr__(self) -> str:
+        auth = "bearer" if self._api_key else "session-key" if self._session_api_key else "none"
+        return f"OpenHandsClient(base_url={self.base_url!r}, auth={auth})"
+
+    # ------------------------------------------------------------------ config
+
+    @property
+    def timeouts(self) -> Timeouts:
+        return self._transport.timeouts
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The aiohttp session in use (None until the first request)."""
+        return self._transport.session
+
+    @property
+    def gate(self) -> RequestGate:
+        """The gate shared by every request of this client (rate limit and 429 pauses)."""
+        return self._gate
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "User-Agent": (
+                f"openhands-async/{__version__} (Python {platform.python_version()}; "
+                f"aiohttp {aiohttp.__version__})"
+            ),
+            "Accept": "application/json",
+        }
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        if self._session_api_key:
+            headers["X-Session-API-Key"] = self._session_api_key
+        return headers
+
+    def _check_credentials(self, method: str, url: str) -> None:
+        if self._api_key or self._session_api_key or is_loopback_url(self.base_url):
+            return
+        raise errors.AuthenticationError(
+            f"no API key: pass api_key=... or set {ENV_API_KEY} "
+            f"(get a key at {DEFAULT_BASE_URL}/settings/api-keys)",
+            status=401,
+            method=method,
+            url=url,
+        )
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    # ------------------------------------------------------------------ requests
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | Mapping[str, Any] | None = None,
+        json: Any = None,
+        idempotency: Idempotency = Idempotency.SAFE,
+        max_retries: int | None = None,
+        expect_json: bool = True,
+    ) -> Any:
+        """Send one API request (with retries) and return its decoded JSON body.
+
+        Every HTTP request of the SDK goes through here or through `open_stream`.
+        """
+        url = self.url(path)
+        self._check_credentials(method, url)
+        query = _query(params)
+        async with self.retry_policy.attempts(idempotency, max_retries=max_retries) as tries:
+            async for attempt in tries:
+                with attempt:
+                    await self._gate.wait_turn()
+                    raw = await self._transport.send(method, url, params=query, json=json)
+                    if raw.status >= 300:
+                        raise self._status_error(method, url, raw.status, raw.headers, raw.body)
+                    if not expect_json:
+                        return raw.body
+                    return decode_json(raw.status, raw.content_type, raw.body, method=method, url=url)
+        raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
+
+    async def open_stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        idle_timeout: float | None = None,
+        idempotency: Idempotency = Idempotency.UNSENT_ONLY,
+    ) -> aiohttp.ClientResponse:
+        """Open a streamed 2xx response (retrying only the open); the caller releases it."""
+        url = self.url(path)
+        self._check_credentials(method, url)
+        timeout = self._transport.timeouts.for_stream(idle_timeout)
+        async with self.retry_policy.attempts(idempotency) as tries:
+            async for attempt in tries:
+                with attempt:
+                    await self._gate.wait_turn()
+                    resp = await self._transport.open(method, url, json=json, timeout=timeout)
+                    if resp.status >= 300:
+                        try:
+                            body = await resp.read()
+                        except (aiohttp.ClientError, OSError):
+                            body = b""
+                        finally:
+                            resp.release()
+                        raise self._status_error(method, url, resp.status, resp.headers, body)
+                    return resp
+        raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
+
+    def _status_error(
+        self, method: str, url: str, status: int, headers: Mapping[str, str], raw: bytes
+    ) -> errors.APIStatusError:
+        body = decode_error_body(headers.get("Content-Type"), raw)
+        err = error_from_response(status, headers, body, method=method, url=url)
+        if isinstance(err, errors.RateLimitError) and not isinstance(
+            err, errors.ConcurrencyLimitError
+        ):
+            # One 429 pauses the whole client: every caller would trip the same limit.
+            pause = err.retry_after if err.retry_after is not None else self.retry_policy.initial_delay
+            self._gate.pause(min(pause, self.retry_policy.max_retry_after))
+        return err
+
+
+def _query(params: Params | Mapping[str, Any] | None) -> list[tuple[str, str]] | None:
+    """Query pairs with None dropped, booleans as the server spells them, lists repeated."""
+    if params is None:
+        return None
+    items = params.items() if isinstance(params, Mapping) else params
+    out: list[tuple[str, str]] = []
+    for key, value in items:
+        if value is None:
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            if isinstance(v, bool):
+                out.append((key, "true" if v else "false"))
+            elif hasattr(v, "isoformat"):
+                out.append((key, v.isoformat()))
+            else:
+                out.append((key, str(v.value if hasattr(v, "value") else v)))
+    return out
+
+
+def _check_base_url(url: str, allow_insecure_http: bool) -> str:
+    url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"base_url must start with https:// (or http:// for loopback): {url!r}")
+    if url.startswith("http://") and not allow_insecure_http and not is_loopback_url(url):
+        raise ValueError(
+            f"refusing plain http:// to a non-loopback host ({url}): the API key would travel "
+            "unencrypted. Use https://, or pass allow_insecure_http=True if you must."
+        )
+    return url

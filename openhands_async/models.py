@@ -1,0 +1,251 @@
+"""Typed models of what the API sends and takes. Frozen, slotted attrs classes.
+
+Structuring and unstructuring live in `_converter.py`; nothing here knows JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Generic, TypeVar, Union
+
+import attrs
+
+__all__ = [
+    "Conversation",
+    "ExecutionStatus",
+    "ExposedUrl",
+    "ImageContent",
+    "Message",
+    "Page",
+    "Sandbox",
+    "SandboxStatus",
+    "StartRequest",
+    "StartTask",
+    "StartTaskStatus",
+    "TextContent",
+]
+
+T = TypeVar("T")
+
+
+class _OpenStrEnum(str, enum.Enum):
+    """A str enum that keeps values it does not know instead of failing.
+
+    The server adds statuses over time. An unknown value becomes a pseudo-member whose
+    `.value` is the raw string and whose `.known` is False; it still compares equal to
+    that string.
+    """
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if not isinstance(value, str):
+            return None
+        member = str.__new__(cls, value)
+        member._name_ = "UNKNOWN"
+        member._value_ = value
+        return member
+
+    @property
+    def known(self) -> bool:
+        return self._name_ != "UNKNOWN"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}.{self._name_}: {self.value!r}>"
+
+
+class StartTaskStatus(_OpenStrEnum):
+    WORKING = "WORKING"
+    WAITING_FOR_SANDBOX = "WAITING_FOR_SANDBOX"
+    PREPARING_REPOSITORY = "PREPARING_REPOSITORY"
+    RUNNING_SETUP_SCRIPT = "RUNNING_SETUP_SCRIPT"
+    SETTING_UP_GIT_HOOKS = "SETTING_UP_GIT_HOOKS"
+    SETTING_UP_SKILLS = "SETTING_UP_SKILLS"
+    STARTING_CONVERSATION = "STARTING_CONVERSATION"
+    READY = "READY"
+    ERROR = "ERROR"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (StartTaskStatus.READY, StartTaskStatus.ERROR)
+
+
+class SandboxStatus(_OpenStrEnum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    ERROR = "ERROR"
+    MISSING = "MISSING"
+
+
+class ExecutionStatus(_OpenStrEnum):
+    IDLE = "idle"
+    RUNNING = "running"
+    PAUSED = "paused"
+    WAITING_FOR_CONFIRMATION = "waiting_for_confirmation"
+    FINISHED = "finished"
+    ERROR = "error"
+    STUCK = "stuck"
+    DELETING = "deleting"
+
+
+@attrs.frozen
+class TextContent:
+    text: str
+    cache_prompt: bool = False
+    type: str = "text"
+
+
+@attrs.frozen
+class ImageContent:
+    image_urls: list[str]
+    cache_prompt: bool = False
+    type: str = "image"
+
+
+Content = Union[TextContent, ImageContent]
+
+
+@attrs.frozen
+class Message:
+    """A user message (the spec's SendMessageRequest)."""
+
+    content: list[Content]
+    role: str = "user"
+    run: bool = False
+
+    @property
+    def text(self) -> str:
+        return "\n".join(c.text for c in self.content if isinstance(c, TextContent))
+
+
+def _redact(value: dict[str, str] | None) -> str:
+    return "None" if value is None else "{" + ", ".join(f"{k!r}: '***'" for k in value) + "}"
+
+
+@attrs.frozen
+class StartRequest:
+    """Body of a start request (the spec's AppConversationStartRequest).
+
+    Fields left at their default are not sent. `secrets` never appear in a repr.
+    """
+
+    sandbox_id: str | None = None
+    conversation_id: str | None = None
+    initial_message: Message | None = None
+    system_message_suffix: str | None = None
+    processors: list[dict[str, Any]] | None = None
+    llm_model: str | None = None
+    agent_profile_id: str | None = None
+    selected_repository: str | None = None
+    selected_branch: str | None = None
+    git_provider: str | None = None
+    suggested_task: dict[str, Any] | None = None
+    title: str | None = None
+    trigger: str | None = None
+    pr_number: list[int] = attrs.field(factory=list)
+    parent_conversation_id: str | None = None
+    agent_type: str = "default"
+    public: bool | None = None
+    observability_metadata: dict[str, Any] | None = None
+    observability_tags: list[str] | None = None
+    observability_span_name: str | None = None
+    plugins: list[dict[str, Any]] | None = None
+    secrets: dict[str, str] | None = attrs.field(default=None, repr=_redact)
+
+
+@attrs.frozen
+class StartTask:
+    """A conversation's start-up (AppConversationStartTask). READY or ERROR are terminal."""
+
+    id: str
+    status: StartTaskStatus = StartTaskStatus.WORKING
+    created_by_user_id: str | None = None
+    detail: str | None = None
+    app_conversation_id: str | None = None
+    sandbox_id: str | None = None
+    agent_server_url: str | None = None
+    request: StartRequest | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.is_terminal
+
+
+@attrs.frozen
+class Conversation:
+    """An app conversation. `execution_status` is None unless the sandbox is RUNNING."""
+
+    id: str
+    sandbox_id: str | None = None
+    created_by_user_id: str | None = None
+    selected_repository: str | None = None
+    selected_branch: str | None = None
+    git_provider: str | None = None
+    title: str | None = None
+    trigger: str | None = None
+    pr_number: list[int] = attrs.field(factory=list)
+    llm_model: str | None = None
+    agent_kind: str | None = None
+    metrics: dict[str, Any] | None = None
+    parent_conversation_id: str | None = None
+    sub_conversation_ids: list[str] = attrs.field(factory=list)
+    public: bool | None = None
+    tags: dict[str, str] = attrs.field(factory=dict)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    sandbox_status: SandboxStatus = SandboxStatus.MISSING
+    execution_status: ExecutionStatus | None = None
+    conversation_url: str | None = None
+    session_api_key: str | None = attrs.field(default=None, repr=False)
+    acp_server: str | None = None
+    launched_agent_profile: dict[str, Any] | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Done from a poller's point of view (see DESIGN.md): nothing more will happen by itself."""
+        if self.sandbox_status in (SandboxStatus.ERROR, SandboxStatus.MISSING):
+            return True
+        return self.execution_status in _TERMINAL_EXECUTION
+
+
+_TERMINAL_EXECUTION = frozenset(
+    {
+        ExecutionStatus.FINISHED,
+        ExecutionStatus.ERROR,
+        ExecutionStatus.STUCK,
+        ExecutionStatus.WAITING_FOR_CONFIRMATION,
+    }
+)
+
+
+@attrs.frozen
+class ExposedUrl:
+    name: str
+    url: str
+    port: int | None = None
+
+
+@attrs.frozen
+class Sandbox:
+    id: str
+    status: SandboxStatus = SandboxStatus.MISSING
+    created_by_user_id: str | None = None
+    sandbox_spec_id: str | None = None
+    session_api_key: str | None = attrs.field(default=None, repr=False)
+    exposed_urls: list[ExposedUrl] | None = None
+    created_at: datetime | None = None
+    status_detail: str | None = None
+
+
+@attrs.frozen
+class Page(Generic[T]):
+    """One page of a search. `next_page_id` is the cursor of the next page, None at the end."""
+
+    items: list[T]
+    next_page_id: str | None = None

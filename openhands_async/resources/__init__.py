@@ -1,0 +1,1 @@
+"""Thin per-endpoint-group classes: paths, parameters and models, no HTTP details."""

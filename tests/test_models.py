@@ -1,0 +1,132 @@
+"""Models and the converter, against the real server's captured bodies."""
+
+from __future__ import annotations
+
+from datetime import timezone
+
+import cattrs
+import pytest
+
+import openhands_async as oh
+from openhands_async._converter import converter, strict_converter, structure, unstructure
+from openhands_async._start_request import make_start_request
+
+from .captures import body
+
+
+def test_start_task_from_capture_is_typed_and_aware() -> None:
+    task = structure(body("app-conversations_POST.txt"), oh.StartTask)
+    assert task.id == "c8b8980b4e4f49af893ad641724e0f6e"
+    assert task.status is oh.StartTaskStatus.WORKING
+    assert task.created_at is not None
+    assert task.created_at.tzinfo is not None
+    assert task.request is not None
+    assert task.request.initial_message is not None
+    assert task.request.initial_message.text == "hello"
+
+
+def test_naive_timestamps_are_utc() -> None:
+    # The real server's start-task search writes timestamps without an offset.
+    page = structure(body("start-tasks_search.txt"), oh.Page[oh.StartTask])
+    created = page.items[0].created_at
+    assert created is not None
+    assert created.tzinfo == timezone.utc
+    assert page.items[0].status is oh.StartTaskStatus.READY
+
+
+def test_conversation_batch_with_null_and_strict_fit() -> None:
+    data = body("app-conversations_batch_get_missing_and_found.txt")
+    items = structure(data, list[oh.Conversation | None])
+    assert items[0] is None
+    conv = items[1]
+    assert conv is not None
+    assert conv.sandbox_status is oh.SandboxStatus.RUNNING
+    assert conv.execution_status is oh.ExecutionStatus.FINISHED
+    assert conv.is_terminal
+    # Every field the real server sends is modelled: the strict converter accepts it.
+    strict_converter.structure(data[1], oh.Conversation)
+    assert conv.session_api_key is not None
+    assert conv.session_api_key not in repr(conv)
+
+
+def test_sandbox_from_capture() -> None:
+    page = structure(body("sandboxes_search_1.txt"), oh.Page[oh.Sandbox])
+    sandbox = page.items[0]
+    assert sandbox.status is oh.SandboxStatus.RUNNING
+    assert sandbox.exposed_urls == [
+        oh.ExposedUrl(name="AGENT_SERVER", url="http://localhost:8100", port=8100)
+    ]
+    assert "XFGRUF" not in repr(sandbox)
+
+
+def test_unknown_enum_values_and_fields_do_not_fail() -> None:
+    data = dict(body("app-conversations_POST.txt"))
+    data["status"] = "WARMING_UP_QUANTUM_CORE"
+    data["brand_new_field"] = {"x": 1}
+    task = structure(data, oh.StartTask)
+    assert task.status == "WARMING_UP_QUANTUM_CORE"
+    assert task.status.value == "WARMING_UP_QUANTUM_CORE"
+    assert not task.status.known
+    assert oh.StartTaskStatus.READY.known
+    assert not task.is_terminal
+    with pytest.raises(cattrs.ClassValidationError) as info:
+        strict_converter.structure(data, oh.StartTask)
+    assert "brand_new_field" in " ".join(cattrs.transform_error(info.value))
+
+
+def test_wrong_shape_is_a_response_validation_error() -> None:
+    with pytest.raises(oh.ResponseValidationError, match="StartTask"):
+        structure({"status": "READY"}, oh.StartTask)  # no id
+    with pytest.raises(oh.ResponseValidationError):
+        structure({"id": "x", "created_at": "yesterday"}, oh.StartTask)
+    with pytest.raises(oh.ResponseValidationError):
+        structure({"id": "x", "status": 5}, oh.StartTask)
+
+
+def test_start_request_sends_only_what_was_set_and_hides_secrets() -> None:
+    req = make_start_request(
+        "Fix it",
+        repository="https://github.com/o/r.git",
+        conversation_id="c8b8980b-4e4f-49af-893a-d641724e0f6e",
+        secrets={"GITHUB_TOKEN": "ghp_supersecret"},
+    )
+    wire = unstructure(req)
+    assert wire == {
+        "conversation_id": "c8b8980b4e4f49af893ad641724e0f6e",
+        "initial_message": {
+            "content": [{"text": "Fix it", "cache_prompt": False, "type": "text"}],
+            "role": "user",
+            "run": True,
+        },
+        "selected_repository": "o/r",
+        "secrets": {"GITHUB_TOKEN": "ghp_supersecret"},
+    }
+    assert "ghp_supersecret" not in repr(req)
+    assert "GITHUB_TOKEN" in repr(req)
+
+
+def test_start_request_mints_a_fresh_id_and_takes_content_lists() -> None:
+    a = make_start_request("x")
+    b = make_start_request(["look", oh.ImageContent(["https://example.invalid/a.png"])])
+    assert a.conversation_id != b.conversation_id
+    assert a.conversation_id is not None and len(a.conversation_id) == 32
+    assert b.initial_message is not None
+    assert [c.type for c in b.initial_message.content] == ["text", "image"]
+    assert converter.structure(unstructure(b.initial_message), oh.Message) == b.initial_message
+
+
+@pytest.mark.parametrize("message", ["", "   ", [], [""]])
+def test_empty_message_is_refused(message: object) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        make_start_request(message)  # type: ignore[arg-type]
+
+
+def test_bad_start_arguments() -> None:
+    with pytest.raises(TypeError, match="message"):
+        make_start_request(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="conversation_id"):
+        make_start_request("x", conversation_id="nope")
+    with pytest.raises(ValueError, match="repository"):
+        make_start_request("x", repository="just-a-name")
+    with pytest.raises(TypeError):
+        make_start_request("x", surprise=True)  # type: ignore[call-arg]
