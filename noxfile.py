@@ -27,3 +27,23 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     session.install("-e", ".[test]", "mypy")
     session.run("mypy")
+
+
+@nox.session
+def integration(session: nox.Session) -> None:
+    """Run tests/integration against real open-source OpenHands servers on loopback.
+
+    The server (openhands-ai 1.11.0, Python 3.12) is installed once into a cached venv
+    outside the clone; tests/integration/harness.py starts it fresh for each run (needs
+    ../shared/realserver next to the repository), runs pytest, and always stops it.
+    Not in the default sessions: it needs the servers and takes a few minutes.
+    """
+    session.install("-e", ".[test]")
+    session.run(
+        "python",
+        "tests/integration/harness.py",
+        *session.posargs,
+        # On Ctrl-C give the harness time to stop the servers before nox escalates.
+        interrupt_timeout=120.0,
+        terminate_timeout=30.0,
+    )

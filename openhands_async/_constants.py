@@ -10,7 +10,8 @@ ENV_BASE_URL = "OPENHANDS_BASE_URL"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 DEFAULT_TOTAL_TIMEOUT = 120.0
-# stream-start can be silent for minutes while a sandbox boots; this bounds one silence, not the stream.
+# stream-start can be silent for minutes while a sandbox boots:
+# this bounds one silence, not the whole stream.
 DEFAULT_STREAM_IDLE_TIMEOUT = 600.0
 
 DEFAULT_MAX_RETRIES = 2

@@ -36,7 +36,8 @@ class RequestGate:
 
     async def wait_turn(self) -> None:
         loop = asyncio.get_running_loop()
-        while (left := self._paused_until - loop.time()) > 0:
+        # A loop, not an Event: a later 429 may push the deadline out while we sleep.
+        while (left := self._paused_until - loop.time()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(left + random.uniform(0.0, min(_RESUME_SPREAD, left)))
         if self._rate_limiter is not None:
             async with self._rate_limiter:

@@ -153,9 +153,7 @@ class HTTPTransport:
                 allow_redirects=False,  # credentials never follow a redirect anywhere
             ) as resp:
                 body = await resp.read()
-                raw = RawResponse(
-                    resp.status, resp.headers, resp.headers.get("Content-Type"), body
-                )
+                raw = RawResponse(resp.status, resp.headers, resp.headers.get("Content-Type"), body)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             log.debug("%s %s failed: %s", method, url, type(exc).__name__)
             raise connection_error(exc, method=method, url=url, timeouts=timeout) from exc

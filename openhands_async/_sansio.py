@@ -96,7 +96,10 @@ def error_from_response(
     if status == 429:
         retry_after = parse_retry_after(headers.get("Retry-After"))
         concurrency = body.get("detail") if isinstance(body, dict) else None
-        if isinstance(concurrency, dict) and concurrency.get("error") == "CONCURRENCY_LIMIT_REACHED":
+        if (
+            isinstance(concurrency, dict)
+            and concurrency.get("error") == "CONCURRENCY_LIMIT_REACHED"
+        ):
             return errors.ConcurrencyLimitError(
                 message,
                 limit=_int_or_none(concurrency.get("limit")),
@@ -115,9 +118,7 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def decode_json(
-    status: int, content_type: str | None, raw: bytes, *, method: str, url: str
-) -> Any:
+def decode_json(status: int, content_type: str | None, raw: bytes, *, method: str, url: str) -> Any:
     """Parse a 2xx body that must be JSON; anything else is a ResponseValidationError."""
     media = (content_type or "").split(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
@@ -161,7 +162,9 @@ def normalize_uuid(value: object, name: str = "id") -> str:
     try:
         return uuid.UUID(value.strip()).hex
     except ValueError:
-        raise ValueError(f"{name} must be a UUID (32 hex digits, dashes optional): {value!r}") from None
+        raise ValueError(
+            f"{name} must be a UUID (32 hex digits, dashes optional): {value!r}"
+        ) from None
 
 
 def normalize_uuids(values: Iterable[object], name: str = "ids") -> list[str]:
@@ -171,7 +174,7 @@ def normalize_uuids(values: Iterable[object], name: str = "ids") -> list[str]:
 
 
 def normalize_repository(value: str) -> str:
-    """`owner/repo` from `owner/repo`, `https://github.com/owner/repo(.git)` or `git@host:owner/repo`."""
+    """`owner/repo` from `owner/repo`, a repository URL, or `git@host:owner/repo`."""
     if not isinstance(value, str):
         raise TypeError(f"repository must be a string, not {type(value).__name__}")
     text = value.strip()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any
 
 from ._sansio import normalize_repository, normalize_uuid
 from .models import ImageContent, Message, StartRequest, TextContent
 
-MessageInput = Union[str, Message, Sequence[Union[str, TextContent, ImageContent]], None]
+MessageInput = str | Message | Sequence[str | TextContent | ImageContent] | None
 
 
 def make_message(message: MessageInput, *, run: bool) -> Message | None:
@@ -38,7 +38,9 @@ def make_message(message: MessageInput, *, run: bool) -> Message | None:
             if not item.image_urls:
                 raise ValueError("message: ImageContent needs at least one image URL")
         else:
-            raise TypeError(f"message content must be str, TextContent or ImageContent, not {item!r}")
+            raise TypeError(
+                f"message content must be str, TextContent or ImageContent, not {item!r}"
+            )
         parts.append(item)
     if not parts:
         raise ValueError("message must not be empty")

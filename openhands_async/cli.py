@@ -18,12 +18,15 @@ async def _demo(jobs: int) -> int:
     def say(text: str) -> None:
         print(f"[{time.monotonic() - started:6.2f}s] {text}", flush=True)
 
-    async with FakeCloud(time_scale=1.0) as cloud, OpenHandsClient(
-        api_key=cloud.api_key, base_url=cloud.base_url
-    ) as client:
+    async with (
+        FakeCloud(time_scale=1.0) as cloud,
+        OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url) as client,
+    ):
         say(f"FakeCloud serving on {cloud.base_url} (no account needed)")
         tasks = [
-            await client.conversations.start(f"Demo job {n}: fix the README", repository="demo/repo")
+            await client.conversations.start(
+                f"Demo job {n}: fix the README", repository="demo/repo"
+            )
             for n in range(jobs)
         ]
         say(f"started {len(tasks)} conversations")
@@ -32,7 +35,9 @@ async def _demo(jobs: int) -> int:
         while True:
             current = await client.start_tasks.get_many(ids)
             if all(t is not None and t.is_terminal for t in current):
-                conversation_ids = [t.app_conversation_id for t in current if t and t.app_conversation_id]
+                conversation_ids = [
+                    t.app_conversation_id for t in current if t and t.app_conversation_id
+                ]
                 break
             await asyncio.sleep(0.05)
         say(f"{len(conversation_ids)} start tasks READY")

@@ -198,7 +198,9 @@ class OpenHandsClient:
                         raise self._status_error(method, url, raw.status, raw.headers, raw.body)
                     if not expect_json:
                         return raw.body
-                    return decode_json(raw.status, raw.content_type, raw.body, method=method, url=url)
+                    return decode_json(
+                        raw.status, raw.content_type, raw.body, method=method, url=url
+                    )
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
 
     async def open_stream(
@@ -239,7 +241,9 @@ class OpenHandsClient:
             err, errors.ConcurrencyLimitError
         ):
             # One 429 pauses the whole client: every caller would trip the same limit.
-            pause = err.retry_after if err.retry_after is not None else self.retry_policy.initial_delay
+            pause = (
+                err.retry_after if err.retry_after is not None else self.retry_policy.initial_delay
+            )
             self._gate.pause(min(pause, self.retry_policy.max_retry_after))
         return err
 

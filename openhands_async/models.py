@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Any, Generic, TypeVar, Union
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -106,7 +106,7 @@ class ImageContent:
     type: str = "image"
 
 
-Content = Union[TextContent, ImageContent]
+Content = TextContent | ImageContent
 
 
 @attrs.frozen
@@ -208,7 +208,7 @@ class Conversation:
 
     @property
     def is_terminal(self) -> bool:
-        """Done from a poller's point of view (see DESIGN.md): nothing more will happen by itself."""
+        """Done for a poller (see DESIGN.md): nothing more will happen by itself."""
         if self.sandbox_status in (SandboxStatus.ERROR, SandboxStatus.MISSING):
             return True
         return self.execution_status in _TERMINAL_EXECUTION

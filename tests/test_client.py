@@ -154,7 +154,7 @@ async def test_get_many_chunks_keeps_order_and_reports_missing(
     before = cloud.requests["get_start_tasks"]
     got = await client.start_tasks.get_many(wanted)
     assert cloud.requests["get_start_tasks"] - before == 3  # ceil(251 / 99)
-    assert [t.id if t else None for t in got] == wanted[:-1] + [None]
+    assert [t.id if t else None for t in got] == [*wanted[:-1], None]
 
 
 async def test_get_of_a_missing_id_is_not_found(client: oh.OpenHandsClient) -> None:
@@ -392,16 +392,16 @@ async def test_unconfirmed_start_is_raised_with_its_id(cloud: FakeCloud) -> None
     assert cloud.starts_received == 1
 
 
-async def test_concurrency_cap_is_not_retried_on_a_timer(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    async with FakeCloud(max_running=1, cap_mode="refuse", time_scale=5.0) as cloud:
-        async with oh.OpenHandsClient(
+async def test_concurrency_cap_is_not_retried_on_a_timer() -> None:
+    async with (
+        FakeCloud(max_running=1, cap_mode="refuse", time_scale=5.0) as cloud,
+        oh.OpenHandsClient(
             api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST
-        ) as client:
-            await client.conversations.start("first")
-            with pytest.raises(oh.ConcurrencyLimitError) as info:
-                await client.conversations.start("second")
+        ) as client,
+    ):
+        await client.conversations.start("first")
+        with pytest.raises(oh.ConcurrencyLimitError) as info:
+            await client.conversations.start("second")
     assert (info.value.limit, info.value.current) == (1, 1)
     assert cloud.requests["start"] == 2
 
@@ -427,4 +427,5 @@ async def test_debug_logs_never_show_the_key(
     ) as client:
         await client.conversations.count()
     assert caplog.records
-    assert cloud.api_key and cloud.api_key not in caplog.text
+    assert cloud.api_key
+    assert cloud.api_key not in caplog.text

@@ -109,7 +109,8 @@ def test_start_request_mints_a_fresh_id_and_takes_content_lists() -> None:
     a = make_start_request("x")
     b = make_start_request(["look", oh.ImageContent(["https://example.invalid/a.png"])])
     assert a.conversation_id != b.conversation_id
-    assert a.conversation_id is not None and len(a.conversation_id) == 32
+    assert a.conversation_id is not None
+    assert len(a.conversation_id) == 32
     assert b.initial_message is not None
     assert [c.type for c in b.initial_message.content] == ["text", "image"]
     assert converter.structure(unstructure(b.initial_message), oh.Message) == b.initial_message

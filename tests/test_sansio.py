@@ -65,7 +65,11 @@ def test_422_details_are_readable() -> None:
 
 def test_429_request_rate_vs_concurrency_cap() -> None:
     rate = error_from_response(
-        429, {"Retry-After": "3"}, {"error": "Rate limit exceeded: 10 per 1 second"}, method="GET", url="u"
+        429,
+        {"Retry-After": "3"},
+        {"error": "Rate limit exceeded: 10 per 1 second"},
+        method="GET",
+        url="u",
     )
     assert type(rate) is oh.RateLimitError
     assert rate.retry_after == 3.0
@@ -83,7 +87,9 @@ def test_429_request_rate_vs_concurrency_cap() -> None:
 
 def test_html_with_200_is_a_typed_error() -> None:
     with pytest.raises(oh.ResponseValidationError, match="text/html") as info:
-        decode_json(200, "text/html; charset=utf-8", b"<!doctype html><html>", method="GET", url="u")
+        decode_json(
+            200, "text/html; charset=utf-8", b"<!doctype html><html>", method="GET", url="u"
+        )
     assert info.value.content_type == "text/html"
     with pytest.raises(oh.ResponseValidationError, match="not valid JSON"):
         decode_json(200, "application/json", b"{", method="GET", url="u")

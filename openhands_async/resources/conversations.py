@@ -183,7 +183,12 @@ class Conversations(Resource):
         return await self._count(
             f"{_PATH}/count",
             _filters(
-                title_contains, created_after, created_before, updated_after, updated_before, sandbox_id
+                title_contains,
+                created_after,
+                created_before,
+                updated_after,
+                updated_before,
+                sandbox_id,
             ),
         )
 

@@ -1,0 +1,31 @@
+"""A fake OpenHands Cloud for tests, examples, benchmarks and demos.
+
+`FakeCloud` is a real HTTP server on 127.0.0.1 that answers the V1 API the way the real
+server does (same JSON shapes, stream framing, status codes and known quirks), with knobs
+for timings, limits and injected faults. It speaks raw JSON and never imports the SDK's
+models, so it catches SDK bugs instead of sharing them.
+
+    from openhands_async.testing import FakeCloud, Fault
+
+    async with FakeCloud(time_scale=0.1) as cloud:
+        cloud.add_fault(Fault(route="start", status=503, times=2))
+        ...  # point a client at cloud.base_url with api_key=cloud.api_key
+        assert cloud.requests["start"] == 3
+
+Run one from a shell with `python -m openhands_async.testing --port 3000`.
+"""
+
+from __future__ import annotations
+
+from ._cloud import FakeCloud, RequestRecord
+from ._faults import Fault, FaultAction
+from ._plan import DEFAULT_START_TIMELINE, StreamBehavior
+
+__all__ = [
+    "DEFAULT_START_TIMELINE",
+    "FakeCloud",
+    "Fault",
+    "FaultAction",
+    "RequestRecord",
+    "StreamBehavior",
+]

@@ -1,0 +1,347 @@
+"""FakeCloud: the public face of the fake server (lifecycle, knobs, counters, snapshots)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections import Counter
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Literal
+
+import attrs
+from aiohttp import web
+
+from ._app import ROUTE_NAMES, Api
+from ._faults import Fault, FaultBook
+from ._plan import (
+    DEFAULT_ERROR_DETAIL,
+    DEFAULT_START_TIMELINE,
+    StreamBehavior,
+    Timing,
+    check_timeline,
+    plan_start,
+)
+from ._render import Renderer
+from ._state import Store
+from ._validation import parse_start_body
+from ._wire import NOT_RUNNING, Clock, json_bytes, uuid_hex
+
+HOST = "127.0.0.1"
+# How long stopping waits for in-flight handlers; ours wake up on stop, so this is a backstop.
+SHUTDOWN_TIMEOUT = 0.5
+
+
+@attrs.define
+class RequestRecord:
+    """One request as FakeCloud saw it.
+
+    `time` is the loop time it arrived; `route` a name as in `FakeCloud.requests`; `status`
+    the HTTP status sent, the fault action's name when a fault broke the response instead
+    ("reset_before", "stall", ...), or None while it is still being handled.
+    """
+
+    time: float
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    route: str
+    status: int | str | None = None
+
+
+class FakeCloud:
+    """A real aiohttp server on 127.0.0.1 that answers like the OpenHands Cloud V1 API.
+
+    It speaks raw JSON with the field sets and framing captured from a real server, for the
+    routes the SDK uses: start and stream-start, batch get / search / count of start tasks and
+    conversations, the probes, and the web app's HTML for `GET /api/v1/app-conversations/{id}`.
+    Statuses are computed lazily from the loop clock, so it holds tens of thousands of
+    conversations without a background task each.
+
+        async with FakeCloud(time_scale=0.1) as cloud:
+            client = OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url)
+
+    Keyword arguments (all are also attributes; changing one affects later requests/starts):
+
+    - `api_key="test-key"`, `auth="bearer"`: "bearer" wants `Authorization: Bearer <key>`,
+      "session" wants `X-Session-API-Key: <key>` (the open-source server). Anything else gets
+      401 `{"detail":"Unauthorized"}`. `api_key=None` turns auth off. Probes never need it.
+    - `port=0`: a free port is picked; read it back from `port` / `base_url`.
+    - `start_timeline`: `(status, seconds after the previous step)` pairs the start task goes
+      through (default: every status, ~0.15 s in all). Statuses may be any string, e.g. one
+      the client has never heard of. The last step is replaced by (or followed by) the outcome.
+    - `start_outcome="READY"` or "ERROR"; `error_detail` is the ERROR task's `detail`.
+    - `idle_seconds=0.02`, `run_seconds=0.1`, `run_outcome="finished"`: after READY the
+      conversation is idle, then running, then ends in `run_outcome` (finished, error, stuck or
+      waiting_for_confirmation). A start without an initial message stays idle.
+    - `time_scale=1.0`: multiplies every delay above (0.01 for fast tests, 60 for a slow demo).
+    - `stream`: a `StreamBehavior` that makes stream-start cut, stall or write garbage.
+    - `max_running=None`, `cap_mode="pause"`: the per-account cap on running conversations
+      (sandbox STARTING/RUNNING, execution not finished/error/stuck/waiting_for_confirmation).
+      "pause" pauses the oldest running ones to make room (sandbox PAUSED, execution null,
+      counted in `paused_by_cap`); "refuse" answers the start 429 with
+      `{"detail":{"error":"CONCURRENCY_LIMIT_REACHED","limit":N,"current":M}}`.
+    - `rate_limit=None` or `(requests, seconds)`: a fixed window per credential, like the
+      Cloud: 429 `{"error":"Rate limit exceeded: N per W second"}` with `Retry-After` and
+      `X-RateLimit-Limit/Remaining/Reset`. Probes and non-API paths are exempt.
+    - `latency=0.0`: seconds added before every response (not scaled).
+
+    Per-start overrides go in the initial message's text as `[fake:key=value]` markers (several
+    keys may share one marker, comma-separated), so one server can serve mixed outcomes:
+    `start=READY|ERROR`, `outcome=finished|error|stuck|waiting_for_confirmation`,
+    `run_seconds=S`, `idle_seconds=S` (`inf` never ends), and the stream misbehaviours
+    `stream_cut_after=K`, `stream_stall_after=K`, `stream_garbage_after=K`. An unknown key or
+    bad value answers 422, so a typo never silently runs the default.
+
+    Behaviour measured on a real server and reproduced: a start reusing a known
+    `conversation_id` ends in ERROR and leaves the original conversation's execution_status
+    null for good (`duplicate_starts`); `start-tasks/search?conversation_id__eq=` finds READY
+    tasks only; start-task reads from the database (batch get, search) write timestamps
+    without the `Z`, while the start response and stream elements have it. A conversation
+    appears (batch get stops answering null) once its sandbox exists.
+
+    A FakeCloud runs once: `start()` (or `async with`) then `stop()`; stopping cuts open
+    streams and stalled requests at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = "test-key",
+        auth: Literal["bearer", "session"] = "bearer",
+        port: int = 0,
+        start_timeline: Sequence[tuple[str, float]] = DEFAULT_START_TIMELINE,
+        start_outcome: Literal["READY", "ERROR"] = "READY",
+        error_detail: str = DEFAULT_ERROR_DETAIL,
+        idle_seconds: float = 0.02,
+        run_seconds: float = 0.1,
+        run_outcome: Literal["finished", "error", "stuck", "waiting_for_confirmation"] = "finished",
+        time_scale: float = 1.0,
+        stream: StreamBehavior | None = None,
+        max_running: int | None = None,
+        cap_mode: Literal["pause", "refuse"] = "pause",
+        rate_limit: tuple[int, float] | None = None,
+        latency: float = 0.0,
+    ) -> None:
+        if auth not in ("bearer", "session"):
+            raise ValueError(f"auth must be 'bearer' or 'session', got {auth!r}")
+        if cap_mode not in ("pause", "refuse"):
+            raise ValueError(f"cap_mode must be 'pause' or 'refuse', got {cap_mode!r}")
+        if not time_scale >= 0:
+            raise ValueError(f"time_scale must be >= 0, got {time_scale!r}")
+        self.api_key = api_key
+        self.auth = auth
+        self.start_timeline = check_timeline(start_timeline)
+        self.start_outcome = start_outcome
+        self.error_detail = error_detail
+        self.idle_seconds = idle_seconds
+        self.run_seconds = run_seconds
+        self.run_outcome = run_outcome
+        self.time_scale = time_scale
+        self.stream = stream or StreamBehavior()
+        self.max_running = max_running
+        self.cap_mode = cap_mode
+        self.rate_limit = rate_limit
+        self.latency = latency
+        plan_start(self._timing(), None)  # fail here, not on the first start, on bad knobs
+
+        #: Requests seen, by route name (see `ROUTE_NAMES`), faulted and refused ones included.
+        self.requests: Counter[str] = Counter()
+        #: Every request in arrival order.
+        self.request_log: list[RequestRecord] = []
+        #: Start POSTs (plain and stream) that reached their handler.
+        self.starts_received = 0
+
+        self._requested_port = port
+        self._port: int | None = None
+        self._clock = Clock()
+        self._store = Store()
+        self._faults = FaultBook()
+        self._runner: web.AppRunner | None = None
+        self._closing: asyncio.Future[None] | None = None
+        self._renderer: Renderer | None = None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> FakeCloud:
+        """Start serving on 127.0.0.1 (random port unless `port` was given)."""
+        if self._clock.started:
+            raise RuntimeError("a FakeCloud runs once; create a new one")
+        loop = asyncio.get_running_loop()
+        self._closing = loop.create_future()
+        self._clock.start(loop)
+        runner = web.AppRunner(
+            Api(self, self._closing).application(),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, HOST, self._requested_port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._port = int(runner.addresses[0][1])
+        self._renderer = Renderer(self._clock, self.base_url, self._port)
+        return self
+
+    async def stop(self) -> None:
+        """Stop serving; open streams and stalled requests are cut. Safe to call twice."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
+        await runner.cleanup()
+
+    async def __aenter__(self) -> FakeCloud:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError(NOT_RUNNING)
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:<port>`, without a trailing slash."""
+        return f"http://{HOST}:{self.port}"
+
+    def __repr__(self) -> str:
+        where = self.base_url if self._port is not None else "not running"
+        return f"<FakeCloud {where} conversations={len(self._store.conversations)}>"
+
+    # -- faults ----------------------------------------------------------------------
+
+    def add_fault(self, fault: Fault) -> None:
+        """Arm a fault; faults are matched in the order added (see `Fault`)."""
+        if fault.route is not None and fault.route not in ROUTE_NAMES:
+            raise ValueError(f"unknown route {fault.route!r}; known: {sorted(ROUTE_NAMES)}")
+        self._faults.add(fault)
+
+    def clear_faults(self) -> None:
+        self._faults.clear()
+
+    # -- counters --------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        """Conversations running now, as the cap counts them."""
+        return self._store.running(self._clock.now())
+
+    @property
+    def peak_running(self) -> int:
+        """The most conversations running at once, checked at every admitted start."""
+        return self._store.peak_running
+
+    @property
+    def paused_by_cap(self) -> int:
+        return self._store.paused_by_cap
+
+    @property
+    def duplicate_starts(self) -> int:
+        """Starts that reused a conversation_id the server already had."""
+        return self._store.duplicate_starts
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        """The conversation as a batch get would return it now (None where that gives null)."""
+        conv = self._store.conversations.get(uuid_hex(conversation_id) or "")
+        if conv is None:
+            return None
+        return copy.deepcopy(self._render().conversation(conv, self._clock.now()))
+
+    def start_task(self, task_id: str) -> dict[str, Any] | None:
+        """The start task now, shaped like the start response (timestamps with Z)."""
+        task = self._store.tasks.get(uuid_hex(task_id) or "")
+        if task is None:
+            return None
+        return copy.deepcopy(self._render().task(task, task.phase(self._clock.now())))
+
+    def sandbox(self, sandbox_id: str) -> dict[str, Any] | None:
+        """The sandbox now, in the SandboxInfo shape (None before it exists)."""
+        record = self._store.sandboxes.get(sandbox_id) or self._store.sandboxes.get(
+            uuid_hex(sandbox_id) or ""
+        )
+        if record is None:
+            return None
+        return copy.deepcopy(self._render().sandbox(record, self._clock.now()))
+
+    def conversation_count(self) -> int:
+        """Conversations that exist now (batch get answers them), sub-conversations included."""
+        now = self._clock.now()
+        return sum(1 for conv in self._store.conversations.values() if conv.created <= now)
+
+    def seed_conversations(
+        self,
+        n: int,
+        *,
+        message: str | None = "Seeded conversation",
+        title: str | None = None,
+        started_ago: float = 0.0,
+    ) -> list[str]:
+        """Create `n` conversations directly in state, as if started `started_ago` seconds ago.
+
+        Each gets a start task and a sandbox and follows the normal timelines (markers in
+        `message` apply; `message=None` makes idle conversations), so with a large
+        `started_ago` they are already finished, and with 0 they start now. No HTTP, no
+        request counters, no cap, and `peak_running` is not moved; they do count as running
+        for later starts while they run. Returns the conversation ids, oldest first.
+        Cheap: 10,000 take well under a second.
+        """
+        now = self._clock.now()
+        plan = plan_start(self._timing(), message)
+        body: dict[str, Any] = {"title": title}
+        if message is not None:
+            body["initial_message"] = {"content": [{"type": "text", "text": message}]}
+        echo = parse_start_body(json_bytes(body)).echo
+        # Distinct microseconds keep the order stable; all lie at or before the seeding time.
+        first = now - started_ago - (n - 1) * 1e-6
+        return [
+            self._store.add_start(first + i * 1e-6, plan, echo, None).conversation_id
+            for i in range(n)
+        ]
+
+    # -- for the app -----------------------------------------------------------------
+
+    def _timing(self) -> Timing:
+        return Timing(
+            start_timeline=tuple(self.start_timeline),
+            start_outcome=self.start_outcome,
+            error_detail=self.error_detail,
+            idle_seconds=self.idle_seconds,
+            run_seconds=self.run_seconds,
+            run_outcome=self.run_outcome,
+            time_scale=self.time_scale,
+            stream=self.stream,
+        )
+
+    def _render(self) -> Renderer:
+        if self._renderer is None:
+            raise RuntimeError(NOT_RUNNING)
+        return self._renderer
+
+    def _log_request(self, request: web.Request, route: str) -> RequestRecord:
+        record = RequestRecord(
+            time=self._clock.now(),
+            method=request.method,
+            path=request.path,
+            query=list(request.query.items()),
+            route=route,
+        )
+        self.request_log.append(record)
+        self.requests[route] += 1
+        return record
