@@ -7,6 +7,7 @@ from .._batch import chunked, gather_bounded
 from .._constants import DEFAULT_BATCH_CONCURRENCY, MAX_BATCH_IDS
 from .._converter import structure
 from .._sansio import normalize_uuids
+from ..errors import ResponseValidationError
 from ..models import Page
 from ..pagination import AsyncPager
 
@@ -38,8 +39,6 @@ class Resource:
             data = await self._client.request("GET", path, params=[(param, i) for i in chunk])
             items = structure(data, list[model | None], method="GET", url=url)  # type: ignore[valid-type]
             if len(items) != len(chunk):
-                from ..errors import ResponseValidationError
-
                 raise ResponseValidationError(
                     f"asked for {len(chunk)} ids, the server answered {len(items)} items",
                     method="GET",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
@@ -18,9 +19,9 @@ StartTaskOrder = Literal["CREATED_AT", "CREATED_AT_DESC", "UPDATED_AT", "UPDATED
 class StartTasks(Resource):
     """Start tasks: a conversation's start-up, from WORKING to READY or ERROR."""
 
-    async def get_many(self, ids: list[str] | tuple[str, ...]) -> list[StartTask | None]:
+    async def get_many(self, ids: Iterable[str]) -> list[StartTask | None]:
         """Read any number of start tasks; the list keeps input order, None where missing."""
-        return await self._get_many(_PATH, ids, StartTask)
+        return await self._get_many(_PATH, list(ids), StartTask)
 
     async def get(self, task_id: str) -> StartTask:
         """Read one start task; NotFoundError if the server does not have it."""
