@@ -1,0 +1,190 @@
+"""The batch runner's journal: one SQLite row per job, so a crash loses nothing.
+
+The conversation id is minted and committed *before* a start request is sent, so after a
+crash at any point the journal holds enough to find out what the server did. Inspect it
+with `sqlite3 run.db 'select key, state, conversation_id from jobs'`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from .errors import OpenHandsError
+
+JobState = Literal["pending", "starting", "running", "finished", "failed"]
+TERMINAL_STATES: frozenset[str] = frozenset({"finished", "failed"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    key              TEXT PRIMARY KEY,
+    seq              INTEGER NOT NULL,
+    job              TEXT NOT NULL,
+    state            TEXT NOT NULL
+                     CHECK (state IN ('pending', 'starting', 'running', 'finished', 'failed')),
+    conversation_id  TEXT,
+    start_task_id    TEXT,
+    sandbox_status   TEXT,
+    execution_status TEXT,
+    error            TEXT,
+    created_at       REAL NOT NULL,
+    sent_at          REAL,
+    running_at       REAL,
+    ended_at         REAL
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+"""
+
+
+class JournalLockedError(OpenHandsError):
+    """Another run holds this journal: two runs on one journal would start jobs twice."""
+
+
+@attrs.frozen
+class JournalRow:
+    key: str
+    seq: int
+    job: dict[str, Any]
+    state: JobState
+    conversation_id: str | None
+    start_task_id: str | None
+    sandbox_status: str | None
+    execution_status: str | None
+    error: str | None
+    created_at: float
+    sent_at: float | None
+    running_at: float | None
+    ended_at: float | None
+
+
+class Journal:
+    """A SQLite (WAL) journal of a batch, held exclusively by one run at a time.
+
+    The exclusive hold is an OS file lock on `<path>.lock`: the kernel releases it when the
+    process dies, even by SIGKILL, so a crashed run never leaves the journal locked.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._lock_file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 (held for the run)
+        try:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.close()
+            raise JournalLockedError(
+                f"journal {self.path} is in use by another run; wait for it to end "
+                "(two runs on one journal could start the same job twice)"
+            ) from None
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash; only power loss can drop the last commit.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+        self._lock_file.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, key: str) -> JournalRow | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
+        return _row(row) if row else None
+
+    def rows(self, *states: JobState) -> Iterator[JournalRow]:
+        if states:
+            marks = ",".join("?" for _ in states)
+            cursor = self._db.execute(
+                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY seq", states
+            )
+        else:
+            cursor = self._db.execute("SELECT * FROM jobs ORDER BY seq")
+        for row in cursor:
+            yield _row(row)
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(("pending", "starting", "running", "finished", "failed"), 0)
+        for state, n in self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+            counts[state] = n
+        return counts
+
+    # ------------------------------------------------------------------ writes (each commits)
+
+    def add(self, key: str, seq: int, job: dict[str, Any]) -> JournalRow:
+        """Record a job as pending, or return the row a previous run left for this key."""
+        self._db.execute(
+            "INSERT OR IGNORE INTO jobs (key, seq, job, state, created_at) "
+            "VALUES (?, ?, ?, 'pending', ?)",
+            (key, seq, json.dumps(job, sort_keys=True), time.time()),
+        )
+        row = self.get(key)
+        assert row is not None
+        return row
+
+    def mark_starting(self, key: str, conversation_id: str) -> None:
+        """Commit the minted conversation id before the start request leaves."""
+        self._update(key, state="starting", conversation_id=conversation_id, sent_at=time.time())
+
+    def mark_pending(self, key: str) -> None:
+        """The server provably did not take the start (e.g. its concurrency cap refused it)."""
+        self._update(key, state="pending", conversation_id=None, sent_at=None)
+
+    def mark_running(self, key: str, start_task_id: str) -> None:
+        self._update(key, state="running", start_task_id=start_task_id, running_at=time.time())
+
+    def mark_ended(
+        self,
+        key: str,
+        state: Literal["finished", "failed"],
+        *,
+        sandbox_status: str | None = None,
+        execution_status: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        self._update(
+            key,
+            state=state,
+            sandbox_status=sandbox_status,
+            execution_status=execution_status,
+            error=error,
+            ended_at=time.time(),
+        )
+
+    def _update(self, key: str, **fields: Any) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        cursor = self._db.execute(
+            f"UPDATE jobs SET {assignments} WHERE key = ?", (*fields.values(), key)
+        )
+        if cursor.rowcount != 1:
+            raise KeyError(f"no job with key {key!r} in journal {self.path}")
+
+    def export_jsonl(self, path: str | os.PathLike[str]) -> int:
+        """Write every job's outcome as one JSON object per line; returns the count."""
+        n = 0
+        with open(path, "w", encoding="utf-8") as out:
+            for row in self.rows():
+                out.write(json.dumps(attrs.asdict(row), sort_keys=True) + "\n")
+                n += 1
+        return n
+
+
+def _row(row: sqlite3.Row) -> JournalRow:
+    values = dict(row)
+    values["job"] = json.loads(values["job"])
+    return JournalRow(**values)
