@@ -55,7 +55,7 @@ def body(n: int) -> bytes:
 
 def pct(values: list[float], p: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 # ---------------------------------------------------------------- 1. first-event latency
@@ -108,6 +108,10 @@ async def latency(elements: int, interval: float, reps: int) -> dict[str, list[f
 # ---------------------------------------------------------------- 2. throughput (subprocesses)
 
 
+def write_port(port_file: str, port: int) -> None:
+    Path(port_file).write_text(str(port))
+
+
 def serve(port_file: str, sizes: list[int]) -> None:
     bodies = {n: body(n) for n in sizes}
 
@@ -129,7 +133,7 @@ def serve(port_file: str, sizes: list[int]) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        Path(port_file).write_text(str(runner.addresses[0][1]))
+        write_port(port_file, runner.addresses[0][1])
         await asyncio.Event().wait()
 
     asyncio.run(main())
