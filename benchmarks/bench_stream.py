@@ -163,8 +163,19 @@ def client_run(mode: str, base: str, n: int) -> None:
             return count, time.perf_counter() - t0
 
     count, elapsed = asyncio.run(main())
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"count": count, "elapsed": elapsed, "rss_mb": rss_kb / 1024}))
+    print(json.dumps({"count": count, "elapsed": elapsed, "rss_mb": peak_rss_kb() / 1024}))
+
+
+def peak_rss_kb() -> int:
+    """This process's peak RSS. ru_maxrss is not used: on Linux it survives fork+exec, so a
+    child would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def run_client(mode: str, base: str, n: int) -> dict[str, Any]:
