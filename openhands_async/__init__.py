@@ -28,6 +28,7 @@ from .errors import (
     StreamError,
     UnprocessableEntityError,
 )
+from .helpers import wait_until_ready
 from .models import (
     Conversation,
     ExecutionStatus,
@@ -43,6 +44,7 @@ from .models import (
     TextContent,
 )
 from .pagination import AsyncPager
+from .streaming import StartTaskStream
 
 __all__ = [
     "APIConnectionError",
@@ -76,10 +78,12 @@ __all__ = [
     "StartTask",
     "StartTaskFailed",
     "StartTaskStatus",
+    "StartTaskStream",
     "StartUnconfirmedError",
     "StreamError",
     "TextContent",
     "Timeouts",
     "UnprocessableEntityError",
     "__version__",
+    "wait_until_ready",
 ]

@@ -20,6 +20,7 @@ from ..errors import (
 )
 from ..models import Conversation, StartRequest, StartTask
 from ..pagination import AsyncPager
+from ..streaming import DEFAULT_POLL_INTERVAL, StartTaskStream
 from ._base import Resource
 
 log = logging.getLogger("openhands_async")
@@ -48,6 +49,39 @@ class Conversations(Resource):
         """
         request = make_start_request(message, **options)
         return await self.send_start(request)
+
+    def stream_start(
+        self,
+        message: MessageInput,
+        *,
+        raise_on_error: bool = True,
+        recover: bool = True,
+        idle_timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        **options: Any,
+    ) -> StartTaskStream:
+        """Start a conversation and follow its start task live (`POST .../stream-start`).
+
+        Use as `async for task in client.conversations.stream_start(...)` or inside
+        `async with ... as stream`. Each `StartTask` snapshot is yielded as soon as the
+        server writes it. `options` are those of `start`.
+
+        - `raise_on_error`: after yielding a final ERROR task, raise `StartTaskFailed`.
+        - `recover`: if the stream breaks or stays silent for `idle_timeout` seconds (default
+          `Timeouts.stream_idle`), carry on by polling the task every `poll_interval`
+          seconds (looking it up by conversation id first if no element had arrived). The
+          start is never sent twice. With `recover=False` the break is raised
+          (`StreamError`, `APIConnectionError`/`APITimeoutError`).
+        """
+        request = make_start_request(message, **options)
+        return StartTaskStream(
+            self._client,
+            request,
+            raise_on_error=raise_on_error,
+            recover=recover,
+            idle_timeout=idle_timeout,
+            poll_interval=poll_interval,
+        )
 
     async def send_start(self, request: StartRequest) -> StartTask:
         """Send a prepared `StartRequest` (see `start`), with the same no-duplicate rule."""

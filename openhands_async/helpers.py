@@ -1,0 +1,36 @@
+"""Small conveniences built on the public API."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._start_request import MessageInput
+from .errors import ResponseValidationError, StreamError
+from .models import StartTaskStatus
+
+if TYPE_CHECKING:
+    from .client import OpenHandsClient
+
+__all__ = ["wait_until_ready"]
+
+
+async def wait_until_ready(client: OpenHandsClient, message: MessageInput, **options: Any) -> str:
+    """Start a conversation, follow its stream until READY, and return its conversation id.
+
+    Raises `StartTaskFailed` if the start ends in ERROR; `options` are those of
+    `client.conversations.stream_start` (except `raise_on_error`, always on here).
+    """
+    options.pop("raise_on_error", None)
+    async with client.conversations.stream_start(message, **options) as stream:
+        async for task in stream:
+            if task.status is StartTaskStatus.READY:
+                if not task.app_conversation_id:
+                    raise ResponseValidationError(
+                        f"start task {task.id} is READY without an app_conversation_id",
+                        body=None,
+                    )
+                return task.app_conversation_id
+    raise StreamError(
+        f"the start of conversation {stream.conversation_id} ended without READY "
+        f"(last status {stream.task.status if stream.task else None})"
+    )

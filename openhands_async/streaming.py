@@ -1,0 +1,406 @@
+"""Streaming start: `POST /api/v1/app-conversations/stream-start`, parsed as it arrives.
+
+The server keeps the response open and writes one JSON array, one start-task snapshot per
+element (`[` newline, elements separated by `,` newline, `]` once READY or ERROR). The body
+is parsed incrementally with ijson (never buffered whole) and each `StartTask` is yielded as
+soon as its closing brace arrives.
+
+If the connection breaks (or stays silent longer than the idle timeout), the start is never
+sent again: with at least one element in hand the task is polled by id; with none, the SDK
+first looks for the start on the server (`find_start`) and polls it if found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+import aiohttp
+import ijson
+
+from ._converter import structure, unstructure
+from ._http import connection_error
+from ._retry import Idempotency
+from .errors import (
+    APIConnectionError,
+    APITimeoutError,
+    ResponseValidationError,
+    StartTaskFailed,
+    StreamError,
+)
+from .models import StartRequest, StartTask, StartTaskStatus
+
+if TYPE_CHECKING:
+    from .client import OpenHandsClient
+
+log = logging.getLogger("openhands_async")
+
+__all__ = [
+    "IJSON_BACKEND",
+    "StartTaskStream",
+    "iter_start_tasks",
+]
+
+#: The ijson backend in use: "yajl2_c" is the fast C one; "python" is pure Python (slow).
+IJSON_BACKEND: str = ijson.backend_name
+
+STREAM_PATH = "/api/v1/app-conversations/stream-start"
+DEFAULT_POLL_INTERVAL = 1.0
+_TAIL = 256  # bytes kept for error excerpts
+_EXCERPT = 120
+
+
+class AsyncByteReader(Protocol):
+    async def read(self, n: int = -1, /) -> bytes: ...
+
+
+class StreamTruncated(StreamError):
+    """The body ended (cleanly, at EOF) in the middle of the array: a `StreamError`."""
+
+
+class CountingReader:
+    """Wraps a byte source: counts bytes, keeps the last few hundred for error excerpts.
+
+    `read(n)` returns as soon as any bytes are available (aiohttp's `StreamReader.read`
+    does), so ijson sees each element the moment it arrives. Network failures are turned
+    into the SDK's connection errors here.
+    """
+
+    def __init__(
+        self,
+        source: AsyncByteReader,
+        *,
+        method: str = "",
+        url: str = "",
+        idle_timeout: float | None = None,
+    ) -> None:
+        self._source = source
+        self._method = method
+        self._url = url
+        self._idle_timeout = idle_timeout
+        self.offset = 0
+        self.eof = False
+        self._tail = bytearray()
+        self._started = False
+
+    async def read(self, n: int = -1) -> bytes:
+        if n == 0:
+            return b""  # ijson probes the type with read(0)
+        try:
+            data = await self._source.read(n)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise self.connection_error(exc) from exc
+        if not data:
+            self.eof = True
+            return data
+        if not self._started:
+            self._check_start(data)
+        self.offset += len(data)
+        self._tail += data
+        if len(self._tail) > _TAIL:
+            del self._tail[: len(self._tail) - _TAIL]
+        return data
+
+    def _check_start(self, data: bytes) -> None:
+        stripped = data.lstrip()
+        if not stripped:
+            return
+        self._started = True
+        if stripped[:1] != b"[":
+            skipped = len(data) - len(stripped)
+            raise StreamError(
+                f"stream-start body is not a JSON array (starts with {stripped[:1]!r} "
+                f"at byte {self.offset + skipped})",
+                method=self._method,
+                url=self._url,
+                offset=self.offset + skipped,
+                excerpt=stripped[:_EXCERPT],
+            )
+
+    def excerpt(self) -> bytes:
+        return bytes(self._tail[-_EXCERPT:])
+
+    def connection_error(self, exc: BaseException) -> APIConnectionError:
+        if isinstance(exc, asyncio.TimeoutError):
+            return APITimeoutError(
+                f"stream idle timeout: the server sent nothing for {self._idle_timeout}s "
+                f"(after {self.offset} bytes)",
+                method=self._method,
+                url=self._url,
+                kind="stream-idle",
+                seconds=self._idle_timeout,
+            )
+        err = connection_error(
+            exc,
+            method=self._method,
+            url=self._url,
+            timeouts=aiohttp.ClientTimeout(sock_read=self._idle_timeout),
+        )
+        err.message = f"{err.message} (stream broke after {self.offset} bytes)"
+        return err
+
+
+async def iter_start_tasks(
+    reader: CountingReader, *, method: str = "", url: str = ""
+) -> AsyncIterator[StartTask]:
+    """The parser core: yield each element of a stream-start body as a `StartTask`.
+
+    Raises `StreamError` (with byte offset and excerpt) on a malformed body,
+    `StreamTruncated` when the body ends mid-array, and lets the reader's
+    `APIConnectionError` through when the connection breaks. Checks that every element
+    has the same task id. Nothing from ijson or cattrs escapes.
+    """
+    count = 0
+    first_id: str | None = None
+
+    def fail(message: str, cls: type[StreamError] = StreamError) -> StreamError:
+        return cls(
+            message,
+            method=method,
+            url=url,
+            offset=reader.offset,
+            excerpt=reader.excerpt(),
+            items_received=count,
+        )
+
+    items = ijson.items_async(reader, "item", use_float=True)
+    try:
+        async for item in items:
+            if not isinstance(item, dict):
+                raise fail(
+                    f"stream-start element {count} is a {type(item).__name__}, not an object"
+                )
+            try:
+                task = structure(item, StartTask, method=method, url=url)
+            except ResponseValidationError as exc:
+                raise fail(f"stream-start element {count}: {exc.message}") from None
+            if first_id is None:
+                first_id = task.id
+            elif task.id != first_id:
+                raise fail(
+                    f"stream-start element {count} is task {task.id}, "
+                    f"the stream started with task {first_id}"
+                )
+            count += 1
+            yield task
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        # ijson's C backend re-raises an exception thrown into its await chain without
+        # passing it through the reader's `read`, so network errors are mapped here too.
+        raise reader.connection_error(exc) from exc
+    except ijson.JSONError as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if reader.eof and "premature EOF" in reason:
+            if reader.offset == 0:
+                raise fail("stream-start body is empty", StreamTruncated) from None
+            raise fail(
+                f"stream-start body ended mid-array after {count} elements", StreamTruncated
+            ) from None
+        raise fail(f"stream-start body is not valid JSON: {reason}") from None
+    if not reader._started:
+        raise fail("stream-start body is empty", StreamTruncated)
+
+
+class _State:
+    """What the stream object and its generator share (no reference back to the stream)."""
+
+    def __init__(self) -> None:
+        self.response: aiohttp.ClientResponse | None = None
+        self.task: StartTask | None = None
+
+    def release(self) -> None:
+        resp, self.response = self.response, None
+        if resp is not None:
+            # Closes the connection if the body was not read to the end; sync and immediate.
+            resp.release()
+
+
+class StartTaskStream:
+    """The start-task snapshots of one conversation start, as they happen.
+
+    `async for task in client.conversations.stream_start(...)`, or
+    `async with client.conversations.stream_start(...) as stream: async for task in stream`.
+
+    Ends after READY; a final ERROR task is yielded and then `StartTaskFailed` is raised
+    (unless `raise_on_error=False`). Leaving early (`break`, cancellation, leaving the
+    `async with`, `aclose()`) closes the response at once. `conversation_id` is the id the
+    request carries (minted by the SDK unless given), `task` the latest snapshot.
+    """
+
+    def __init__(
+        self,
+        client: OpenHandsClient,
+        request: StartRequest,
+        *,
+        raise_on_error: bool = True,
+        recover: bool = True,
+        idle_timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+    ) -> None:
+        if request.conversation_id is None:
+            raise ValueError("request.conversation_id must be set (make_start_request mints one)")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
+        self.conversation_id: str = request.conversation_id
+        self.request = request
+        self._state = _State()
+        self._gen = _run(
+            client,
+            request,
+            self._state,
+            raise_on_error=raise_on_error,
+            recover=recover,
+            idle_timeout=idle_timeout,
+            poll_interval=poll_interval,
+        )
+        # A plain `async for ... break` drops the stream without closing it: release the
+        # response when the object goes away (a finalizer, so no reference cycle keeps it).
+        self._finalizer = weakref.finalize(self, self._state.release)
+
+    @property
+    def task(self) -> StartTask | None:
+        """The latest snapshot yielded (None before the first)."""
+        return self._state.task
+
+    def __aiter__(self) -> StartTaskStream:
+        return self
+
+    async def __anext__(self) -> StartTask:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop: close the response (the start itself carries on on the server)."""
+        self._state.release()
+        await self._gen.aclose()
+
+    async def __aenter__(self) -> StartTaskStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        status = self._state.task.status if self._state.task else None
+        return f"StartTaskStream(conversation_id={self.conversation_id!r}, status={status})"
+
+
+async def _run(
+    client: OpenHandsClient,
+    request: StartRequest,
+    state: _State,
+    *,
+    raise_on_error: bool,
+    recover: bool,
+    idle_timeout: float | None,
+    poll_interval: float,
+) -> AsyncGenerator[StartTask, None]:
+    last: StartTask | None = None
+    async for task in _stream_or_recover(
+        client,
+        request,
+        state,
+        recover=recover,
+        idle_timeout=idle_timeout,
+        poll_interval=poll_interval,
+    ):
+        last = state.task = task
+        yield task
+    if last is not None and last.status is StartTaskStatus.ERROR and raise_on_error:
+        raise StartTaskFailed(last)
+
+
+async def _stream_or_recover(
+    client: OpenHandsClient,
+    request: StartRequest,
+    state: _State,
+    *,
+    recover: bool,
+    idle_timeout: float | None,
+    poll_interval: float,
+) -> AsyncGenerator[StartTask, None]:
+    method, url = "POST", client.url(STREAM_PATH)
+    cid = request.conversation_id
+    assert cid is not None
+    sent_after = datetime.now(timezone.utc)
+    idle = client.timeouts.stream_idle if idle_timeout is None else idle_timeout
+    last: StartTask | None = None
+    broken: APIConnectionError | StreamError
+    try:
+        try:
+            resp = await client.open_stream(
+                method,
+                STREAM_PATH,
+                json=unstructure(request),
+                idle_timeout=idle,
+                idempotency=Idempotency.UNSENT_ONLY,
+            )
+        except APIConnectionError as exc:
+            if not recover or not exc.may_have_been_sent:
+                raise
+            broken = exc
+        else:
+            state.response = resp
+            reader = CountingReader(resp.content, method=method, url=url, idle_timeout=idle)
+            try:
+                async for task in iter_start_tasks(reader, method=method, url=url):
+                    last = task
+                    yield task
+                return  # `]` and a clean end
+            except (APIConnectionError, StreamTruncated) as exc:
+                if not recover:
+                    raise
+                broken = exc
+            finally:
+                state.release()
+    finally:
+        state.release()
+
+    # Recovery: never send the start again.
+    if last is not None:
+        log.info(
+            "stream-start of task %s broke (%s); polling it instead", last.id, type(broken).__name__
+        )
+        async for task in _poll(client, last, poll_interval):
+            yield task
+        return
+    found = await client.conversations._look_for_lost_start(
+        cid, sent_after, broken if isinstance(broken, APIConnectionError) else _as_conn(broken)
+    )
+    if found is None:
+        raise APIConnectionError(
+            f"stream-start of conversation {cid} broke before any start task arrived "
+            f"({broken.message}), and the server has no trace of it; it was not sent again",
+            method=method,
+            url=url,
+        ) from broken
+    log.info("stream-start of %s broke; found task %s, polling it", cid, found.id)
+    yield found
+    if not found.status.is_terminal:
+        async for task in _poll(client, found, poll_interval):
+            yield task
+
+
+async def _poll(
+    client: OpenHandsClient, last: StartTask, interval: float
+) -> AsyncGenerator[StartTask, None]:
+    """Poll a task until terminal, yielding only snapshots whose status changed."""
+    status = last.status
+    while not status.is_terminal:
+        await asyncio.sleep(interval)
+        task = await client.start_tasks.get(last.id)
+        if task.status != status:
+            status = task.status
+            yield task
+
+
+def _as_conn(exc: StreamError) -> APIConnectionError:
+    return APIConnectionError(exc.message, method=exc.request_method, url=exc.request_url)

@@ -1,0 +1,378 @@
+"""Streaming start: the incremental parser, the stream over loopback, breaks and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+import openhands_async as oh
+from openhands_async.streaming import CountingReader, StreamTruncated, iter_start_tasks
+from openhands_async.testing import FakeCloud, Fault, StreamBehavior
+
+from .captures import raw
+
+FAST = oh.RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
+STATUSES = [
+    "WORKING",
+    "WAITING_FOR_SANDBOX",
+    "PREPARING_REPOSITORY",
+    "RUNNING_SETUP_SCRIPT",
+    "SETTING_UP_GIT_HOOKS",
+    "SETTING_UP_SKILLS",
+    "STARTING_CONVERSATION",
+    "READY",
+]
+CAPTURES = [
+    "stream-start.raw",
+    "stream-start_ERROR_before_dockerenv_fix.raw",
+    "stream-start_ERROR_no_chromium.raw",
+    "stream-start_ERROR_sleeping_status_bug.raw",
+    "stream-start_empty_body.raw",
+    "stream-start_llm_unreachable.raw",
+]
+
+
+class Chunks:
+    """An in-memory async byte source handing out fixed chunks."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = list(chunks)
+
+    async def read(self, n: int = -1, /) -> bytes:
+        if n == 0 or not self._chunks:
+            return b""
+        await asyncio.sleep(0)
+        return self._chunks.pop(0)
+
+
+def split(data: bytes, sizes: list[int]) -> list[bytes]:
+    out, i, k = [], 0, 0
+    while i < len(data):
+        n = sizes[k % len(sizes)]
+        out.append(data[i : i + n])
+        i, k = i + n, k + 1
+    return out
+
+
+async def parse(chunks: list[bytes]) -> list[oh.StartTask]:
+    return [t async for t in iter_start_tasks(CountingReader(Chunks(chunks)))]
+
+
+async def collect(stream: oh.StartTaskStream, into: list[oh.StartTask]) -> None:
+    async for task in stream:
+        into.append(task)
+
+
+def no_acquired(client: oh.OpenHandsClient) -> bool:
+    session = client.session
+    if session is None:
+        return True
+    connector = session.connector
+    assert isinstance(connector, aiohttp.BaseConnector)
+    return len(connector._acquired) == 0
+
+
+async def settle(client: oh.OpenHandsClient) -> None:
+    for _ in range(50):
+        if no_acquired(client):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("a connection is still acquired")
+
+
+@pytest.fixture
+async def slow_cloud() -> AsyncIterator[FakeCloud]:
+    # time_scale 3: the full timeline takes ~0.5 s, so a break leaves work for the poller.
+    async with FakeCloud(time_scale=3.0) as fake:
+        yield fake
+
+
+def make_client(cloud: FakeCloud) -> oh.OpenHandsClient:
+    return oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST)
+
+
+# ---------------------------------------------------------------- parser core
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+async def test_captures_parse_in_any_chunking(name: str) -> None:
+    data = raw(name)
+    expected = json.loads(data)
+    rng = random.Random(name)
+    chunkings = [
+        [data],
+        split(data, [1]),
+        split(data, [7, 3, 64]),
+        split(data, [rng.randint(1, 200) for _ in range(50)]),
+    ]
+    for chunks in chunkings:
+        tasks = await parse(chunks)
+        assert [t.status.value for t in tasks] == [e["status"] for e in expected]
+        assert [t.id for t in tasks] == [e["id"] for e in expected]
+        assert tasks[-1].is_terminal
+
+
+async def test_parser_yields_each_element_as_soon_as_it_closes() -> None:
+    data = raw("stream-start.raw")
+    first_end = data.index(b"},\n") + 1
+    gate = asyncio.Event()
+
+    class Gated:
+        def __init__(self) -> None:
+            self.sent = 0
+
+        async def read(self, n: int = -1, /) -> bytes:
+            if n == 0:
+                return b""
+            if self.sent == 0:
+                self.sent = 1
+                return data[:first_end]
+            await gate.wait()
+            if self.sent == 1:
+                self.sent = 2
+                return data[first_end:]
+            return b""
+
+    it = iter_start_tasks(CountingReader(Gated())).__aiter__()
+    first = await asyncio.wait_for(it.__anext__(), 1.0)  # the rest has not "arrived" yet
+    assert first.status is oh.StartTaskStatus.WORKING
+    gate.set()
+    rest = [t async for t in it]
+    assert rest[-1].status is oh.StartTaskStatus.READY
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"{}", "not a JSON array"),
+        (b'  {"id": "x"}', "not a JSON array"),
+        (b"[1]", "not an object"),
+        (b"[[]]", "not an object"),
+        (b'[{"id": "a", "status": "WORKING"}]x', "not valid JSON"),
+        (b'[{"id": "a", "status": "WORKING"}]\n[', "not valid JSON"),
+        (b"[nonsense]", "not valid JSON"),
+        (b'[{"id": "a", "status": "WORKING"},\n{"id": "b", "status": "READY"}]', "task b"),
+        (b'[{"status": "WORKING"}]', "element 0"),
+    ],
+)
+async def test_malformed_bodies_raise_stream_error(body: bytes, fragment: str) -> None:
+    for chunks in ([body], split(body, [1])):
+        with pytest.raises(oh.StreamError, match=fragment) as info:
+            await parse(chunks)
+        err = info.value
+        assert err.offset is not None
+        assert 0 <= err.offset <= len(body)
+        assert err.excerpt
+        assert err.excerpt in body
+
+
+@pytest.mark.parametrize("body", [b"", b"[\n", b'[\n{"id": "a", "status": "WOR'])
+async def test_truncated_bodies(body: bytes) -> None:
+    with pytest.raises(StreamTruncated) as info:
+        await parse([body] if body else [])
+    assert isinstance(info.value, oh.StreamError)
+    assert info.value.offset == len(body)
+
+
+async def test_unknown_status_does_not_break_parsing() -> None:
+    body = b'[{"id": "a", "status": "BRAND_NEW"},\n{"id": "a", "status": "READY"}]'
+    tasks = await parse(split(body, [5]))
+    assert [t.status.value for t in tasks] == ["BRAND_NEW", "READY"]
+
+
+# ---------------------------------------------------------------- over loopback
+
+
+async def test_full_sequence_to_ready(cloud: FakeCloud, client: oh.OpenHandsClient) -> None:
+    stream = client.conversations.stream_start("hello", repository="owner/repo")
+    seen = [task async for task in stream]
+    assert [t.status.value for t in seen] == STATUSES
+    assert seen[-1].app_conversation_id == stream.conversation_id
+    assert stream.task is seen[-1]
+    assert cloud.starts_received == 1
+    assert cloud.requests["stream_start"] == 1
+    await settle(client)
+
+
+async def test_async_with_form(cloud: FakeCloud, client: oh.OpenHandsClient) -> None:
+    async with client.conversations.stream_start("hello") as stream:
+        statuses = [t.status async for t in stream]
+    assert statuses[-1] is oh.StartTaskStatus.READY
+    assert no_acquired(client)
+
+
+async def test_error_ending_raises_after_yielding_the_error_task(
+    cloud: FakeCloud, client: oh.OpenHandsClient
+) -> None:
+    seen: list[oh.StartTask] = []
+    with pytest.raises(oh.StartTaskFailed) as info:
+        await collect(client.conversations.stream_start("hello [fake:start=ERROR]"), seen)
+    assert seen[-1].status is oh.StartTaskStatus.ERROR
+    assert info.value.task == seen[-1]
+    assert info.value.detail
+    await settle(client)
+
+
+async def test_error_ending_without_raise(cloud: FakeCloud, client: oh.OpenHandsClient) -> None:
+    stream = client.conversations.stream_start("hello [fake:start=ERROR]", raise_on_error=False)
+    seen = [t async for t in stream]
+    assert seen[-1].status is oh.StartTaskStatus.ERROR
+    await settle(client)
+
+
+async def test_wait_until_ready(cloud: FakeCloud, client: oh.OpenHandsClient) -> None:
+    conv_id = await oh.wait_until_ready(client, "hello", conversation_id="ab" * 16)
+    assert conv_id == "ab" * 16
+    assert cloud.conversation(conv_id) is not None
+    with pytest.raises(oh.StartTaskFailed):
+        await oh.wait_until_ready(client, "hello [fake:start=ERROR]")
+    await settle(client)
+
+
+async def test_garbage_in_stream_raises_stream_error(
+    cloud: FakeCloud, client: oh.OpenHandsClient
+) -> None:
+    seen: list[oh.StartTask] = []
+    with pytest.raises(oh.StreamError) as info:
+        await collect(client.conversations.stream_start("hi [fake:stream_garbage_after=2]"), seen)
+    assert 1 <= len(seen) <= 2  # element 1 may share a read with the garbage
+    assert info.value.offset
+    assert info.value.offset > 0
+    assert b"<html>" in info.value.excerpt
+    await settle(client)
+
+
+async def test_cut_then_recover_by_polling(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        stream = client.conversations.stream_start(
+            "hello [fake:stream_cut_after=2]", poll_interval=0.05
+        )
+        seen = [t async for t in stream]
+        statuses = [t.status.value for t in seen]
+        assert statuses[:2] == STATUSES[:2]
+        assert statuses[-1] == "READY"
+        assert len(statuses) == len(set(statuses))  # only changes are yielded
+        assert slow_cloud.starts_received == 1
+        assert slow_cloud.duplicate_starts == 0
+        assert slow_cloud.requests["stream_start"] == 1
+        assert slow_cloud.requests["get_start_tasks"] >= 1
+        await settle(client)
+
+
+async def test_cut_with_stream_behavior_knob() -> None:
+    cloud = FakeCloud(time_scale=3.0, stream=StreamBehavior(cut_after=2))
+    async with cloud, make_client(cloud) as client:
+        seen = [t async for t in client.conversations.stream_start("hello", poll_interval=0.05)]
+        assert seen[-1].status is oh.StartTaskStatus.READY
+        assert cloud.starts_received == 1
+        await settle(client)
+
+
+async def test_cut_without_recover_raises(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        with pytest.raises(oh.APIConnectionError):
+            async for _ in client.conversations.stream_start(
+                "hello [fake:stream_cut_after=2]", recover=False
+            ):
+                pass
+        assert slow_cloud.starts_received == 1
+        await settle(client)
+
+
+async def test_stall_then_idle_timeout_then_recover(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        seen = [
+            t
+            async for t in client.conversations.stream_start(
+                "hello [fake:stream_stall_after=1]", idle_timeout=0.3, poll_interval=0.05
+            )
+        ]
+        assert seen[0].status is oh.StartTaskStatus.WORKING
+        assert seen[-1].status is oh.StartTaskStatus.READY
+        assert slow_cloud.starts_received == 1
+        await settle(client)
+
+
+async def test_stall_without_recover_raises_timeout(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        with pytest.raises(oh.APITimeoutError) as info:
+            async for _ in client.conversations.stream_start(
+                "hello [fake:stream_stall_after=1]", idle_timeout=0.3, recover=False
+            ):
+                pass
+        assert info.value.kind == "stream-idle"
+        assert info.value.seconds == 0.3
+        await settle(client)
+
+
+async def test_reset_mid_body_nothing_arrived_finds_and_polls(slow_cloud: FakeCloud) -> None:
+    slow_cloud.add_fault(Fault(route="stream_start", action="reset_mid_body"))
+    async with make_client(slow_cloud) as client:
+        stream = client.conversations.stream_start("hello", poll_interval=0.05)
+        seen = [t async for t in stream]
+        assert seen[-1].status is oh.StartTaskStatus.READY
+        assert seen[-1].app_conversation_id == stream.conversation_id
+        assert slow_cloud.starts_received == 1
+        assert slow_cloud.requests["stream_start"] == 1
+        assert slow_cloud.requests["search_start_tasks"] >= 1
+        await settle(client)
+
+
+async def test_reset_mid_body_without_recover_raises(slow_cloud: FakeCloud) -> None:
+    slow_cloud.add_fault(Fault(route="stream_start", action="reset_mid_body"))
+    async with make_client(slow_cloud) as client:
+        with pytest.raises(oh.APIConnectionError):
+            async for _ in client.conversations.stream_start("hello", recover=False):
+                pass
+        assert slow_cloud.requests["stream_start"] == 1
+        await settle(client)
+
+
+async def test_reset_before_not_found_raises_without_resending(cloud: FakeCloud) -> None:
+    cloud.add_fault(Fault(route="stream_start", action="reset_before"))
+    async with make_client(cloud) as client:
+        with pytest.raises(oh.APIConnectionError, match="not sent again"):
+            async for _ in client.conversations.stream_start("hello"):
+                pass
+        assert cloud.requests["stream_start"] == 1
+        assert cloud.starts_received == 0
+        await settle(client)
+
+
+async def test_break_releases_the_connection(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        async for task in client.conversations.stream_start("hello"):
+            assert task.status is oh.StartTaskStatus.WORKING
+            break
+        assert no_acquired(client)  # released at once, not at garbage collection
+        await asyncio.sleep(0.05)
+
+
+async def test_leaving_async_with_releases(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        async with client.conversations.stream_start("hello") as stream:
+            await stream.__anext__()
+        assert no_acquired(client)
+        await stream.aclose()  # twice is fine
+
+
+async def test_cancelling_the_consumer_releases(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        first = asyncio.Event()
+
+        async def consume() -> None:
+            async for _ in client.conversations.stream_start("hello"):
+                first.set()
+
+        job = asyncio.create_task(consume())
+        await asyncio.wait_for(first.wait(), 2)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        assert no_acquired(client)
+        assert slow_cloud.starts_received == 1
