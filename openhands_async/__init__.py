@@ -43,6 +43,7 @@ from .models import (
     TextContent,
 )
 from .pagination import AsyncPager
+from .poller import ConversationPoller, PollerStats, StatusChange
 
 __all__ = [
     "APIConnectionError",
@@ -55,6 +56,7 @@ __all__ = [
     "ConcurrencyLimitError",
     "ConflictError",
     "Conversation",
+    "ConversationPoller",
     "ExecutionStatus",
     "ExposedUrl",
     "GoneError",
@@ -66,6 +68,7 @@ __all__ = [
     "OpenHandsError",
     "Page",
     "PermissionDeniedError",
+    "PollerStats",
     "RateLimitError",
     "ResponseValidationError",
     "RetryPolicy",
@@ -77,6 +80,7 @@ __all__ = [
     "StartTaskFailed",
     "StartTaskStatus",
     "StartUnconfirmedError",
+    "StatusChange",
     "StreamError",
     "TextContent",
     "Timeouts",
