@@ -81,11 +81,16 @@ class StatusChange:
 
 @attrs.define
 class PollerStats:
-    """Counters, for monitoring and tests. `last_*` describe the most recent cycle."""
+    """Counters, for monitoring and tests. `last_*` describe the most recent cycle.
+
+    `requests` counts batch reads sent (each <= 99 ids), `reads` item reads (ids asked for),
+    `changes` status changes reported, `cycles` cycles started.
+    """
 
     cycles: int = 0
     requests: int = 0
     failed_requests: int = 0
+    reads: int = 0
     changes: int = 0
     last_due_start_tasks: int = 0
     last_due_conversations: int = 0
@@ -395,6 +400,7 @@ class ConversationPoller:
         stats.last_due_conversations = len(convs)
         stats.last_requests = len(chunks)
         stats.requests += len(chunks)
+        stats.reads += len(due)
         outcomes = await gather_bounded(chunks, self._read_chunk, concurrency=self.max_in_flight)
         now = asyncio.get_running_loop().time()
         for chunk, result in outcomes:
