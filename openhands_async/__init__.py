@@ -44,6 +44,7 @@ from .models import (
     TextContent,
 )
 from .pagination import AsyncPager
+from .poller import ConversationPoller, PollerStats, StatusChange
 from .streaming import StartTaskStream
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "ConcurrencyLimitError",
     "ConflictError",
     "Conversation",
+    "ConversationPoller",
     "ExecutionStatus",
     "ExposedUrl",
     "GoneError",
@@ -68,6 +70,7 @@ __all__ = [
     "OpenHandsError",
     "Page",
     "PermissionDeniedError",
+    "PollerStats",
     "RateLimitError",
     "ResponseValidationError",
     "RetryPolicy",
@@ -80,6 +83,7 @@ __all__ = [
     "StartTaskStatus",
     "StartTaskStream",
     "StartUnconfirmedError",
+    "StatusChange",
     "StreamError",
     "TextContent",
     "Timeouts",

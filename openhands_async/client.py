@@ -19,6 +19,7 @@ from ._http import HTTPTransport, Params, Timeouts
 from ._retry import Idempotency, RetryPolicy
 from ._sansio import decode_error_body, decode_json, error_from_response, is_loopback_url
 from ._version import __version__
+from .poller import ConversationPoller
 from .resources.conversations import Conversations
 from .resources.start_tasks import StartTasks
 
@@ -103,6 +104,7 @@ class OpenHandsClient:
 
         self.conversations = Conversations(self)
         self.start_tasks = StartTasks(self)
+        self._pollers: set[ConversationPoller] = set()
 
     # ------------------------------------------------------------------ lifetime
 
@@ -118,8 +120,41 @@ class OpenHandsClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the session if this client created it. Safe to call twice."""
+        """Stop this client's running pollers, then close the session if the client created
+        it. Safe to call twice."""
+        for poller in list(self._pollers):
+            await poller.aclose()
         await self._transport.aclose()
+
+    # ------------------------------------------------------------------ pollers
+
+    def poller(
+        self,
+        interval: float = 5.0,
+        *,
+        min_interval: float | None = None,
+        max_interval: float | None = None,
+        max_in_flight: int = 4,
+    ) -> ConversationPoller:
+        """A `ConversationPoller` reading through this client (see `openhands_async.poller`).
+
+        `interval` is the base seconds between reads of one item; changed items are read
+        again after `min_interval` (default interval/4), quiet ones back off by doubling up
+        to `max_interval` (default interval*4). `max_in_flight` bounds concurrent requests.
+        """
+        return ConversationPoller(
+            self,
+            interval,
+            min_interval=min_interval,
+            max_interval=max_interval,
+            max_in_flight=max_in_flight,
+        )
+
+    def _register_poller(self, poller: ConversationPoller) -> None:
+        self._pollers.add(poller)
+
+    def _unregister_poller(self, poller: ConversationPoller) -> None:
+        self._pollers.discard(poller)
 
     def __repr__(self) -> str:
         auth = "bearer" if self._api_key else "session-key" if self._session_api_key else "none"

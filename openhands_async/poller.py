@@ -1,0 +1,493 @@
+"""`ConversationPoller`: follow many start tasks and conversations with batch reads.
+
+One background task runs *cycles*. A cycle takes every tracked item that is due, reads
+them with the batch routes (<= 99 ids a request, start tasks and conversations in
+separate requests, at most `max_in_flight` requests at once), and records what changed.
+A cycle sends exactly ceil(due start tasks / 99) + ceil(due conversations / 99) requests.
+Every request goes through `OpenHandsClient.request`, so the client's rate limit, retries
+and client-wide 429 pause apply to the poller like to any other call.
+
+Intervals (per item; `interval` is the base, `min_interval` defaults to interval / 4 and
+`max_interval` to interval * 4):
+
+- an item that was just added or whose status just changed is read again after
+  `min_interval`;
+- an item whose status did not change since its last read waits twice as long as last
+  time, capped at `max_interval` (min, 2*min, 4*min, ... max);
+- a read that failed (connection error, 5xx, 429 after the client's own retries) counts
+  as "quiet": the item backs off the same way and is read again later, never dropped.
+
+Items due within `min_interval / 2` of a cycle are read in that cycle too, so items that
+drift apart by a few milliseconds still share requests.
+
+Terminal: a start task READY or ERROR (READY hands over to its conversation, which is then
+followed automatically); a conversation whose `is_terminal` holds (sandbox ERROR or
+MISSING; execution finished, error, stuck or waiting_for_confirmation). Sandbox PAUSED is
+not terminal: it is reported as a change and the conversation is followed on. An id the
+server answers null for is reported once as missing and no longer read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+
+from ._batch import chunked, gather_bounded
+from ._constants import MAX_BATCH_IDS
+from ._sansio import normalize_uuid
+from .errors import APIConnectionError, APIStatusError, RateLimitError, ResponseValidationError
+from .models import Conversation, StartTask, StartTaskStatus
+
+if TYPE_CHECKING:
+    from .client import OpenHandsClient
+
+__all__ = ["ConversationPoller", "PollerStats", "StatusChange"]
+
+log = logging.getLogger("openhands_async")
+
+Kind = Literal["start_task", "conversation"]
+Model = StartTask | Conversation
+
+_START_TASKS_PATH = "/api/v1/app-conversations/start-tasks"
+_CONVERSATIONS_PATH = "/api/v1/app-conversations"
+MISSING = "MISSING"
+
+
+@attrs.frozen
+class StatusChange:
+    """One status change as the poller saw it.
+
+    `old`/`new` are status strings: a start task's status (`"WORKING"`, `"READY"`, ...); for
+    a conversation the sandbox status, followed by `/` and the execution status when there
+    is one (`"RUNNING/running"`, `"PAUSED"`, `"RUNNING/finished"`). `old` is None on the
+    first read. `new` is `"MISSING"` and `missing` True when the server answered null
+    (then `model` is None). `terminal` is True when the item will not be read again.
+    """
+
+    id: str
+    kind: Kind
+    old: str | None
+    new: str
+    model: StartTask | Conversation | None
+    terminal: bool = False
+    missing: bool = False
+
+
+@attrs.define
+class PollerStats:
+    """Counters, for monitoring and tests. `last_*` describe the most recent cycle.
+
+    `requests` counts batch reads sent (each <= 99 ids), `reads` item reads (ids asked for),
+    `changes` status changes reported, `cycles` cycles started.
+    """
+
+    cycles: int = 0
+    requests: int = 0
+    failed_requests: int = 0
+    reads: int = 0
+    changes: int = 0
+    last_due_start_tasks: int = 0
+    last_due_conversations: int = 0
+    last_requests: int = 0
+
+
+class _Item:
+    __slots__ = ("due", "id", "interval", "kind", "model", "status")
+
+    def __init__(self, item_id: str, kind: Kind, due: float, interval: float) -> None:
+        self.id = item_id
+        self.kind: Kind = kind
+        self.status: str | None = None
+        self.due = due
+        self.interval = interval
+        self.model: Model | None = None
+
+
+class _Signal:
+    """Marker put on subscriber queues: `idle` (nothing left to follow) or `closed`."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+_IDLE = _Signal("idle")
+_CLOSED = _Signal("closed")
+_Queued = StatusChange | _Signal
+
+
+def _status_of(model: Model) -> str:
+    if isinstance(model, StartTask):
+        return str(model.status.value)
+    sandbox = str(model.sandbox_status.value)
+    if model.execution_status is None:
+        return sandbox
+    return f"{sandbox}/{model.execution_status.value}"
+
+
+class ConversationPoller:
+    """Follow many start tasks and conversations until they are done (see module docs).
+
+    Create it with `client.poller(...)`. It starts on first use of `changes()`, `wait()`
+    or `as_completed()`, or with `async with poller:`; stop it with `await poller.aclose()`
+    (the client's `aclose()` stops its pollers too).
+    """
+
+    def __init__(
+        self,
+        client: OpenHandsClient,
+        interval: float = 5.0,
+        *,
+        min_interval: float | None = None,
+        max_interval: float | None = None,
+        max_in_flight: int = 4,
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0, got {interval!r}")
+        min_i = interval / 4 if min_interval is None else float(min_interval)
+        max_i = interval * 4 if max_interval is None else float(max_interval)
+        if not 0 < min_i <= interval <= max_i:
+            raise ValueError(
+                "need 0 < min_interval <= interval <= max_interval, got "
+                f"{min_i!r}, {interval!r}, {max_i!r}"
+            )
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
+        self._client = client
+        self.interval = float(interval)
+        self.min_interval = min_i
+        self.max_interval = max_i
+        self.max_in_flight = max_in_flight
+        self.stats = PollerStats()
+        self._active: dict[str, _Item] = {}
+        self._done: dict[str, Model | None] = {}
+        self._subscribers: list[asyncio.Queue[_Queued]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ tracking
+
+    def track_start_task(self, task_id: str) -> str:
+        """Follow a start task to READY (then its conversation) or ERROR. Returns the id."""
+        return self._track(normalize_uuid(task_id, "task_id"), "start_task")
+
+    def track_conversation(self, conversation_id: str) -> str:
+        """Follow a conversation until it is terminal. Returns the normalized id."""
+        return self._track(normalize_uuid(conversation_id, "conversation_id"), "conversation")
+
+    def track_start_tasks(self, task_ids: Iterable[str]) -> list[str]:
+        return [self.track_start_task(i) for i in task_ids]
+
+    def track_conversations(self, conversation_ids: Iterable[str]) -> list[str]:
+        return [self.track_conversation(i) for i in conversation_ids]
+
+    def untrack(self, item_id: str) -> None:
+        """Stop following an item and forget it (no error if it is not tracked)."""
+        key = normalize_uuid(item_id, "id")
+        self._active.pop(key, None)
+        self._done.pop(key, None)
+        if not self._active:
+            self._went_idle()
+
+    def _track(self, key: str, kind: Kind) -> str:
+        if self._closed:
+            raise RuntimeError("this poller is closed")
+        if key in self._active:
+            return key
+        self._done.pop(key, None)
+        self._active[key] = _Item(key, kind, 0.0, self.min_interval)
+        if self._idle is not None:
+            self._idle.clear()
+        if self._wake is not None:
+            self._wake.set()
+        return key
+
+    @property
+    def tracked(self) -> int:
+        """Items still being read (not yet terminal)."""
+        return len(self._active)
+
+    def results(self) -> dict[str, StartTask | Conversation | None]:
+        """Latest model of every item (None for missing or not yet read), as of now."""
+        out: dict[str, Model | None] = dict(self._done)
+        out.update((k, item.model) for k, item in self._active.items())
+        return out
+
+    # ------------------------------------------------------------------ consuming
+
+    def changes(self) -> AsyncIterator[StatusChange]:
+        """Every status change from now on, in order; ends when nothing is left to follow.
+
+        Each call gets its own stream; changes seen before the call are not replayed.
+        """
+        queue = self._subscribe()
+        return self._drain(queue, only_terminal=False)
+
+    def as_completed(self) -> AsyncIterator[StatusChange]:
+        """The final `StatusChange` of each item as it finishes (already finished ones first).
+
+        A start task that becomes READY hands over to its conversation and is not yielded;
+        the conversation is. For items finished before the call the change is rebuilt from
+        the latest model (`old` is None).
+        """
+        queue = self._subscribe()
+        for key, model in self._done.items():
+            if model is None:
+                change = StatusChange(key, "conversation", None, MISSING, None, True, True)
+            elif isinstance(model, StartTask):
+                if model.status is StartTaskStatus.READY:
+                    continue
+                change = StatusChange(key, "start_task", None, _status_of(model), model, True)
+            else:
+                change = StatusChange(key, "conversation", None, _status_of(model), model, True)
+            queue.put_nowait(change)
+        return self._drain(queue, only_terminal=True)
+
+    async def wait(
+        self, timeout: float | None = None
+    ) -> dict[str, StartTask | Conversation | None]:
+        """Wait until every tracked item is terminal; return id -> final model (None: missing).
+
+        Raises `asyncio.TimeoutError` after `timeout` seconds (the poller keeps running).
+        """
+        self._ensure_started()
+        assert self._idle is not None
+        if timeout is None:
+            await self._idle.wait()
+        else:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        self._raise_if_failed()
+        return self.results()
+
+    def _subscribe(self) -> asyncio.Queue[_Queued]:
+        self._ensure_started()
+        queue: asyncio.Queue[_Queued] = asyncio.Queue()
+        self._subscribers.append(queue)
+        return queue
+
+    async def _drain(
+        self, queue: asyncio.Queue[_Queued], *, only_terminal: bool
+    ) -> AsyncIterator[StatusChange]:
+        try:
+            while True:
+                if queue.empty() and not self._active:
+                    self._raise_if_failed()
+                    return
+                item = await queue.get()
+                if isinstance(item, _Signal):
+                    if item is _CLOSED:
+                        self._raise_if_failed()
+                        return
+                    continue  # idle: the check at the top decides
+                if only_terminal and not item.terminal:
+                    continue
+                if (
+                    only_terminal
+                    and item.kind == "start_task"
+                    and item.model is not None
+                    and not item.missing
+                    and item.new == StartTaskStatus.READY.value
+                ):
+                    continue
+                yield item
+        finally:
+            if queue in self._subscribers:
+                self._subscribers.remove(queue)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # ------------------------------------------------------------------ lifetime
+
+    def _ensure_started(self) -> None:
+        if self._closed:
+            raise RuntimeError("this poller is closed")
+        if self._task is not None:
+            return
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        if not self._active:
+            self._idle.set()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._client._register_poller(self)
+
+    async def start(self) -> ConversationPoller:
+        self._ensure_started()
+        return self
+
+    async def __aenter__(self) -> ConversationPoller:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the background task; waiting consumers return. Safe to call twice."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            # asyncio.wait does not re-raise the task's CancelledError, but a cancel of the
+            # caller itself still propagates.
+            await asyncio.wait([task])
+        self._client._unregister_poller(self)
+        if self._idle is not None:
+            self._idle.set()
+        self._broadcast(_CLOSED)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        loop = asyncio.get_running_loop()
+        slack = self.min_interval / 2
+        try:
+            while True:
+                self._wake.clear()
+                now = loop.time()
+                horizon = now + slack
+                due = [item for item in self._active.values() if item.due <= horizon]
+                if due:
+                    await self._cycle(due)
+                    continue
+                if not self._active:
+                    await self._wake.wait()
+                    continue
+                next_due = min(item.due for item in self._active.values())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_due - now))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug or a non-transient API error: tell consumers
+            log.warning("poller stopped: %r", exc)
+            self._error = exc
+            if self._idle is not None:
+                self._idle.set()
+            self._broadcast(_CLOSED)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _cycle(self, due: Sequence[_Item]) -> None:
+        tasks = [item for item in due if item.kind == "start_task"]
+        convs = [item for item in due if item.kind == "conversation"]
+        chunks: list[Sequence[_Item]] = [
+            *chunked(tasks, MAX_BATCH_IDS),
+            *chunked(convs, MAX_BATCH_IDS),
+        ]
+        stats = self.stats
+        stats.cycles += 1
+        stats.last_due_start_tasks = len(tasks)
+        stats.last_due_conversations = len(convs)
+        stats.last_requests = len(chunks)
+        stats.requests += len(chunks)
+        stats.reads += len(due)
+        outcomes = await gather_bounded(chunks, self._read_chunk, concurrency=self.max_in_flight)
+        now = asyncio.get_running_loop().time()
+        for chunk, result in outcomes:
+            if isinstance(result, BaseException):
+                stats.failed_requests += 1
+                for item in chunk:
+                    self._back_off(item, now)
+                continue
+            for item, model in zip(chunk, result, strict=True):
+                self._observe(item, model, now)
+        if not self._active:
+            self._went_idle()
+
+    async def _read_chunk(
+        self, chunk: Sequence[_Item]
+    ) -> list[tuple[Sequence[_Item], list[Model | None] | BaseException]]:
+        ids = [item.id for item in chunk]
+        # Ids were normalized when tracked; a chunk is <= 99 ids, so this is one request.
+        result: list[Model | None] | BaseException
+        try:
+            if chunk[0].kind == "start_task":
+                res = self._client.start_tasks
+                result = list(
+                    await res._get_many(
+                        _START_TASKS_PATH, ids, StartTask, validate_uuid=False, concurrency=1
+                    )
+                )
+            else:
+                res2 = self._client.conversations
+                result = list(
+                    await res2._get_many(
+                        _CONVERSATIONS_PATH, ids, Conversation, validate_uuid=False, concurrency=1
+                    )
+                )
+        except (APIConnectionError, RateLimitError, ResponseValidationError) as exc:
+            log.info("poller read of %d ids failed (%r); retrying later", len(ids), exc)
+            result = exc
+        except APIStatusError as exc:
+            if exc.status < 500:
+                raise
+            log.info("poller read of %d ids failed (%r); retrying later", len(ids), exc)
+            result = exc
+        return [(chunk, result)]
+
+    def _back_off(self, item: _Item, now: float) -> None:
+        item.interval = min(self.max_interval, item.interval * 2)
+        item.due = now + item.interval
+
+    def _observe(self, item: _Item, model: Model | None, now: float) -> None:
+        if self._active.get(item.id) is not item:
+            return  # untracked (or re-tracked) while the read was in flight
+        if model is None:
+            del self._active[item.id]
+            self._done[item.id] = None
+            self._emit(StatusChange(item.id, item.kind, item.status, MISSING, None, True, True))
+            return
+        status = _status_of(model)
+        item.model = model
+        if status == item.status:
+            self._back_off(item, now)
+            return
+        old, item.status = item.status, status
+        terminal = model.is_terminal
+        item.interval = self.min_interval
+        item.due = now + item.interval
+        if terminal:
+            del self._active[item.id]
+            self._done[item.id] = model
+        self._emit(StatusChange(item.id, item.kind, old, status, model, terminal))
+        if (
+            isinstance(model, StartTask)
+            and model.status is StartTaskStatus.READY
+            and model.app_conversation_id
+        ):
+            conv_id = normalize_uuid(model.app_conversation_id, "app_conversation_id")
+            if conv_id not in self._active and conv_id not in self._done:
+                self._track(conv_id, "conversation")
+
+    def _emit(self, change: StatusChange) -> None:
+        self.stats.changes += 1
+        self._broadcast(change)
+
+    def _broadcast(self, item: _Queued) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(item)
+
+    def _went_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.set()
+        self._broadcast(_IDLE)

@@ -1,0 +1,364 @@
+"""ConversationPoller against FakeCloud over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import pytest
+
+import openhands_async as oh
+from openhands_async.testing import FakeCloud, Fault
+
+from .conftest import eventually
+
+OUTCOMES = ("finished", "error", "stuck", "waiting_for_confirmation")
+POLL_ROUTES = ("get_conversations", "get_start_tasks")
+
+
+def _client(cloud: FakeCloud) -> oh.OpenHandsClient:
+    policy = oh.RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
+    return oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=policy)
+
+
+@pytest.fixture
+async def fast_cloud() -> AsyncIterator[FakeCloud]:
+    async with FakeCloud(time_scale=0.05) as fake:
+        yield fake
+
+
+def _poll_requests(cloud: FakeCloud) -> int:
+    return sum(cloud.requests[r] for r in POLL_ROUTES)
+
+
+def _count_cycles(
+    poller: oh.ConversationPoller, cloud: FakeCloud, log: list[tuple[int, int, int]]
+) -> None:
+    """Record (due start tasks, due conversations, requests the server saw) per cycle."""
+    original = poller._cycle
+
+    async def counted(due: Sequence[Any]) -> None:
+        before = _poll_requests(cloud)
+        await original(due)
+        log.append(
+            (
+                poller.stats.last_due_start_tasks,
+                poller.stats.last_due_conversations,
+                _poll_requests(cloud) - before,
+            )
+        )
+
+    poller._cycle = counted  # type: ignore[method-assign]
+
+
+async def test_ids_are_validated(client: oh.OpenHandsClient) -> None:
+    poller = client.poller(interval=0.1)
+    with pytest.raises(ValueError, match="UUID"):
+        poller.track_conversation("not-a-uuid")
+    with pytest.raises(ValueError, match="UUID"):
+        poller.track_start_task("1234")
+    with pytest.raises(ValueError, match="interval"):
+        client.poller(interval=1.0, min_interval=2.0)
+    dashed = str(uuid.uuid4())
+    assert poller.track_conversation(dashed) == uuid.UUID(dashed).hex
+    await poller.aclose()
+
+
+async def test_hundreds_of_items_reach_every_terminal_state(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    expected: dict[str, str] = {}  # conversation id -> final status string
+    for i, outcome in enumerate(OUTCOMES):
+        ids = cloud.seed_conversations(
+            60, message=f"work [fake:outcome={outcome},run_seconds={2 + 2 * i}]"
+        )
+        expected.update(dict.fromkeys(ids, f"RUNNING/{outcome}"))
+    sandbox_errors = cloud.seed_conversations(20, message="boom [fake:start=ERROR]")
+    expected.update(dict.fromkeys(sandbox_errors, "ERROR"))
+    missing = [uuid.uuid4().hex for _ in range(5)]
+
+    async with _client(cloud) as client:
+        tasks_ok = [
+            await client.conversations.start(f"go [fake:outcome={o},run_seconds=3]")
+            for o in OUTCOMES
+            for _ in range(5)
+        ]
+        tasks_err = [await client.conversations.start("fail [fake:start=ERROR]") for _ in range(10)]
+        poller = client.poller(interval=0.05)
+        for cid in [*expected, *missing]:
+            poller.track_conversation(cid)
+        for task in [*tasks_ok, *tasks_err]:
+            poller.track_start_task(task.id)
+        assert poller.tracked == len(expected) + len(missing) + 30
+
+        seen: dict[str, list[oh.StatusChange]] = defaultdict(list)
+        async for change in poller.changes():
+            seen[change.id].append(change)
+        results = await poller.wait(timeout=30)
+        await poller.aclose()
+
+    assert poller.tracked == 0
+    # Changes per item are a chain: each `old` is the previous `new`, nothing repeats.
+    for changes in seen.values():
+        assert changes[0].old is None
+        for prev, nxt in itertools.pairwise(changes):
+            assert nxt.old == prev.new != nxt.new
+        assert changes[-1].terminal
+        assert all(not c.terminal for c in changes[:-1])
+    for cid, final in expected.items():
+        model = results[cid]
+        assert isinstance(model, oh.Conversation)
+        assert seen[cid][-1].new == final
+        assert model.is_terminal
+    for mid in missing:
+        assert results[mid] is None
+        assert [(c.new, c.missing) for c in seen[mid]] == [("MISSING", True)]
+    for task in tasks_err:
+        model = results[task.id]
+        assert isinstance(model, oh.StartTask)
+        assert model.status is oh.StartTaskStatus.ERROR
+    for task, outcome in zip(tasks_ok, [o for o in OUTCOMES for _ in range(5)], strict=True):
+        st = results[task.id]
+        assert isinstance(st, oh.StartTask)
+        assert st.status is oh.StartTaskStatus.READY
+        assert st.app_conversation_id is not None
+        conv = results[st.app_conversation_id]  # followed automatically
+        assert isinstance(conv, oh.Conversation)
+        assert conv.execution_status == outcome
+        assert seen[st.app_conversation_id][-1].kind == "conversation"
+
+
+async def test_requests_per_cycle_follow_the_formula(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    conv_ids = cloud.seed_conversations(250, message="x [fake:run_seconds=6]")
+    conv_ids += cloud.seed_conversations(60, message="x [fake:run_seconds=12]")
+    async with _client(cloud) as client:
+        tasks = await asyncio.gather(
+            *(client.conversations.start("t [fake:run_seconds=4]") for _ in range(120))
+        )
+        poller = client.poller(interval=0.05, max_in_flight=3)
+        poller.track_conversations(conv_ids)
+        poller.track_start_tasks(t.id for t in tasks)
+        log: list[tuple[int, int, int]] = []
+        _count_cycles(poller, cloud, log)
+        await poller.wait(timeout=30)
+        await poller.aclose()
+
+    assert len(log) == poller.stats.cycles > 3
+    for due_tasks, due_convs, sent in log:
+        assert sent == math.ceil(due_tasks / 99) + math.ceil(due_convs / 99)
+    assert max(d for d, _, _ in log) == 120  # the first cycle: 2 start-task chunks
+    assert max(c for _, c, _ in log) == 310  # 4 conversation chunks
+    assert sum(s for _, _, s in log) == poller.stats.requests == _poll_requests(cloud)
+
+
+async def test_429_pauses_every_caller_for_retry_after(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    ids = cloud.seed_conversations(400, message="x [fake:run_seconds=30]")
+    async with _client(cloud) as client:
+        poller = client.poller(interval=0.05, max_in_flight=4)
+        poller.track_conversations(ids)
+        await poller.start()
+        await eventually(lambda: poller.stats.cycles >= 2)
+        cloud.add_fault(Fault(route="get_conversations", status=429, retry_after="1"))
+
+        async def other_caller() -> None:  # an unrelated caller of the same client
+            while True:
+                await client.conversations.count()
+                await asyncio.sleep(0.01)
+
+        other = asyncio.create_task(other_caller())
+        await eventually(lambda: any(r.status == 429 for r in cloud.request_log))
+        await asyncio.sleep(2.0)
+        other.cancel()
+        await asyncio.wait([other])
+        await poller.aclose()
+
+    t429 = next(r.time for r in cloud.request_log if r.status == 429)
+    later = [r for r in cloud.request_log if r.time > t429]
+    # Requests already sent when the 429 came back (the cycle's other chunks, the other
+    # caller's request) may still reach the server just after it; nothing else may arrive
+    # until Retry-After has passed.
+    in_flight = [r for r in later if r.time < t429 + 1.0]
+    assert len(in_flight) <= 4
+    assert all(r.time < t429 + 0.3 for r in in_flight)
+    resumed = [r for r in later if r.time >= t429 + 1.0]
+    assert {r.route for r in resumed} >= {"get_conversations", "count_conversations"}
+    assert poller.stats.failed_requests == 0  # the client's own retry absorbed it
+
+
+async def test_failed_reads_are_retried_and_never_drop_items(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    ids = cloud.seed_conversations(150, message="x [fake:run_seconds=4]")
+    cloud.add_fault(Fault(route="get_conversations", status=503, times=6))
+    async with _client(cloud) as client:
+        poller = client.poller(interval=0.05)
+        poller.track_conversations(ids)
+        results = await poller.wait(timeout=30)
+        await poller.aclose()
+    assert poller.stats.failed_requests >= 1
+    assert len(results) == 150
+    assert all(isinstance(m, oh.Conversation) and m.is_terminal for m in results.values())
+
+
+async def test_missing_ids_are_reported_once(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    live = cloud.seed_conversations(3, message="x [fake:run_seconds=10]")
+    ghosts = [uuid.uuid4().hex for _ in range(3)]
+    ghost_task = uuid.uuid4().hex
+    async with _client(cloud) as client:
+        poller = client.poller(interval=0.05)
+        poller.track_conversations([*live, *ghosts])
+        poller.track_start_task(ghost_task)
+        changes = [c async for c in poller.changes()]
+        await poller.aclose()
+    missing = [c for c in changes if c.missing]
+    assert sorted(c.id for c in missing) == sorted([*ghosts, ghost_task])
+    assert all(c.new == "MISSING" and c.model is None and c.terminal for c in missing)
+    # After the first read, the ghosts were never asked for again.
+    asked = [
+        value
+        for r in cloud.request_log
+        if r.route in POLL_ROUTES
+        for key, value in r.query
+        if key == "ids"
+    ]
+    for ghost in [*ghosts, ghost_task]:
+        assert asked.count(ghost) == 1
+
+
+async def test_add_and_remove_items_while_running(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    (slow,) = cloud.seed_conversations(1, message="x [fake:run_seconds=2000]")
+    (quick,) = cloud.seed_conversations(1, message="x [fake:run_seconds=4]")
+    async with _client(cloud) as client:
+        poller = client.poller(interval=0.05)
+        poller.track_conversation(slow)
+        stream = poller.changes()
+        first = await stream.__anext__()
+        assert first.id == slow
+        poller.track_conversation(quick)
+        poller.untrack(slow)
+        untracked_at = cloud.request_log[-1].time
+        rest = [c async for c in stream]
+        results = await poller.wait(timeout=10)
+        await poller.aclose()
+    assert list(results) == [quick]
+    assert rest
+    assert rest[-1].id == quick
+    assert rest[-1].terminal
+    assert all(c.id == quick for c in rest)
+    assert isinstance(results[quick], oh.Conversation)
+    # After the untrack (and the read that may have been in flight), `slow` is never read.
+    asked_later = [
+        value
+        for r in cloud.request_log
+        if r.time > untracked_at + 0.1
+        for key, value in r.query
+        if key == "ids"
+    ]
+    assert asked_later
+    assert slow not in asked_later
+
+
+async def test_paused_is_reported_and_followed_to_the_end() -> None:
+    async with FakeCloud(time_scale=0.05, max_running=2, cap_mode="pause") as cloud:
+        oldest, _second = cloud.seed_conversations(2, message="x [fake:run_seconds=6]")
+        async with _client(cloud) as client:
+            poller = client.poller(interval=0.05)
+            poller.track_conversations([oldest, _second])
+            stream = poller.changes()
+            statuses: dict[str, str] = {}
+
+            async def until(cond: Callable[[], bool]) -> None:
+                while not cond():
+                    change = await stream.__anext__()
+                    statuses[change.id] = change.new
+
+            await until(lambda: statuses.get(oldest) == "RUNNING/running")
+            task = await client.conversations.start("new one [fake:run_seconds=1]")
+            poller.track_start_task(task.id)
+            await until(lambda: statuses.get(oldest) == "PAUSED")
+            await asyncio.sleep(0.5)  # long past its planned end: still PAUSED, still followed
+            assert oldest in [i for i, m in poller.results().items() if m is not None]
+            assert poller.tracked >= 1
+            assert statuses[oldest] == "PAUSED"
+            # Resume it behind the API's back (FakeCloud has no resume route).
+            cloud._store.conversations[oldest].paused_at = float("inf")
+            rest = [c async for c in stream]
+            results = await poller.wait(timeout=10)
+            await poller.aclose()
+    assert [c.new for c in rest if c.id == oldest] == ["RUNNING/finished"]
+    final = results[oldest]
+    assert isinstance(final, oh.Conversation)
+    assert final.execution_status == oh.ExecutionStatus.FINISHED
+    assert cloud.paused_by_cap >= 1
+
+
+async def test_as_completed_yields_each_item_once(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    ids = cloud.seed_conversations(30, message="x [fake:run_seconds=3]")
+    async with _client(cloud) as client:
+        task = await client.conversations.start("t [fake:run_seconds=1]")
+        poller = client.poller(interval=0.05)
+        poller.track_conversations(ids)
+        poller.track_start_task(task.id)
+        done = [c async for c in poller.as_completed()]
+        await poller.aclose()
+    assert len(done) == 31
+    assert {c.id for c in done} >= set(ids)
+    assert all(c.terminal and c.kind == "conversation" for c in done)
+    assert task.id not in {c.id for c in done}  # READY hands over to the conversation
+
+
+def _leftover_tasks() -> list[asyncio.Task[Any]]:
+    me = asyncio.current_task()
+    names = ("ConversationPoller", "gather_bounded", "_get_many", "OpenHandsClient.request")
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if t is not me and not t.done() and any(n in repr(t.get_coro()) for n in names)
+    ]
+
+
+@pytest.mark.parametrize("closer", ["poller", "client"])
+async def test_close_leaves_no_pending_tasks(fast_cloud: FakeCloud, closer: str) -> None:
+    cloud = fast_cloud
+    ids = cloud.seed_conversations(300, message="x [fake:run_seconds=2000]")
+    client = _client(cloud)
+    poller = client.poller(interval=0.05, max_in_flight=2)
+    poller.track_conversations(ids)
+    waiter = asyncio.create_task(poller.wait())
+    await eventually(lambda: poller.stats.cycles >= 2)
+    # Leave requests hanging so the close happens mid-cycle.
+    before = cloud.requests["get_conversations"]
+    cloud.add_fault(Fault(route="get_conversations", action="stall", times=None))
+    await eventually(lambda: cloud.requests["get_conversations"] > before)
+    await asyncio.sleep(0.05)
+    close: Callable[[], Awaitable[None]] = poller.aclose if closer == "poller" else client.aclose
+    await close()
+    await client.aclose()
+    assert not poller.running
+    await asyncio.wait_for(waiter, 1)  # waiting consumers return when the poller stops
+    await asyncio.sleep(0)
+    assert _leftover_tasks() == []
+    with pytest.raises(RuntimeError, match="closed"):
+        poller.track_conversation(uuid.uuid4().hex)
+
+
+async def test_cancelled_consumer_does_not_stop_the_poller(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    ids = cloud.seed_conversations(5, message="x [fake:run_seconds=4]")
+    async with _client(cloud) as client:
+        poller = client.poller(interval=0.05)
+        poller.track_conversations(ids)
+        with pytest.raises(asyncio.TimeoutError):
+            await poller.wait(timeout=0.001)
+        results = await poller.wait(timeout=10)
+        assert len(results) == 5
+    assert not poller.running
+    assert _leftover_tasks() == []
