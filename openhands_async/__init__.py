@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._http import Timeouts
 from ._retry import RetryPolicy
 from ._version import __version__
+from .batch import BatchProgress, BatchRun, Job, JobResult
 from .client import OpenHandsClient
 from .errors import (
     APIConnectionError,
@@ -55,6 +56,8 @@ __all__ = [
     "AsyncPager",
     "AuthenticationError",
     "BadRequestError",
+    "BatchProgress",
+    "BatchRun",
     "ConcurrencyLimitError",
     "ConflictError",
     "Conversation",
@@ -64,6 +67,8 @@ __all__ = [
     "GoneError",
     "ImageContent",
     "InternalServerError",
+    "Job",
+    "JobResult",
     "Message",
     "NotFoundError",
     "OpenHandsClient",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any
@@ -19,6 +19,7 @@ from ._http import HTTPTransport, Params, Timeouts
 from ._retry import Idempotency, RetryPolicy
 from ._sansio import decode_error_body, decode_json, error_from_response, is_loopback_url
 from ._version import __version__
+from .batch import DEFAULT_MAX_RUNNING, BatchProgress, BatchRun, Job
 from .poller import ConversationPoller
 from .resources.conversations import Conversations
 from .resources.start_tasks import StartTasks
@@ -127,6 +128,34 @@ class OpenHandsClient:
         await self._transport.aclose()
 
     # ------------------------------------------------------------------ pollers
+
+    def run_batch(
+        self,
+        jobs: Iterable[Job | Mapping[str, Any]] | AsyncIterable[Job | Mapping[str, Any]],
+        *,
+        max_running: int = DEFAULT_MAX_RUNNING,
+        starts_per_second: float | None = None,
+        journal: str | None = None,
+        fail_fast: bool = False,
+        poll_interval: float = 5.0,
+        on_progress: Callable[[BatchProgress], None] | None = None,
+    ) -> BatchRun:
+        """Run many jobs, at most `max_running` conversations at once; yields `JobResult`s.
+
+        `journal` is a SQLite file recording every job: run the same batch again with it
+        after a crash and finished jobs are skipped, started ones tracked (never started
+        again), and only never-submitted ones started. See `openhands_async.batch`.
+        """
+        return BatchRun(
+            self,
+            jobs,
+            max_running=max_running,
+            starts_per_second=starts_per_second,
+            journal=journal,
+            fail_fast=fail_fast,
+            poll_interval=poll_interval,
+            on_progress=on_progress,
+        )
 
     def poller(
         self,
