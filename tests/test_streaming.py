@@ -323,6 +323,33 @@ async def test_reset_mid_body_nothing_arrived_finds_and_polls(slow_cloud: FakeCl
         await settle(client)
 
 
+async def test_stall_before_first_element_finds_and_polls(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        stream = client.conversations.stream_start(
+            "hello [fake:stream_stall_after=0]", idle_timeout=0.3, poll_interval=0.05
+        )
+        seen = [t async for t in stream]
+        assert seen[-1].status is oh.StartTaskStatus.READY
+        assert slow_cloud.starts_received == 1
+        assert slow_cloud.requests["stream_start"] == 1
+        await settle(client)
+
+
+async def test_recovered_error_still_raises(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        seen: list[oh.StartTask] = []
+        with pytest.raises(oh.StartTaskFailed):
+            await collect(
+                client.conversations.stream_start(
+                    "hi [fake:stream_cut_after=1] [fake:start=ERROR]", poll_interval=0.05
+                ),
+                seen,
+            )
+        assert seen[-1].status is oh.StartTaskStatus.ERROR
+        assert slow_cloud.starts_received == 1
+        await settle(client)
+
+
 async def test_reset_mid_body_without_recover_raises(slow_cloud: FakeCloud) -> None:
     slow_cloud.add_fault(Fault(route="stream_start", action="reset_mid_body"))
     async with make_client(slow_cloud) as client:
