@@ -240,7 +240,7 @@ async def test_garbage_in_stream_raises_stream_error(
     seen: list[oh.StartTask] = []
     with pytest.raises(oh.StreamError) as info:
         await collect(client.conversations.stream_start("hi [fake:stream_garbage_after=2]"), seen)
-    assert 1 <= len(seen) <= 2  # element 1 may share a read with the garbage
+    assert len(seen) <= 2  # elements may share a read with the garbage
     assert info.value.offset
     assert info.value.offset > 0
     assert b"<html>" in info.value.excerpt
