@@ -371,6 +371,25 @@ async def test_reset_before_not_found_raises_without_resending(cloud: FakeCloud)
         await settle(client)
 
 
+async def test_5xx_on_open_not_found_raises_without_resending(cloud: FakeCloud) -> None:
+    cloud.add_fault(Fault(route="stream_start", status=500))
+    async with make_client(cloud) as client:
+        with pytest.raises(oh.InternalServerError):
+            await collect(client.conversations.stream_start("hello"), [])
+        assert cloud.requests["stream_start"] == 1
+        assert cloud.starts_received == 0
+        await settle(client)
+
+
+async def test_4xx_on_open_is_raised(cloud: FakeCloud) -> None:
+    cloud.add_fault(Fault(route="stream_start", status=422, body={"detail": []}))
+    async with make_client(cloud) as client:
+        with pytest.raises(oh.UnprocessableEntityError):
+            await collect(client.conversations.stream_start("hello"), [])
+        assert cloud.requests["search_start_tasks"] == 0
+        await settle(client)
+
+
 async def test_break_releases_the_connection(slow_cloud: FakeCloud) -> None:
     async with make_client(slow_cloud) as client:
         async for task in client.conversations.stream_start("hello"):
