@@ -29,6 +29,7 @@ from ._retry import Idempotency
 from .errors import (
     APIConnectionError,
     APITimeoutError,
+    InternalServerError,
     ResponseValidationError,
     StartTaskFailed,
     StreamError,
@@ -333,6 +334,7 @@ async def _stream_or_recover(
     sent_after = datetime.now(timezone.utc)
     idle = client.timeouts.stream_idle if idle_timeout is None else idle_timeout
     last: StartTask | None = None
+    found: StartTask | None = None
     broken: APIConnectionError | StreamError
     try:
         try:
@@ -347,6 +349,14 @@ async def _stream_or_recover(
             if not recover or not exc.may_have_been_sent:
                 raise
             broken = exc
+        except InternalServerError as exc:
+            # A 5xx may come after the server took the start: look before giving up.
+            if not recover:
+                raise
+            found = await client.conversations._look_for_lost_start(cid, sent_after, exc)
+            if found is None:
+                raise
+            broken = _as_conn(exc)
         else:
             state.response = resp
             reader = CountingReader(resp.content, method=method, url=url, idle_timeout=idle)
@@ -372,9 +382,10 @@ async def _stream_or_recover(
         async for task in _poll(client, last, poll_interval):
             yield task
         return
-    found = await client.conversations._look_for_lost_start(
-        cid, sent_after, broken if isinstance(broken, APIConnectionError) else _as_conn(broken)
-    )
+    if found is None:
+        found = await client.conversations._look_for_lost_start(
+            cid, sent_after, broken if isinstance(broken, APIConnectionError) else _as_conn(broken)
+        )
     if found is None:
         raise APIConnectionError(
             f"stream-start of conversation {cid} broke before any start task arrived "
@@ -402,5 +413,5 @@ async def _poll(
             yield task
 
 
-def _as_conn(exc: StreamError) -> APIConnectionError:
+def _as_conn(exc: StreamError | InternalServerError) -> APIConnectionError:
     return APIConnectionError(exc.message, method=exc.request_method, url=exc.request_url)
