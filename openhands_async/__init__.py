@@ -30,6 +30,7 @@ from .errors import (
 )
 from .models import (
     Conversation,
+    Event,
     ExecutionStatus,
     ExposedUrl,
     ImageContent,
@@ -37,10 +38,12 @@ from .models import (
     Page,
     Sandbox,
     SandboxStatus,
+    SendMessageResult,
     StartRequest,
     StartTask,
     StartTaskStatus,
     TextContent,
+    User,
 )
 from .pagination import AsyncPager
 
@@ -55,6 +58,7 @@ __all__ = [
     "ConcurrencyLimitError",
     "ConflictError",
     "Conversation",
+    "Event",
     "ExecutionStatus",
     "ExposedUrl",
     "GoneError",
@@ -71,6 +75,7 @@ __all__ = [
     "RetryPolicy",
     "Sandbox",
     "SandboxStatus",
+    "SendMessageResult",
     "ServiceUnavailableError",
     "StartRequest",
     "StartTask",
@@ -81,5 +86,6 @@ __all__ = [
     "TextContent",
     "Timeouts",
     "UnprocessableEntityError",
+    "User",
     "__version__",
 ]
