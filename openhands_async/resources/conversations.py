@@ -246,7 +246,8 @@ class Conversations(Resource):
             ) from exc
         except GoneError as exc:
             raise GoneError(
-                f"conversation {cid} is archived: its sandbox no longer exists (server: {exc.message})",
+                f"conversation {cid} is archived: its sandbox no longer exists "
+                f"(server: {exc.message})",
                 status=exc.status,
                 body=exc.body,
                 headers=exc.headers,
