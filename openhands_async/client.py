@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import platform
@@ -16,7 +17,7 @@ import aiohttp
 from . import errors
 from ._constants import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, ENV_SESSION_API_KEY
 from ._gate import RequestGate
-from ._http import HTTPTransport, Params, Timeouts
+from ._http import HTTPTransport, Params, Timeouts, connection_error
 from ._retry import Idempotency, RetryPolicy
 from ._sansio import decode_error_body, decode_json, error_from_response, is_loopback_url
 from ._version import __version__
@@ -269,19 +270,21 @@ class OpenHandsClient:
         resp = await self.open_stream(
             "GET", path, idle_timeout=idle_timeout, idempotency=Idempotency.SAFE
         )
+        url = self.url(path)
+        timeouts = self._transport.timeouts.for_stream(idle_timeout)
         try:
             if isinstance(dest, str | os.PathLike):
                 final = Path(dest)
                 partial = final.with_name(final.name + ".part")
                 try:
                     with partial.open("wb") as fh:
-                        written = await _copy_body(resp, fh, chunk_size, self.url(path))
+                        written = await _copy_body(resp, fh, chunk_size, url, timeouts)
                     partial.replace(final)
                 except BaseException:
                     partial.unlink(missing_ok=True)
                     raise
                 return written
-            return await _copy_body(resp, dest, chunk_size, self.url(path))
+            return await _copy_body(resp, dest, chunk_size, url, timeouts)
         finally:
             resp.release()
 
@@ -302,18 +305,27 @@ class OpenHandsClient:
 
 
 async def _copy_body(
-    resp: aiohttp.ClientResponse, out: IO[bytes], chunk_size: int, url: str
+    resp: aiohttp.ClientResponse,
+    out: IO[bytes],
+    chunk_size: int,
+    url: str,
+    timeouts: aiohttp.ClientTimeout,
 ) -> int:
+    """Copy a response body chunk by chunk; a broken read is an APIConnectionError, while
+    errors writing to `out` are the caller's own and pass through unchanged."""
     written = 0
-    try:
-        async for chunk in resp.content.iter_chunked(chunk_size):
-            out.write(chunk)
-            written += len(chunk)
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise errors.APIConnectionError(
-            f"download broke off after {written} bytes: {exc}", method="GET", url=url
-        ) from exc
-    return written
+    chunks = resp.content.iter_chunked(chunk_size).__aiter__()
+    while True:
+        try:
+            chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return written
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            err = connection_error(exc, method="GET", url=url, timeouts=timeouts)
+            err.message = f"download broke off after {written} bytes: {err.message}"
+            raise err from exc
+        out.write(chunk)
+        written += len(chunk)
 
 
 def _query(params: Params | Mapping[str, Any] | None) -> list[tuple[str, str]] | None:

@@ -305,3 +305,14 @@ async def test_health_needs_no_key(cloud: FakeCloud, monkeypatch: pytest.MonkeyP
     async with oh.OpenHandsClient(base_url=cloud.base_url) as c:
         with pytest.raises(oh.ServiceUnavailableError):
             await c.health()
+
+
+async def test_broken_download_leaves_no_partial_file(
+    client: oh.OpenHandsClient, cloud: FakeCloud, tmp_path: Path
+) -> None:
+    (cid,) = await finished(cloud)
+    cloud.add_fault(Fault(route="download_conversation", action="reset_mid_body"))
+    dest = tmp_path / "conv.zip"
+    with pytest.raises(oh.APIConnectionError, match="download broke off"):
+        await client.conversations.download(cid, dest)
+    assert list(tmp_path.iterdir()) == []
