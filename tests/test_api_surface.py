@@ -315,4 +315,5 @@ async def test_broken_download_leaves_no_partial_file(
     dest = tmp_path / "conv.zip"
     with pytest.raises(oh.APIConnectionError, match="download broke off"):
         await client.conversations.download(cid, dest)
-    assert list(tmp_path.iterdir()) == []
+    assert not dest.exists()
+    assert not (tmp_path / "conv.zip.part").exists()
