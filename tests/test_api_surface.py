@@ -242,7 +242,7 @@ async def test_last_agent_message_is_none_before_the_agent_speaks(
 async def test_sandboxes_pause_freezes_conversation_resume_continues(
     client: oh.OpenHandsClient, cloud: FakeCloud
 ) -> None:
-    (cid,) = cloud.seed_conversations(1, message="go [fake:run_seconds=1]", started_ago=0)
+    (cid,) = cloud.seed_conversations(1, message="go [fake:run_seconds=5]", started_ago=0)
     conv = await until_status(client, cid, "running")
     assert conv.sandbox_id is not None
     sandbox = await client.sandboxes.get(conv.sandbox_id)
@@ -253,7 +253,7 @@ async def test_sandboxes_pause_freezes_conversation_resume_continues(
     assert paused.execution_status is None
     assert (await client.sandboxes.get(conv.sandbox_id)).status is oh.SandboxStatus.PAUSED
     frozen = await client.events.count(cid)
-    await asyncio.sleep(0.3)  # longer than the rest of the run (1 s x time_scale 0.2)
+    await asyncio.sleep(0.3)
     assert await client.events.count(cid) == frozen
     assert (await client.conversations.get(cid)).sandbox_status is oh.SandboxStatus.PAUSED
     await client.sandboxes.resume(conv.sandbox_id)
@@ -262,6 +262,11 @@ async def test_sandboxes_pause_freezes_conversation_resume_continues(
     assert resumed.execution_status == "running"
     await until_status(client, cid, "finished")
     assert await client.events.count(cid) > frozen
+    # The run (5 s x time_scale 0.2 = 1 s) was frozen for the 0.3 s pause: it ends later.
+    states = [e async for e in client.events.search(cid, kind="ConversationStateUpdateEvent")]
+    began = next(e.timestamp for e in states if e.payload["value"] == "running")
+    ended = next(e.timestamp for e in states if e.payload["value"] == "finished")
+    assert (ended - began).total_seconds() >= 1.25
     assert cloud.requests["pause_sandbox"] == cloud.requests["resume_sandbox"] == 1
 
 
