@@ -32,6 +32,7 @@ from .errors import (
 from .helpers import wait_until_ready
 from .models import (
     Conversation,
+    Event,
     ExecutionStatus,
     ExposedUrl,
     ImageContent,
@@ -39,10 +40,12 @@ from .models import (
     Page,
     Sandbox,
     SandboxStatus,
+    SendMessageResult,
     StartRequest,
     StartTask,
     StartTaskStatus,
     TextContent,
+    User,
 )
 from .pagination import AsyncPager
 from .poller import ConversationPoller, PollerStats, StatusChange
@@ -62,6 +65,7 @@ __all__ = [
     "ConflictError",
     "Conversation",
     "ConversationPoller",
+    "Event",
     "ExecutionStatus",
     "ExposedUrl",
     "GoneError",
@@ -81,6 +85,7 @@ __all__ = [
     "RetryPolicy",
     "Sandbox",
     "SandboxStatus",
+    "SendMessageResult",
     "ServiceUnavailableError",
     "StartRequest",
     "StartTask",
@@ -93,6 +98,7 @@ __all__ = [
     "TextContent",
     "Timeouts",
     "UnprocessableEntityError",
+    "User",
     "__version__",
     "wait_until_ready",
 ]

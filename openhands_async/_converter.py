@@ -9,12 +9,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+import attrs
 import cattrs
-from cattrs.gen import make_dict_unstructure_fn
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 from cattrs.preconf.json import make_converter as _make_json_converter
 
 from . import errors
-from .models import ImageContent, StartRequest, TextContent
+from .models import Event, ImageContent, StartRequest, TextContent, User
 
 T = TypeVar("T")
 
@@ -47,11 +48,32 @@ def _structure_content(value: Any, _: type) -> TextContent | ImageContent:
     raise ValueError(f"unknown message content type {kind!r}")
 
 
+def _structure_event(value: Any, _: type) -> Event:
+    if not isinstance(value, dict):
+        raise TypeError(f"an event must be an object, got {type(value).__name__}")
+    if "id" not in value or "timestamp" not in value:
+        raise ValueError("an event needs an id and a timestamp")
+    source = value.get("source")
+    return Event(
+        id=str(value["id"]),
+        kind=str(value.get("kind") or ""),
+        timestamp=_parse_datetime(value["timestamp"], datetime),
+        source=source if isinstance(source, str) else None,
+        payload=dict(value),
+    )
+
+
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv = _make_json_converter(forbid_extra_keys=strict, detailed_validation=True)
     conv.register_structure_hook(datetime, _parse_datetime)
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
     conv.register_structure_hook(TextContent | ImageContent, _structure_content)
+    # Events keep their raw object: kinds and their fields vary too much to type them all.
+    conv.register_structure_hook(Event, _structure_event)
+    user_hook = make_dict_structure_fn(User, conv)
+    conv.register_structure_hook(
+        User, lambda value, cls: attrs.evolve(user_hook(value, cls), payload=dict(value))
+    )
     # A request sends only what the caller set, so the server's own defaults apply.
     conv.register_unstructure_hook(
         StartRequest,

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import platform
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
 from . import errors
 from ._constants import DEFAULT_BASE_URL, ENV_API_KEY, ENV_BASE_URL, ENV_SESSION_API_KEY
 from ._gate import RequestGate
-from ._http import HTTPTransport, Params, Timeouts
+from ._http import HTTPTransport, Params, Timeouts, connection_error
 from ._retry import Idempotency, RetryPolicy
 from ._sansio import decode_error_body, decode_json, error_from_response, is_loopback_url
 from ._version import __version__
 from .batch import DEFAULT_MAX_RUNNING, BatchProgress, BatchRun, Job
 from .poller import ConversationPoller
 from .resources.conversations import Conversations
+from .resources.events import Events
+from .resources.sandboxes import Sandboxes
 from .resources.start_tasks import StartTasks
+from .resources.users import Users
 
 log = logging.getLogger("openhands_async")
 
@@ -105,6 +110,9 @@ class OpenHandsClient:
 
         self.conversations = Conversations(self)
         self.start_tasks = StartTasks(self)
+        self.events = Events(self)
+        self.sandboxes = Sandboxes(self)
+        self.users = Users(self)
         self._pollers: set[ConversationPoller] = set()
 
     # ------------------------------------------------------------------ lifetime
@@ -245,13 +253,16 @@ class OpenHandsClient:
         idempotency: Idempotency = Idempotency.SAFE,
         max_retries: int | None = None,
         expect_json: bool = True,
+        requires_auth: bool = True,
     ) -> Any:
         """Send one API request (with retries) and return its decoded JSON body.
 
-        Every HTTP request of the SDK goes through here or through `open_stream`.
+        Every HTTP request of the SDK goes through here, `open_stream` or `download`.
+        `requires_auth=False` is for the unauthenticated probes (/alive, /ready).
         """
         url = self.url(path)
-        self._check_credentials(method, url)
+        if requires_auth:
+            self._check_credentials(method, url)
         query = _query(params)
         async with self.retry_policy.attempts(idempotency, max_retries=max_retries) as tries:
             async for attempt in tries:
@@ -296,6 +307,51 @@ class OpenHandsClient:
                     return resp
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
 
+    async def health(self, *, ready: bool = False) -> bool:
+        """True if the server is up (`/alive`; with `ready=True` also `/ready`), else raises.
+
+        These probes need no credentials, so this works without an API key.
+        """
+        await self.request("GET", "/alive", requires_auth=False, max_retries=0)
+        if ready:
+            await self.request("GET", "/ready", requires_auth=False, max_retries=0)
+        return True
+
+    async def download(
+        self,
+        path: str,
+        dest: str | os.PathLike[str] | IO[bytes],
+        *,
+        chunk_size: int = 64 * 1024,
+        idle_timeout: float | None = None,
+    ) -> int:
+        """Stream a GET body into `dest` (a path or a binary file object) in chunks.
+
+        Only the opening of the response is retried. A path is written next to its final
+        name and renamed when complete, so a failed download leaves no partial file.
+        Returns the number of bytes written.
+        """
+        resp = await self.open_stream(
+            "GET", path, idle_timeout=idle_timeout, idempotency=Idempotency.SAFE
+        )
+        url = self.url(path)
+        timeouts = self._transport.timeouts.for_stream(idle_timeout)
+        try:
+            if isinstance(dest, str | os.PathLike):
+                final = Path(dest)
+                partial = final.with_name(final.name + ".part")
+                try:
+                    with partial.open("wb") as fh:
+                        written = await _copy_body(resp, fh, chunk_size, url, timeouts)
+                    partial.replace(final)
+                except BaseException:
+                    partial.unlink(missing_ok=True)
+                    raise
+                return written
+            return await _copy_body(resp, dest, chunk_size, url, timeouts)
+        finally:
+            resp.release()
+
     def _status_error(
         self, method: str, url: str, status: int, headers: Mapping[str, str], raw: bytes
     ) -> errors.APIStatusError:
@@ -310,6 +366,30 @@ class OpenHandsClient:
             )
             self._gate.pause(min(pause, self.retry_policy.max_retry_after))
         return err
+
+
+async def _copy_body(
+    resp: aiohttp.ClientResponse,
+    out: IO[bytes],
+    chunk_size: int,
+    url: str,
+    timeouts: aiohttp.ClientTimeout,
+) -> int:
+    """Copy a response body chunk by chunk; a broken read is an APIConnectionError, while
+    errors writing to `out` are the caller's own and pass through unchanged."""
+    written = 0
+    chunks = resp.content.iter_chunked(chunk_size).__aiter__()
+    while True:
+        try:
+            chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            return written
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            err = connection_error(exc, method="GET", url=url, timeouts=timeouts)
+            err.message = f"download broke off after {written} bytes: {err.message}"
+            raise err from exc
+        out.write(chunk)
+        written += len(chunk)
 
 
 def _query(params: Params | Mapping[str, Any] | None) -> list[tuple[str, str]] | None:

@@ -13,6 +13,7 @@ import attrs
 
 __all__ = [
     "Conversation",
+    "Event",
     "ExecutionStatus",
     "ExposedUrl",
     "ImageContent",
@@ -20,10 +21,12 @@ __all__ = [
     "Page",
     "Sandbox",
     "SandboxStatus",
+    "SendMessageResult",
     "StartRequest",
     "StartTask",
     "StartTaskStatus",
     "TextContent",
+    "User",
 ]
 
 T = TypeVar("T")
@@ -249,3 +252,71 @@ class Page(Generic[T]):
 
     items: list[T]
     next_page_id: str | None = None
+
+
+@attrs.frozen
+class SendMessageResult:
+    """The answer to `send_message` (AppSendMessageResponse)."""
+
+    success: bool = True
+    sandbox_status: SandboxStatus | None = None
+    message: str | None = None
+
+
+@attrs.frozen
+class Event:
+    """One conversation event. `payload` keeps the full raw object the server sent.
+
+    Events have many kinds (MessageEvent, ActionEvent, ObservationEvent,
+    ConversationStateUpdateEvent, ...); only the common fields are typed. `role` and `text`
+    read a MessageEvent's `llm_message`.
+    """
+
+    id: str
+    kind: str
+    timestamp: datetime
+    source: str | None = None
+    payload: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
+
+    @property
+    def role(self) -> str | None:
+        message = self.payload.get("llm_message")
+        role = message.get("role") if isinstance(message, dict) else None
+        return role if isinstance(role, str) else None
+
+    @property
+    def text(self) -> str | None:
+        """A MessageEvent's text blocks joined by newlines; None for other events."""
+        message = self.payload.get("llm_message")
+        if not isinstance(message, dict):
+            return None
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        if not isinstance(content, list):
+            return None
+        parts = [
+            block["text"]
+            for block in content
+            if isinstance(block, dict) and isinstance(block.get("text"), str)
+        ]
+        return "\n".join(parts)
+
+
+@attrs.frozen
+class User:
+    """The signed-in user (`/api/v1/users/me`, SaasUserInfo). `payload` keeps every field."""
+
+    id: str | None = None
+    email: str | None = None
+    email_verified: bool | None = None
+    org_id: str | None = None
+    org_name: str | None = None
+    role: str | None = None
+    language: str | None = None
+    git_user_name: str | None = None
+    git_user_email: str | None = None
+    v1_enabled: bool | None = None
+    max_budget_per_task: float | None = None
+    permissions: list[str] | None = None
+    payload: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -147,9 +146,8 @@ def test_two_runs_on_one_journal_are_refused(tmp_path: Path) -> None:
             FakeCloud(time_scale=0.2) as cloud,
             oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url) as c,
         ):
-            with Journal(db):
-                with pytest.raises(JournalLockedError):
-                    await run(c, jobs(1), journal=db)
+            with Journal(db), pytest.raises(JournalLockedError):
+                await run(c, jobs(1), journal=db)
             assert cloud.starts_received == 0
 
     asyncio.run(scenario())

@@ -573,7 +573,7 @@ async def test_unknown_route_and_wrong_method() -> None:
         async with http.get("/api/v1/nothing-here") as response:
             assert response.status == 404
             assert await response.json() == {"detail": "Not Found"}
-        async with http.delete(f"{BASE}/search") as response:
+        async with http.put(f"{BASE}/search") as response:
             assert response.status == 405
             assert await response.json() == {"detail": "Method Not Allowed"}
         assert cloud.requests["not_found"] == cloud.requests["method_not_allowed"] == 1

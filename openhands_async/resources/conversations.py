@@ -2,26 +2,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import IO, Any
 
 from .._constants import MAX_PAGE_SIZE, START_LOOKUP_SKEW
 from .._converter import structure, unstructure
 from .._retry import Idempotency
 from .._sansio import normalize_uuid
-from .._start_request import MessageInput, make_start_request
+from .._start_request import MessageInput, make_message, make_start_request
 from ..errors import (
     APIConnectionError,
     APIError,
+    ConflictError,
+    GoneError,
     InternalServerError,
     NotFoundError,
     StartUnconfirmedError,
 )
-from ..models import Conversation, StartRequest, StartTask
+from ..models import Conversation, SendMessageResult, StartRequest, StartTask
 from ..pagination import AsyncPager
 from ..streaming import DEFAULT_POLL_INTERVAL, StartTaskStream
 from ._base import Resource
+
+
+class _Unset:
+    """The default of `update`'s fields: not sent (None is sent as an explicit null)."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
 
 log = logging.getLogger("openhands_async")
 
@@ -225,6 +238,121 @@ class Conversations(Resource):
                 sandbox_id,
             ),
         )
+
+    # -- one conversation -------------------------------------------------------------
+
+    async def send_message(
+        self, conversation_id: str, message: MessageInput, *, run: bool = True
+    ) -> SendMessageResult:
+        """Send a follow-up user message; with `run=True` the agent works on it.
+
+        `message` is text, a `Message`, or content blocks. Not retried once it may have
+        reached the server (a repeat would send the message twice).
+
+        Raises:
+            NotFoundError: 404, no such conversation (or its sandbox is unknown).
+            ConflictError: 409, the sandbox is not running (e.g. PAUSED); resume it with
+                `client.sandboxes.resume(sandbox_id)` and send again.
+            GoneError: 410, the conversation is archived (its sandbox no longer exists).
+            ServiceUnavailableError: 503, the sandbox is in error or its agent server is
+                unavailable.
+        """
+        cid = normalize_uuid(conversation_id, "conversation_id")
+        path = f"{_PATH}/{cid}/send-message"
+        built = make_message(message, run=run)
+        if built is None:
+            raise ValueError("send_message needs a message")
+        body = {"role": "user", "content": unstructure(built.content), "run": run}
+        try:
+            data = await self._client.request(
+                "POST", path, json=body, idempotency=Idempotency.UNSENT_ONLY
+            )
+        except ConflictError as exc:
+            raise ConflictError(
+                f"the sandbox of conversation {cid} is not running; resume it with "
+                f"`await client.sandboxes.resume(sandbox_id)` (the conversation's sandbox_id) "
+                f"and send again (server: {exc.message})",
+                status=exc.status,
+                body=exc.body,
+                headers=exc.headers,
+                method=exc.request_method,
+                url=exc.request_url,
+            ) from exc
+        except GoneError as exc:
+            raise GoneError(
+                f"conversation {cid} is archived: its sandbox no longer exists "
+                f"(server: {exc.message})",
+                status=exc.status,
+                body=exc.body,
+                headers=exc.headers,
+                method=exc.request_method,
+                url=exc.request_url,
+            ) from exc
+        return structure(data, SendMessageResult, method="POST", url=self._client.url(path))
+
+    async def update(
+        self,
+        conversation_id: str,
+        *,
+        title: str | None = UNSET,
+        public: bool | None = UNSET,
+        selected_repository: str | None = UNSET,
+        selected_branch: str | None = UNSET,
+        git_provider: str | None = UNSET,
+    ) -> Conversation:
+        """Change a conversation's metadata; only the fields given are sent (None included,
+        as an explicit null). Returns the updated conversation."""
+        cid = normalize_uuid(conversation_id, "conversation_id")
+        fields = {
+            "title": title,
+            "public": public,
+            "selected_repository": selected_repository,
+            "selected_branch": selected_branch,
+            "git_provider": git_provider,
+        }
+        body = {k: v for k, v in fields.items() if v is not UNSET}
+        if not body:
+            raise TypeError("update() needs at least one field to change")
+        path = f"{_PATH}/{cid}"
+        data = await self._client.request("PATCH", path, json=body)
+        return structure(data, Conversation, method="PATCH", url=self._client.url(path))
+
+    async def delete(self, conversation_id: str) -> None:
+        """Delete a conversation (and its sandbox). NotFoundError if unknown."""
+        cid = normalize_uuid(conversation_id, "conversation_id")
+        await self._client.request("DELETE", f"{_PATH}/{cid}")
+
+    async def download(self, conversation_id: str, dest: str | os.PathLike[str] | IO[bytes]) -> int:
+        """Stream the conversation's archive (a zip) to a path or a binary file object,
+        chunk by chunk. Returns the number of bytes written."""
+        cid = normalize_uuid(conversation_id, "conversation_id")
+        return await self._client.download(f"{_PATH}/{cid}/download", dest)
+
+    async def git_changes(
+        self, conversation_id: str, path: str = ".", *, ref: str | None = None
+    ) -> Any:
+        """The workspace's git changes under `path` (as the server reports them)."""
+        cid = normalize_uuid(conversation_id, "conversation_id")
+        return await self._client.request(
+            "GET", f"{_PATH}/{cid}/git/changes", params={"path": path, "ref": ref}
+        )
+
+    async def git_diff(
+        self, conversation_id: str, path: str, *, ref: str | None = None
+    ) -> dict[str, Any]:
+        """The git diff of one file: `{"original": ..., "modified": ...}`."""
+        cid = normalize_uuid(conversation_id, "conversation_id")
+        data = await self._client.request(
+            "GET", f"{_PATH}/{cid}/git/diff", params={"path": path, "ref": ref}
+        )
+        return structure(data, dict[str, Any], url=self._client.url(f"{_PATH}/{cid}/git/diff"))
+
+    async def read_file(self, conversation_id: str, file_path: str) -> str:
+        """The text of a file in the conversation's workspace."""
+        cid = normalize_uuid(conversation_id, "conversation_id")
+        path = f"{_PATH}/{cid}/file"
+        data = await self._client.request("GET", path, params={"file_path": file_path})
+        return structure(data, str, method="GET", url=self._client.url(path))
 
 
 def _filters(

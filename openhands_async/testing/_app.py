@@ -15,6 +15,7 @@ import attrs
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
+from . import _app_conversations, _app_events, _app_legacy
 from ._faults import HANDLER_RUNS, Fault, drop_connection, truncate, unsendable
 from ._plan import MarkerError, plan_start
 from ._ratelimit import FixedWindowLimiter
@@ -41,6 +42,9 @@ API_ROUTES = frozenset(
         "search_conversations",
         "count_conversations",
     }
+    | _app_conversations.ROUTES
+    | _app_events.ROUTES
+    | _app_legacy.ROUTES
 )
 OTHER_ROUTES = frozenset({"conversation_page", "not_found", "method_not_allowed"})
 ROUTE_NAMES = PROBES | API_ROUTES | OTHER_ROUTES
@@ -124,6 +128,9 @@ class Api:
             ("GET", f"{base}/start-tasks/search", "search_start_tasks", self.search_start_tasks),
             ("GET", f"{base}/start-tasks/count", "count_start_tasks", self.count_start_tasks),
             ("GET", f"{base}/{{conversation_id}}", "conversation_page", self.conversation_page),
+            *_app_conversations.ConversationRoutes(self).routes(),
+            *_app_events.EventRoutes(self).routes(),
+            *_app_legacy.LegacyRoutes(self).routes(),
         )
 
     # -- the pipeline every request goes through ---------------------------------------

@@ -54,7 +54,16 @@ class FakeCloud:
 
     It speaks raw JSON with the field sets and framing captured from a real server, for the
     routes the SDK uses: start and stream-start, batch get / search / count of start tasks and
-    conversations, the probes, and the web app's HTML for `GET /api/v1/app-conversations/{id}`.
+    conversations, the probes, and the web app's HTML for `GET /api/v1/app-conversations/{id}`;
+    send-message (re-runs a finished conversation; 409 while its sandbox is not RUNNING, 410
+    once the sandbox is deleted), update, delete, download (a zip), git changes/diff and file
+    reads; events search / count / batch get (a small generated list per conversation, see
+    `_app_events`); sandboxes search / batch get / start / pause / resume / delete (pausing
+    freezes the conversation's timeline, resuming continues it); users/me; and the V0 routes
+    under /api/conversations (create, search, get, delete, start, stop, events).
+    Route names for `requests` and `Fault(route=...)`: see `ROUTE_NAMES` (e.g. "send_message",
+    "search_events", "count_events", "get_events", "search_sandboxes", "get_sandboxes",
+    "pause_sandbox", "resume_sandbox", "delete_sandbox", "users_me", "legacy_create").
     Statuses are computed lazily from the loop clock, so it holds tens of thousands of
     conversations without a background task each.
 

@@ -216,5 +216,7 @@ class Store:
         while heap and heap[0][0] <= now:
             _, conv_id = heapq.heappop(heap)
             # A later duplicate start may have pushed the end to never: then it stays.
-            if self.conversations[conv_id].settles_at <= now:
+            # (A deleted conversation is gone; a re-run one may settle later than this entry.)
+            conv = self.conversations.get(conv_id)
+            if conv is None or conv.settles_at <= now:
                 self._active.pop(conv_id, None)
