@@ -1,0 +1,164 @@
+"""Benchmark: run_batch vs. the docs' way (POST every start, poll each alone, no cap).
+
+    python benchmarks/bench_batch.py [--jobs 1000] [--cap 10] [--run-seconds 0.5]
+
+A FakeCloud with a per-account running cap (`--cap`, pause mode: a start beyond the cap
+silently pauses the account's oldest running conversations, as the Cloud does) runs in a
+separate process. Every conversation runs `--run-seconds` after a short start-up.
+
+- `run_batch`: `client.run_batch(jobs, max_running=cap)`; ideal wall time is
+  ceil(jobs / cap) x (start-up + run seconds).
+- `docs way`: start all jobs with POST (50 at a time), then poll each conversation with its
+  own GET every 0.5 s until all are terminal or the ideal time x 1.5 has passed (paused
+  conversations never finish on their own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing as mp
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+API_KEY = "bench-key"
+START_UP = 0.02  # READY this long after the start request
+
+
+def _serve(conn: Connection, cap: int, run_seconds: float) -> None:
+    async def main() -> None:
+        from openhands_async.testing import FakeCloud
+
+        loop = asyncio.get_running_loop()
+        async with FakeCloud(
+            api_key=API_KEY,
+            start_timeline=[("WORKING", 0.0), ("READY", START_UP)],
+            idle_seconds=0.0,
+            run_seconds=run_seconds,
+            max_running=cap,
+            cap_mode="pause",
+        ) as cloud:
+            conn.send(cloud.port)
+            while True:
+                msg = await loop.run_in_executor(None, conn.recv)
+                if msg == "stats":
+                    conn.send(
+                        {
+                            "starts": cloud.starts_received,
+                            "requests": sum(cloud.requests.values()),
+                            "paused": cloud.paused_by_cap,
+                            "peak_running": cloud.peak_running,
+                        }
+                    )
+                else:
+                    return
+
+    asyncio.run(main())
+
+
+async def _with_batch(base_url: str, n: int, cap: int) -> dict[str, Any]:
+    import openhands_async as oh
+
+    async with oh.OpenHandsClient(api_key=API_KEY, base_url=base_url) as client:
+        jobs = (oh.Job(f"bench job {i}", repository="bench/repo") for i in range(n))
+        began = time.monotonic()
+        ok = 0
+        async for result in client.run_batch(jobs, max_running=cap, poll_interval=0.02):
+            ok += result.ok
+        return {"wall": time.monotonic() - began, "finished": ok}
+
+
+async def _docs_way(base_url: str, n: int, deadline: float) -> dict[str, Any]:
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    path = "/api/v1/app-conversations"
+    began = time.monotonic()
+    async with aiohttp.ClientSession(base_url, headers=headers) as session:
+        gate = asyncio.Semaphore(50)
+
+        async def start(i: int) -> str:
+            async with (
+                gate,
+                session.post(
+                    path,
+                    json={
+                        "initial_message": {
+                            "content": [{"type": "text", "text": f"job {i}"}],
+                            "run": True,
+                        }
+                    },
+                ) as resp,
+            ):
+                return str((await resp.json())["id"])
+
+        task_ids = await asyncio.gather(*(start(i) for i in range(n)))
+        conversation_ids: dict[str, str] = {}
+        done: dict[str, str] = {}
+
+        async def poll_one(task_id: str) -> None:
+            conv = conversation_ids.get(task_id)
+            if conv is None:
+                async with session.get(f"{path}/start-tasks", params={"ids": task_id}) as resp:
+                    (task,) = await resp.json()
+                if task and task["status"] == "READY":
+                    conversation_ids[task_id] = task["app_conversation_id"]
+                return
+            async with session.get(path, params={"ids": conv}) as resp:
+                (c,) = await resp.json()
+            if c and c["execution_status"] in ("finished", "error", "stuck"):
+                done[task_id] = c["execution_status"]
+
+        while len(done) < n and time.monotonic() - began < deadline:
+            await asyncio.gather(*(poll_one(t) for t in task_ids if t not in done))
+            await asyncio.sleep(0.5)
+        return {"wall": time.monotonic() - began, "finished": len(done)}
+
+
+def _run(kind: str, n: int, cap: int, run_seconds: float) -> dict[str, Any]:
+    parent, child = mp.Pipe()
+    server = mp.Process(target=_serve, args=(child, cap, run_seconds), daemon=True)
+    server.start()
+    port = parent.recv()
+    base_url = f"http://127.0.0.1:{port}"
+    ideal = math.ceil(n / cap) * (START_UP + run_seconds)
+    try:
+        if kind == "run_batch":
+            out = asyncio.run(_with_batch(base_url, n, cap))
+        else:
+            out = asyncio.run(_docs_way(base_url, n, ideal * 1.5))
+        parent.send("stats")
+        out.update(parent.recv())
+    finally:
+        parent.send("stop")
+        server.join(10)
+    out["ideal"] = ideal
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--cap", type=int, default=10)
+    parser.add_argument("--run-seconds", type=float, default=0.5)
+    args = parser.parse_args()
+    rows = [
+        (kind, _run(kind, args.jobs, args.cap, args.run_seconds))
+        for kind in ("run_batch", "docs way")
+    ]
+    print(f"\n{args.jobs} jobs, account cap {args.cap}, {args.run_seconds}s per conversation")
+    print(
+        "| client | finished | wall s | ideal s | wall/ideal | requests | paused by cap | peak running |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, r in rows:
+        print(
+            f"| {kind} | {r['finished']}/{args.jobs} | {r['wall']:.1f} | {r['ideal']:.1f} | "
+            f"{r['wall'] / r['ideal']:.2f} | {r['requests']:,} | {r['paused']} | {r['peak_running']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
