@@ -150,13 +150,15 @@ def main() -> None:
     ]
     print(f"\n{args.jobs} jobs, account cap {args.cap}, {args.run_seconds}s per conversation")
     print(
-        "| client | finished | wall s | ideal s | wall/ideal | requests | paused by cap | peak running |"
+        "| client | finished | wall s | ideal s | wall/ideal | requests"
+        " | paused by cap | peak running |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for kind, r in rows:
         print(
             f"| {kind} | {r['finished']}/{args.jobs} | {r['wall']:.1f} | {r['ideal']:.1f} | "
-            f"{r['wall'] / r['ideal']:.2f} | {r['requests']:,} | {r['paused']} | {r['peak_running']} |"
+            f"{r['wall'] / r['ideal']:.2f} | {r['requests']:,} | {r['paused']} "
+            f"| {r['peak_running']} |"
         )
 
 
