@@ -362,3 +362,34 @@ async def test_cancelled_consumer_does_not_stop_the_poller(fast_cloud: FakeCloud
         assert len(results) == 5
     assert not poller.running
     assert _leftover_tasks() == []
+
+
+async def test_non_transient_error_reaches_consumers(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    ids = cloud.seed_conversations(3, message="x [fake:run_seconds=2000]")
+    cloud.add_fault(Fault(route="get_conversations", status=401, times=None))
+    async with _client(cloud) as client:
+        poller = client.poller(interval=0.05)
+        poller.track_conversations(ids)
+        with pytest.raises(oh.AuthenticationError):
+            await poller.wait(timeout=5)
+        with pytest.raises(oh.AuthenticationError):
+            async for _ in poller.changes():
+                pass
+        assert not poller.running
+    assert _leftover_tasks() == []
+
+
+async def test_as_completed_after_the_fact_replays_finished_items(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    (conv,) = cloud.seed_conversations(1, message="x [fake:run_seconds=1]")
+    ghost_task = uuid.uuid4().hex
+    async with _client(cloud) as client, client.poller(interval=0.05) as poller:
+        poller.track_conversation(conv)
+        poller.track_start_task(ghost_task)
+        await poller.wait(timeout=10)
+        done = {c.id: c async for c in poller.as_completed()}
+    assert set(done) == {conv, ghost_task}
+    assert done[ghost_task].kind == "start_task"
+    assert done[ghost_task].missing
+    assert done[conv].new == "RUNNING/finished"
