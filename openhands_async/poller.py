@@ -168,6 +168,7 @@ class ConversationPoller:
         self.stats = PollerStats()
         self._active: dict[str, _Item] = {}
         self._done: dict[str, Model | None] = {}
+        self._missing_kinds: dict[str, Kind] = {}  # kind of the ids the server had not
         self._subscribers: list[asyncio.Queue[_Queued]] = []
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -182,7 +183,12 @@ class ConversationPoller:
         return self._track(normalize_uuid(task_id, "task_id"), "start_task")
 
     def track_conversation(self, conversation_id: str) -> str:
-        """Follow a conversation until it is terminal. Returns the normalized id."""
+        """Follow a conversation until it is terminal. Returns the normalized id.
+
+        The server answers null for a conversation until its sandbox exists, so track a
+        conversation once it is known to exist (or follow its start task instead): a null
+        read is reported as missing and ends tracking.
+        """
         return self._track(normalize_uuid(conversation_id, "conversation_id"), "conversation")
 
     def track_start_tasks(self, task_ids: Iterable[str]) -> list[str]:
@@ -196,6 +202,7 @@ class ConversationPoller:
         key = normalize_uuid(item_id, "id")
         self._active.pop(key, None)
         self._done.pop(key, None)
+        self._missing_kinds.pop(key, None)
         if not self._active:
             self._went_idle()
 
@@ -205,6 +212,7 @@ class ConversationPoller:
         if key in self._active:
             return key
         self._done.pop(key, None)
+        self._missing_kinds.pop(key, None)
         self._active[key] = _Item(key, kind, 0.0, self.min_interval)
         if self._idle is not None:
             self._idle.clear()
@@ -243,7 +251,8 @@ class ConversationPoller:
         queue = self._subscribe()
         for key, model in self._done.items():
             if model is None:
-                change = StatusChange(key, "conversation", None, MISSING, None, True, True)
+                kind = self._missing_kinds.get(key, "conversation")
+                change = StatusChange(key, kind, None, MISSING, None, True, True)
             elif isinstance(model, StartTask):
                 if model.status is StartTaskStatus.READY:
                     continue
@@ -280,7 +289,7 @@ class ConversationPoller:
     ) -> AsyncIterator[StatusChange]:
         try:
             while True:
-                if queue.empty() and not self._active:
+                if queue.empty() and (not self._active or not self.running):
                     self._raise_if_failed()
                     return
                 item = await queue.get()
@@ -455,6 +464,7 @@ class ConversationPoller:
         if model is None:
             del self._active[item.id]
             self._done[item.id] = None
+            self._missing_kinds[item.id] = item.kind
             self._emit(StatusChange(item.id, item.kind, item.status, MISSING, None, True, True))
             return
         status = _status_of(model)

@@ -32,6 +32,12 @@ async def fast_cloud() -> AsyncIterator[FakeCloud]:
         yield fake
 
 
+def _seed(cloud: FakeCloud, n: int, message: str) -> list[str]:
+    # A conversation is null on the batch route until its sandbox exists (a few ms after
+    # the start at these scales); seed them that far in the past so none reads as missing.
+    return cloud.seed_conversations(n, message=message, started_ago=0.05)
+
+
 def _poll_requests(cloud: FakeCloud) -> int:
     return sum(cloud.requests[r] for r in POLL_ROUTES)
 
@@ -73,11 +79,9 @@ async def test_hundreds_of_items_reach_every_terminal_state(fast_cloud: FakeClou
     cloud = fast_cloud
     expected: dict[str, str] = {}  # conversation id -> final status string
     for i, outcome in enumerate(OUTCOMES):
-        ids = cloud.seed_conversations(
-            60, message=f"work [fake:outcome={outcome},run_seconds={2 + 2 * i}]"
-        )
+        ids = _seed(cloud, 60, message=f"work [fake:outcome={outcome},run_seconds={2 + 2 * i}]")
         expected.update(dict.fromkeys(ids, f"RUNNING/{outcome}"))
-    sandbox_errors = cloud.seed_conversations(20, message="boom [fake:start=ERROR]")
+    sandbox_errors = _seed(cloud, 20, message="boom [fake:start=ERROR]")
     expected.update(dict.fromkeys(sandbox_errors, "ERROR"))
     missing = [uuid.uuid4().hex for _ in range(5)]
 
@@ -134,8 +138,8 @@ async def test_hundreds_of_items_reach_every_terminal_state(fast_cloud: FakeClou
 
 async def test_requests_per_cycle_follow_the_formula(fast_cloud: FakeCloud) -> None:
     cloud = fast_cloud
-    conv_ids = cloud.seed_conversations(250, message="x [fake:run_seconds=6]")
-    conv_ids += cloud.seed_conversations(60, message="x [fake:run_seconds=12]")
+    conv_ids = _seed(cloud, 250, message="x [fake:run_seconds=6]")
+    conv_ids += _seed(cloud, 60, message="x [fake:run_seconds=12]")
     async with _client(cloud) as client:
         tasks = await asyncio.gather(
             *(client.conversations.start("t [fake:run_seconds=4]") for _ in range(120))
@@ -148,7 +152,7 @@ async def test_requests_per_cycle_follow_the_formula(fast_cloud: FakeCloud) -> N
         await poller.wait(timeout=30)
         await poller.aclose()
 
-    assert len(log) == poller.stats.cycles > 3
+    assert len(log) == poller.stats.cycles >= 2
     for due_tasks, due_convs, sent in log:
         assert sent == math.ceil(due_tasks / 99) + math.ceil(due_convs / 99)
     assert max(d for d, _, _ in log) == 120  # the first cycle: 2 start-task chunks
@@ -158,7 +162,7 @@ async def test_requests_per_cycle_follow_the_formula(fast_cloud: FakeCloud) -> N
 
 async def test_429_pauses_every_caller_for_retry_after(fast_cloud: FakeCloud) -> None:
     cloud = fast_cloud
-    ids = cloud.seed_conversations(400, message="x [fake:run_seconds=30]")
+    ids = _seed(cloud, 400, message="x [fake:run_seconds=30]")
     async with _client(cloud) as client:
         poller = client.poller(interval=0.05, max_in_flight=4)
         poller.track_conversations(ids)
@@ -193,7 +197,7 @@ async def test_429_pauses_every_caller_for_retry_after(fast_cloud: FakeCloud) ->
 
 async def test_failed_reads_are_retried_and_never_drop_items(fast_cloud: FakeCloud) -> None:
     cloud = fast_cloud
-    ids = cloud.seed_conversations(150, message="x [fake:run_seconds=4]")
+    ids = _seed(cloud, 150, message="x [fake:run_seconds=4]")
     cloud.add_fault(Fault(route="get_conversations", status=503, times=6))
     async with _client(cloud) as client:
         poller = client.poller(interval=0.05)
@@ -207,7 +211,7 @@ async def test_failed_reads_are_retried_and_never_drop_items(fast_cloud: FakeClo
 
 async def test_missing_ids_are_reported_once(fast_cloud: FakeCloud) -> None:
     cloud = fast_cloud
-    live = cloud.seed_conversations(3, message="x [fake:run_seconds=10]")
+    live = _seed(cloud, 3, message="x [fake:run_seconds=10]")
     ghosts = [uuid.uuid4().hex for _ in range(3)]
     ghost_task = uuid.uuid4().hex
     async with _client(cloud) as client:
@@ -233,8 +237,8 @@ async def test_missing_ids_are_reported_once(fast_cloud: FakeCloud) -> None:
 
 async def test_add_and_remove_items_while_running(fast_cloud: FakeCloud) -> None:
     cloud = fast_cloud
-    (slow,) = cloud.seed_conversations(1, message="x [fake:run_seconds=2000]")
-    (quick,) = cloud.seed_conversations(1, message="x [fake:run_seconds=4]")
+    (slow,) = _seed(cloud, 1, message="x [fake:run_seconds=2000]")
+    (quick,) = _seed(cloud, 1, message="x [fake:run_seconds=4]")
     async with _client(cloud) as client:
         poller = client.poller(interval=0.05)
         poller.track_conversation(slow)
@@ -268,7 +272,7 @@ async def test_add_and_remove_items_while_running(fast_cloud: FakeCloud) -> None
 async def test_paused_is_reported_and_followed_to_the_end() -> None:
     async with FakeCloud(time_scale=0.05, max_running=2, cap_mode="pause") as cloud:
         # 40 s scaled to 2 s: long enough that a loaded machine still sees them running.
-        oldest, _second = cloud.seed_conversations(2, message="x [fake:run_seconds=40]")
+        oldest, _second = _seed(cloud, 2, message="x [fake:run_seconds=40]")
         async with _client(cloud) as client:
             poller = client.poller(interval=0.05)
             poller.track_conversations([oldest, _second])
@@ -304,7 +308,7 @@ async def test_paused_is_reported_and_followed_to_the_end() -> None:
 
 async def test_as_completed_yields_each_item_once(fast_cloud: FakeCloud) -> None:
     cloud = fast_cloud
-    ids = cloud.seed_conversations(30, message="x [fake:run_seconds=3]")
+    ids = _seed(cloud, 30, message="x [fake:run_seconds=3]")
     async with _client(cloud) as client:
         task = await client.conversations.start("t [fake:run_seconds=1]")
         poller = client.poller(interval=0.05)
@@ -331,7 +335,7 @@ def _leftover_tasks() -> list[asyncio.Task[Any]]:
 @pytest.mark.parametrize("closer", ["poller", "client"])
 async def test_close_leaves_no_pending_tasks(fast_cloud: FakeCloud, closer: str) -> None:
     cloud = fast_cloud
-    ids = cloud.seed_conversations(300, message="x [fake:run_seconds=2000]")
+    ids = _seed(cloud, 300, message="x [fake:run_seconds=2000]")
     client = _client(cloud)
     poller = client.poller(interval=0.05, max_in_flight=2)
     poller.track_conversations(ids)
@@ -355,7 +359,7 @@ async def test_close_leaves_no_pending_tasks(fast_cloud: FakeCloud, closer: str)
 
 async def test_cancelled_consumer_does_not_stop_the_poller(fast_cloud: FakeCloud) -> None:
     cloud = fast_cloud
-    ids = cloud.seed_conversations(5, message="x [fake:run_seconds=4]")
+    ids = _seed(cloud, 5, message="x [fake:run_seconds=4]")
     async with _client(cloud) as client:
         poller = client.poller(interval=0.05)
         poller.track_conversations(ids)
@@ -365,3 +369,34 @@ async def test_cancelled_consumer_does_not_stop_the_poller(fast_cloud: FakeCloud
         assert len(results) == 5
     assert not poller.running
     assert _leftover_tasks() == []
+
+
+async def test_non_transient_error_reaches_consumers(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    ids = _seed(cloud, 3, message="x [fake:run_seconds=2000]")
+    cloud.add_fault(Fault(route="get_conversations", status=401, times=None))
+    async with _client(cloud) as client:
+        poller = client.poller(interval=0.05)
+        poller.track_conversations(ids)
+        with pytest.raises(oh.AuthenticationError):
+            await poller.wait(timeout=5)
+        with pytest.raises(oh.AuthenticationError):
+            async for _ in poller.changes():
+                pass
+        assert not poller.running
+    assert _leftover_tasks() == []
+
+
+async def test_as_completed_after_the_fact_replays_finished_items(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    (conv,) = _seed(cloud, 1, message="x [fake:run_seconds=1]")
+    ghost_task = uuid.uuid4().hex
+    async with _client(cloud) as client, client.poller(interval=0.05) as poller:
+        poller.track_conversation(conv)
+        poller.track_start_task(ghost_task)
+        await poller.wait(timeout=10)
+        done = {c.id: c async for c in poller.as_completed()}
+    assert set(done) == {conv, ghost_task}
+    assert done[ghost_task].kind == "start_task"
+    assert done[ghost_task].missing
+    assert done[conv].new == "RUNNING/finished"
