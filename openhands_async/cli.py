@@ -133,14 +133,14 @@ async def _cmd_watch(client: Any, args: argparse.Namespace, out: _Out) -> int:
     tasks = await client.start_tasks.get_many(ids)
     convs = await client.conversations.get_many(ids)
     poller = client.poller(interval=args.interval)
-    for i, t, c in zip(ids, tasks, convs):
+    for i, t, c in zip(ids, tasks, convs, strict=True):
         if t is not None:
             poller.track_start_task(i)
         elif c is not None:
             poller.track_conversation(i)
         else:
             out.emit({"event": "missing", "id": i}, f"{i}: not found")
-    failed = any(t is None and c is None for t, c in zip(tasks, convs))
+    failed = any(t is None and c is None for t, c in zip(tasks, convs, strict=True))
     if poller.tracked:
         async for change in poller.changes():
             out.emit(
@@ -161,8 +161,6 @@ async def _cmd_watch(client: Any, args: argparse.Namespace, out: _Out) -> int:
                     failed = True
                 if str(getattr(model, "status", "")) == "ERROR":
                     failed = True
-            if poller.tracked == 0:
-                break
     await poller.aclose()
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -221,9 +219,11 @@ class _Progress:
         self.stream.flush()
 
 
+def _open_out(path: str | None) -> TextIO | None:
+    return open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+
+
 async def _cmd_batch(client: Any, args: argparse.Namespace, out: _Out) -> int:
-    if not os.path.exists(args.jobs):
-        raise _UsageError(f"no such file: {args.jobs}")
     progress = _Progress(out, sys.stderr)
     results = []
     run = client.run_batch(
@@ -233,7 +233,7 @@ async def _cmd_batch(client: Any, args: argparse.Namespace, out: _Out) -> int:
         poll_interval=args.interval,
         on_progress=progress,
     )
-    outf = open(args.out, "w", encoding="utf-8") if args.out else None  # noqa: SIM115
+    outf = _open_out(args.out)
     try:
         async with run:
             async for r in run:
@@ -261,7 +261,7 @@ async def _cmd_batch(client: Any, args: argparse.Namespace, out: _Out) -> int:
     lines = [f"{'key':<26} {'state':<9} {'conversation':<34} status"]
     for r in results:
         lines.append(
-            f"{r.job.key[:26]:<26} {r.state:<9} {str(r.conversation_id):<34} "
+            f"{r.job.key[:26]:<26} {r.state:<9} {r.conversation_id!s:<34} "
             f"{r.error or f'{r.sandbox_status}/{r.execution_status}'}"
         )
     lines.append(
@@ -457,7 +457,8 @@ async def _run(args: argparse.Namespace, out: _Out) -> int:
     api_key = getattr(args, "api_key", None) or os.environ.get("OPENHANDS_API_KEY")
     if not api_key and not _is_loopback(base_url):
         print(NO_KEY_HINT, file=sys.stderr)
-        out.emit({"error": "auth", "detail": "no API key"}, "") if out.json else None
+        if out.json:
+            out.emit({"error": "auth", "detail": "no API key"}, "")
         return EXIT_AUTH
     async with OpenHandsClient(api_key=api_key, base_url=base_url) as client:
         return await _COMMANDS[args.command](client, args, out)
@@ -465,6 +466,9 @@ async def _run(args: argparse.Namespace, out: _Out) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "jobs", None) and args.command == "batch" and not os.path.exists(args.jobs):
+        print(f"openhands-async: error: no such file: {args.jobs}", file=sys.stderr)
+        return EXIT_USAGE
     out = _Out(bool(getattr(args, "json", False)))
     if getattr(args, "verbose", False):
         handler = logging.StreamHandler(sys.stderr)
