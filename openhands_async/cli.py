@@ -220,7 +220,7 @@ class _Progress:
 
 
 def _open_out(path: str | None) -> TextIO | None:
-    return open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+    return open(path, "w", encoding="utf-8") if path else None
 
 
 async def _cmd_batch(client: Any, args: argparse.Namespace, out: _Out) -> int:
@@ -379,7 +379,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="one JSON object per line"
     )

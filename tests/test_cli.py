@@ -54,7 +54,8 @@ async def test_start_wait_list_events_send(cloud: FakeCloud) -> None:
     conv = next(o for o in objs if o.get("event") == "conversation")
     assert conv["url"] == f"{cloud.base_url}/conversations/{conv['id']}"
     outcome = objs[-1]
-    assert outcome["event"] == "outcome" and outcome["ok"] is True
+    assert outcome["event"] == "outcome"
+    assert outcome["ok"] is True
     assert outcome["last_agent_message"]
     cid = conv["id"]
 
@@ -69,7 +70,8 @@ async def test_start_wait_list_events_send(cloud: FakeCloud) -> None:
     code, out, err = await run("events", cid, "--kind", "MessageEvent", *auth(cloud))
     assert code == 0, err
     events = lines(out)
-    assert events and all(e["kind"] == "MessageEvent" for e in events)
+    assert events
+    assert all(e["kind"] == "MessageEvent" for e in events)
 
 
 async def test_start_without_wait_human_output(cloud: FakeCloud) -> None:
@@ -77,7 +79,8 @@ async def test_start_without_wait_human_output(cloud: FakeCloud) -> None:
         "start", "Hi", "--base-url", cloud.base_url, "--api-key", str(cloud.api_key)
     )
     assert code == 0, err
-    assert "READY" in out and f"{cloud.base_url}/conversations/" in out
+    assert "READY" in out
+    assert f"{cloud.base_url}/conversations/" in out
 
 
 async def test_failing_conversation_exits_1(cloud: FakeCloud) -> None:
@@ -118,7 +121,8 @@ async def test_batch_journal_out_resumes(cloud: FakeCloud, tmp_path: Path) -> No
     code, out, err = await run(*argv)
     assert code == 0, err
     objs = lines(out)
-    assert objs[-1]["event"] == "summary" and objs[-1]["finished"] == 4
+    assert objs[-1]["event"] == "summary"
+    assert objs[-1]["finished"] == 4
     exported = lines(results.read_text())
     assert {r["key"] for r in exported} == {"k0", "k1", "k2", "k3"}
     assert all(r["state"] == "finished" for r in exported)
@@ -130,7 +134,8 @@ async def test_batch_journal_out_resumes(cloud: FakeCloud, tmp_path: Path) -> No
 
 async def test_usage_error_exits_2(cloud: FakeCloud) -> None:
     code, _, err = await run("start", *auth(cloud))  # no MESSAGE
-    assert code == 2 and "usage" in err
+    assert code == 2
+    assert "usage" in err
     code, _, _ = await run("nonsense")
     assert code == 2
     code, _, _ = await run("batch", "/nonexistent.jsonl", *auth(cloud))
@@ -157,7 +162,8 @@ async def test_closed_port_exits_4() -> None:
 async def test_no_key_prints_hint_exits_3() -> None:
     code, _, err = await run("list", "--base-url", "https://openhands.invalid")
     assert code == 3
-    assert "OPENHANDS_API_KEY" in err and "openhands-async demo" in err
+    assert "OPENHANDS_API_KEY" in err
+    assert "openhands-async demo" in err
 
 
 async def test_verbose_logs_requests_without_the_key(cloud: FakeCloud) -> None:
@@ -170,7 +176,8 @@ async def test_verbose_logs_requests_without_the_key(cloud: FakeCloud) -> None:
 async def test_demo_runs_to_the_end() -> None:
     code, out, err = await run("demo")
     assert code == 0, err
-    assert "FakeCloud" in out and "done:" in out
+    assert "FakeCloud" in out
+    assert "done:" in out
     code, out, err = await run("demo", "--json")
     assert code == 0, err
     assert lines(out)[-1]["step"] == "done"
