@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-import openhands_async as oh
 from _common import example_client
+
+import openhands_async as oh
 
 
 async def wait_done(client: oh.OpenHandsClient, cid: str) -> None:
