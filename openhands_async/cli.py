@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
@@ -226,10 +227,13 @@ def _open_out(path: str | None) -> TextIO | None:
 async def _cmd_batch(client: Any, args: argparse.Namespace, out: _Out) -> int:
     progress = _Progress(out, sys.stderr)
     results = []
+    scratch = tempfile.TemporaryDirectory(prefix="openhands-async-")
+    journal = args.journal or os.path.join(scratch.name, "journal.db")  # not ":memory:" (its
+    # lock file would land in the working directory)
     run = client.run_batch(
         _read_jobs(args.jobs),
         max_running=args.max_running,
-        journal=args.journal,
+        journal=journal,
         poll_interval=args.interval,
         on_progress=progress,
     )
@@ -248,6 +252,7 @@ async def _cmd_batch(client: Any, args: argparse.Namespace, out: _Out) -> int:
     finally:
         if outf is not None:
             outf.close()
+        scratch.cleanup()
     progress(run.progress, final=True)
     p = run.progress
     summary = {
@@ -346,7 +351,14 @@ async def _cmd_demo(args: argparse.Namespace, out: _Out) -> int:
         ]
         jobs.append({"message": "Demo job that fails [fake:outcome=error]"})
         progress = _Progress(out, sys.stdout)
-        run = client.run_batch(jobs, max_running=2, poll_interval=0.2, on_progress=progress)
+        scratch = tempfile.TemporaryDirectory(prefix="openhands-async-demo-")
+        run = client.run_batch(
+            jobs,
+            max_running=2,
+            poll_interval=0.2,
+            on_progress=progress,
+            journal=os.path.join(scratch.name, "journal.db"),
+        )
         async with run:
             async for r in run:
                 say(
@@ -354,6 +366,7 @@ async def _cmd_demo(args: argparse.Namespace, out: _Out) -> int:
                     step="batch",
                     state=r.state,
                 )
+        scratch.cleanup()
         progress(run.progress, final=True)
         p = run.progress
         say(
