@@ -181,3 +181,11 @@ async def test_demo_runs_to_the_end() -> None:
     code, out, err = await run("demo", "--json")
     assert code == 0, err
     assert lines(out)[-1]["step"] == "done"
+
+
+async def test_start_error_exits_1(cloud: FakeCloud) -> None:
+    code, out, _ = await run("start", "No sandbox [fake:start=ERROR]", *auth(cloud))
+    assert code == 1
+    objs = lines(out)
+    assert objs[-1]["event"] == "start_failed"
+    assert any(o.get("status") == "ERROR" for o in objs)
