@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import attrs
 
@@ -73,7 +73,19 @@ class Journal:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        """`path` is a file, or ":memory:" for a run that keeps nothing (and locks nothing)."""
         self.path = Path(path)
+        self._lock_file: IO[str] | None = None
+        if str(path) != ":memory:":
+            self._lock()
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a process crash; only power loss can drop the last commit.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def _lock(self) -> None:
         self._lock_file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 (held for the run)
         try:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -83,17 +95,12 @@ class Journal:
                 f"journal {self.path} is in use by another run; wait for it to end "
                 "(two runs on one journal could start the same job twice)"
             ) from None
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash; only power loss can drop the last commit.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self._db.close()
-        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-        self._lock_file.close()
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+            self._lock_file.close()
 
     def __enter__(self) -> Journal:
         return self

@@ -101,3 +101,11 @@ def test_unknown_key_and_export(tmp_path: Path) -> None:
     assert record["state"] == "failed"
     assert record["error"] == "HTTP 400: bad"
     assert record["job"] == {"message": "x"}
+
+
+def test_in_memory_journals_lock_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with Journal(":memory:") as a, Journal(":memory:") as b:
+        a.add("k", 0, {"message": "x"})
+        assert b.get("k") is None  # separate, private databases
+    assert list(tmp_path.iterdir()) == []
