@@ -151,7 +151,10 @@ class Recorder:
             seen = self.seen_keys.get(model.__name__)
             if not seen:
                 continue
-            missing = [f.name for f in attrs.fields(model) if f.name not in seen]
+            # `payload` is the SDK's copy of the whole raw object, never a server field.
+            missing = [
+                f.name for f in attrs.fields(model) if f.name not in seen and f.name != "payload"
+            ]
             if missing:
                 out[model.__name__] = missing
         return out

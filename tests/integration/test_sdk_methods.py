@@ -8,7 +8,7 @@ stream_start (a new conversation E in A's sandbox, last: it adds to A's sandbox)
 
 from __future__ import annotations
 
-import math
+import asyncio
 import time
 import uuid
 
@@ -44,23 +44,37 @@ async def test_health_on_both_servers(
 async def test_events_search_count_and_last_agent_message(
     client: oh.OpenHandsClient, fleet: Fleet
 ) -> None:
-    events = await client.events.search(fleet.a).to_list()
+    # Read count, list, count until the two counts agree: the server may still append a
+    # state-update event after the sandbox was paused and resumed by an earlier test.
+    for _ in range(5):
+        counted = await client.events.count(fleet.a)
+        events = await client.events.search(fleet.a).to_list()
+        counted_after = await client.events.count(fleet.a)
+        if counted == counted_after:
+            break
+        await asyncio.sleep(1)
     assert events, "a finished conversation has no events"
-    assert await client.events.count(fleet.a) == len(events)
+    NOTES.append(
+        f"A's events: count {counted} / search {len(events)} / count {counted_after}: "
+        + ", ".join(f"{e.kind}({e.source})" for e in events)
+    )
+    assert counted == len(events) == counted_after
     stamps = [e.timestamp for e in events]
     assert stamps == sorted(stamps)
     assert all(e.timestamp.tzinfo is not None for e in events)
     newest_first = await client.events.search(fleet.a, order="TIMESTAMP_DESC").to_list()
-    assert [e.id for e in newest_first] == [e.id for e in reversed(events)] or sorted(
-        e.id for e in newest_first
-    ) == sorted(e.id for e in events)
+    assert sorted(e.id for e in newest_first) == sorted(e.id for e in events)
     assert [e.timestamp for e in newest_first] == sorted(stamps, reverse=True)
     kinds = {e.kind for e in events}
     assert "MessageEvent" in kinds, kinds
     messages = await client.events.search(fleet.a, kind="MessageEvent").to_list()
     assert {e.kind for e in messages} == {"MessageEvent"}
     assert await client.events.count(fleet.a, kind="MessageEvent") == len(messages)
-    assert await client.events.count(fleet.a, kind="NoSuchEvent") == 0
+    # `kind` is an enum on the server: an unknown kind is a 422, not an empty result.
+    with pytest.raises(oh.UnprocessableEntityError) as info:
+        await client.events.count(fleet.a, kind="NoSuchEvent")
+    assert info.value.errors[0]["loc"] == ["query", "kind__eq"]
+    assert await client.events.count(fleet.a, kind="PauseEvent") == 0
     # The user's first message is there, with its text.
     user = [e for e in messages if e.source == "user"]
     assert user
@@ -125,9 +139,7 @@ async def test_sandboxes_search_get_many_pause_resume(
     assert (await client.sandboxes.get(fleet.a)).status is oh.SandboxStatus.RUNNING
 
 
-async def test_send_message_runs_the_agent_again(
-    client: oh.OpenHandsClient, fleet: Fleet
-) -> None:
+async def test_send_message_runs_the_agent_again(client: oh.OpenHandsClient, fleet: Fleet) -> None:
     with pytest.raises(oh.NotFoundError):
         await client.conversations.send_message(uuid.uuid4().hex, "anyone?")
     before = await client.events.count(fleet.b)
@@ -164,13 +176,12 @@ async def test_poller_follows_the_fleet_to_finished(
     async with poller:
         ids = poller.track_start_tasks([fleet.ready[cid].id for cid in fleet.ids])
         assert len(ids) == 4
+        stream = poller.changes()  # subscribed before the first read (no await since track)
         seen: list[oh.StatusChange] = []
 
         async def collect() -> None:
-            async for change in poller.changes():
+            async for change in stream:
                 seen.append(change)
-
-        import asyncio
 
         collector = asyncio.create_task(collect())
         final = await asyncio.wait_for(poller.wait(), 60)
@@ -185,7 +196,6 @@ async def test_poller_follows_the_fleet_to_finished(
     # with 4 items that is at most 2 per cycle, and the first cycle reads all 4 tasks at once.
     assert stats.reads >= 8
     assert stats.requests <= 2 * stats.cycles
-    assert stats.requests <= math.ceil(stats.reads / 1)  # never more requests than reads
     assert stats.requests < stats.reads, "items were not batched"
     assert stats.failed_requests == 0
     NOTES.append(f"poller: {stats}")
@@ -196,10 +206,12 @@ async def test_stream_start_yields_each_status_as_written(
 ) -> None:
     """A new conversation E in A's sandbox (a new sandbox could collide on a port).
 
-    In a running sandbox the server skips the sandbox statuses, so fewer statuses arrive than
-    for a fresh one; what is reliable: more than one element, the last READY, no ERROR, and
-    the elements arrive spread over the start (the first well before the last), which a
-    buffered read of the whole body could not show.
+    Even in a running sandbox, openhands-ai 1.11.0 walks the task through every status
+    (WORKING, WAITING_FOR_SANDBOX, ... STARTING_CONVERSATION, READY: 8 elements over ~2-4 s
+    on a 2-core machine). Asserted, as reliable: at least 3 elements, WORKING first,
+    STARTING_CONVERSATION right before READY (last), no ERROR, each status once, and the
+    elements spread over the start (the first well before the last), which a buffered
+    read of the whole body could not show.
     """
     e = uuid.uuid4().hex
     t0 = time.monotonic()
@@ -211,10 +223,11 @@ async def test_stream_start_yields_each_status_as_written(
             arrivals.append((time.monotonic() - t0, task))
     statuses = [t.status.value for _, t in arrivals]
     NOTES.append(
-        "stream_start E: " + ", ".join(f"{s}@{t:.2f}s" for s, (t, _) in zip(statuses, arrivals))
+        "stream_start E: " + ", ".join(f"{task.status.value}@{t:.2f}s" for t, task in arrivals)
     )
-    assert len(arrivals) >= 2, statuses
-    assert statuses[-1] == "READY"
+    assert len(arrivals) >= 3, statuses
+    assert statuses[0] == "WORKING"
+    assert statuses[-2:] == ["STARTING_CONVERSATION", "READY"]
     assert "ERROR" not in statuses
     assert len({t.id for _, t in arrivals}) == 1
     assert arrivals[-1][1].app_conversation_id == e
