@@ -91,14 +91,22 @@ async def test_events_search_count_and_last_agent_message(
     assert before + after == len(events)
     assert before >= 1
     # get_many: by id, order kept, None where missing.
-    got = await client.events.get_many(fleet.a, [events[0].id, "no-such-event", events[-1].id])
+    # (Event ids are UUIDs here: a non-UUID id makes openhands-ai 1.11.0 answer 500.)
+    unknown = str(uuid.uuid4())
+    got = await client.events.get_many(fleet.a, [events[0].id, unknown, events[-1].id])
     assert [e.id if e else None for e in got] == [events[0].id, None, events[-1].id]
     last = await client.events.last_agent_message(fleet.a)
-    NOTES.append(f"A's event kinds {sorted(kinds)}; last_agent_message {last!r}")
-    # The fake LLM answers with `finish`: the server records it as an ActionEvent, not an
-    # agent MessageEvent, so there is no agent message to return.
-    agent_messages = [e for e in messages if e.source == "agent"]
-    assert last == (agent_messages[-1].text if agent_messages else None)
+    actions = [e for e in events if e.kind == "ActionEvent"]
+    NOTES.append(
+        f"A's last_agent_message {last!r}; its ActionEvent payloads: "
+        + "; ".join(repr(e.payload.get("action"))[:300] for e in actions)
+    )
+    # The fake LLM answers with a `finish` tool call: the server records it as an agent
+    # ActionEvent (then an ObservationEvent), never as an agent MessageEvent, so the SDK's
+    # last_agent_message has nothing to return.
+    assert [e.source for e in actions] == ["agent"]
+    assert not [e for e in messages if e.source == "agent"]
+    assert last is None
     with pytest.raises(oh.NotFoundError):
         await client.events.count(uuid.uuid4().hex)
 
