@@ -574,6 +574,11 @@ async def test_event_kind_filter_is_an_enum_like_the_real_server() -> None:
         async with http.get(f"{path}/count", params={"kind__eq": "MessageEvent"}) as resp:
             assert resp.status == 200
             assert await resp.json() >= 1
+        # An unknown conversation counts 0 events (no 404), like the real server.
+        unknown = f"/api/v1/conversation/{uuid.uuid4().hex}/events/count"
+        async with http.get(unknown) as resp:
+            assert resp.status == 200
+            assert await resp.json() == 0
 
 
 async def test_single_conversation_path_is_the_web_app_html() -> None:

@@ -252,8 +252,9 @@ class EventRoutes:
         conv = self._conversation(request)
         query = QueryReader(request.query)
         if conv is None:
+            # openhands-ai 1.11.0 counts 0 events for an unknown conversation (no 404).
             query.check()
-            return json_response({"detail": "Not Found"}, 404)
+            return json_response(0)
         return json_response(len(self._matches(query, conv)))
 
     async def get_events(self, request: web.Request) -> web.StreamResponse:

@@ -105,10 +105,13 @@ async def test_events_search_count_and_last_agent_message(
     # ActionEvent (then an ObservationEvent), never as an agent MessageEvent, so the SDK's
     # last_agent_message has nothing to return.
     assert [e.source for e in actions] == ["agent"]
+    finish = actions[0].payload["action"]
+    assert finish["kind"] == "FinishAction"
+    assert finish["message"] == "Hello from the fake LLM. Done."
     assert not [e for e in messages if e.source == "agent"]
     assert last is None
-    with pytest.raises(oh.NotFoundError):
-        await client.events.count(uuid.uuid4().hex)
+    # An unknown conversation is not a 404 for the events routes: it simply has no events.
+    assert await client.events.count(uuid.uuid4().hex) == 0
 
 
 async def test_sandboxes_search_get_many_pause_resume(
