@@ -559,6 +559,28 @@ async def test_batch_reads_reject_bad_and_missing_ids() -> None:
                 )
 
 
+async def test_event_kind_filter_is_an_enum_like_the_real_server() -> None:
+    """openhands-ai 1.11.0 answers 422 for a `kind__eq` outside its event kinds."""
+    async with FakeCloud() as cloud, session(cloud) as http:
+        (cid,) = cloud.seed_conversations(1, started_ago=60)
+        path = f"/api/v1/conversation/{cid}/events"
+        for route in ("search", "count"):
+            async with http.get(f"{path}/{route}", params={"kind__eq": "NoSuchEvent"}) as resp:
+                assert resp.status == 422
+                (problem,) = (await resp.json())["detail"]
+                assert problem["type"] == "enum"
+                assert problem["loc"] == ["query", "kind__eq"]
+                assert "'MessageEvent'" in problem["msg"]
+        async with http.get(f"{path}/count", params={"kind__eq": "MessageEvent"}) as resp:
+            assert resp.status == 200
+            assert await resp.json() >= 1
+        # An unknown conversation counts 0 events (no 404), like the real server.
+        unknown = f"/api/v1/conversation/{uuid.uuid4().hex}/events/count"
+        async with http.get(unknown) as resp:
+            assert resp.status == 200
+            assert await resp.json() == 0
+
+
 async def test_single_conversation_path_is_the_web_app_html() -> None:
     async with FakeCloud() as cloud, aiohttp.ClientSession(base_url=cloud.base_url) as http:
         async with http.get(f"{BASE}/{uuid.uuid4().hex}") as response:

@@ -20,7 +20,16 @@ import attrs
 import cattrs
 
 from openhands_async._converter import converter, strict_converter
-from openhands_async.models import Conversation, Page, Sandbox, StartRequest, StartTask
+from openhands_async.models import (
+    Conversation,
+    Event,
+    Page,
+    Sandbox,
+    SendMessageResult,
+    StartRequest,
+    StartTask,
+    User,
+)
 
 _P = "/api/v1/app-conversations"
 # (method, path pattern) -> the type the SDK structures that answer into
@@ -34,6 +43,11 @@ ROUTES: list[tuple[str, re.Pattern[str], Any]] = [
     ("GET", re.compile(rf"^{_P}/count$"), int),
     ("GET", re.compile(r"^/api/v1/sandboxes$"), list[Sandbox | None]),
     ("GET", re.compile(r"^/api/v1/sandboxes/search$"), Page[Sandbox]),
+    ("POST", re.compile(rf"^{_P}/[^/]+/send-message$"), SendMessageResult),
+    ("GET", re.compile(r"^/api/v1/conversation/[^/]+/events/search$"), Page[Event]),
+    ("GET", re.compile(r"^/api/v1/conversation/[^/]+/events/count$"), int),
+    ("GET", re.compile(r"^/api/v1/conversation/[^/]+/events$"), list[Event | None]),
+    ("GET", re.compile(r"^/api/v1/users/me$"), User),
 ]
 
 
@@ -133,11 +147,14 @@ class Recorder:
     def never_sent(self) -> dict[str, list[str]]:
         """Model fields the server did not send in any body of this run."""
         out = {}
-        for model in (StartTask, Conversation, Sandbox, StartRequest):
+        for model in (StartTask, Conversation, Sandbox, StartRequest, Event, SendMessageResult):
             seen = self.seen_keys.get(model.__name__)
             if not seen:
                 continue
-            missing = [f.name for f in attrs.fields(model) if f.name not in seen]
+            # `payload` is the SDK's copy of the whole raw object, never a server field.
+            missing = [
+                f.name for f in attrs.fields(model) if f.name not in seen and f.name != "payload"
+            ]
             if missing:
                 out[model.__name__] = missing
         return out
@@ -202,10 +219,14 @@ def _template(path: str) -> str:
 def _guess_model(item: dict[str, Any]) -> type | None:
     if "app_conversation_id" in item or "agent_server_url" in item:
         return StartTask
+    if "success" in item:
+        return SendMessageResult
     if "sandbox_status" in item or "execution_status" in item:
         return Conversation
     if "sandbox_spec_id" in item or "exposed_urls" in item:
         return Sandbox
+    if "kind" in item and "timestamp" in item:
+        return Event
     return None
 
 

@@ -1,6 +1,7 @@
 """Every error status the real server returns becomes the SDK's typed error.
 
-`client.request` is used where the SDK's own methods validate input before sending.
+`client.request` is used only where the SDK's own methods validate input before sending
+(or have no method for the route); everything else goes through the SDK's methods.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from ._drift import RECORDER
 from .conftest import START_PATH, Fleet, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-MESSAGE = {"role": "user", "content": [{"type": "text", "text": "again"}], "run": True}
 
 
 def _missing() -> str:
@@ -75,7 +74,7 @@ async def test_404_unknown_route(client: oh.OpenHandsClient) -> None:
 async def test_404_unknown_conversation(client: oh.OpenHandsClient) -> None:
     missing = _missing()
     with pytest.raises(oh.NotFoundError, match="not found"):
-        await client.request("POST", f"{START_PATH}/{missing}/send-message", json=MESSAGE)
+        await client.conversations.send_message(missing, "again")
     with pytest.raises(oh.NotFoundError, match="unknown_app_conversation"):
         await client.request("PATCH", f"{START_PATH}/{missing}", json={"title": "x"})
 
@@ -91,7 +90,10 @@ async def test_405_single_conversation_path(client: oh.OpenHandsClient, fleet: F
 async def test_409_sandbox_paused(client: oh.OpenHandsClient, fleet: Fleet) -> None:
     """A paused sandbox: no execution status, and send-message answers 409."""
     sandbox = fleet.a
-    assert await client.request("POST", f"/api/v1/sandboxes/{sandbox}/pause") == {"success": True}
+    before = len(RECORDER.bodies)
+    await client.sandboxes.pause(sandbox)
+    (paused,) = [b for b in RECORDER.bodies[before:] if b.path.endswith("/pause")]
+    assert (paused.status, paused.raw) == (200, b'{"success":true}')
     try:
         conv = await client.conversations.get(fleet.b)
         assert conv.sandbox_status is oh.SandboxStatus.PAUSED
@@ -99,11 +101,13 @@ async def test_409_sandbox_paused(client: oh.OpenHandsClient, fleet: Fleet) -> N
         assert conv.conversation_url is None
         assert not conv.is_terminal  # paused: it can go on once resumed
         with pytest.raises(oh.ConflictError) as info:
-            await client.request("POST", f"{START_PATH}/{fleet.b}/send-message", json=MESSAGE)
+            await client.conversations.send_message(fleet.b, "again")
         assert info.value.status == 409
         assert "resume" in str(info.value)
     finally:
-        resumed = await client.request("POST", f"/api/v1/sandboxes/{sandbox}/resume")
+        before = len(RECORDER.bodies)
+        await client.sandboxes.resume(sandbox)
+        resumed = [b.raw for b in RECORDER.bodies[before:] if b.path.endswith("/resume")]
 
         async def running_again() -> bool | None:
             conv = await client.conversations.get(fleet.b)
@@ -111,7 +115,7 @@ async def test_409_sandbox_paused(client: oh.OpenHandsClient, fleet: Fleet) -> N
             return True if ok else None
 
         await wait_for("the sandbox to run again", running_again, bound=30)
-    assert resumed == {"success": True}
+    assert resumed == [b'{"success":true}']
     conv = await client.conversations.get(fleet.b)
     assert conv.execution_status is oh.ExecutionStatus.FINISHED
 
