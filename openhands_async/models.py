@@ -286,7 +286,12 @@ class Event:
 
     @property
     def text(self) -> str | None:
-        """A MessageEvent's text blocks joined by newlines; None for other events."""
+        """A MessageEvent's text blocks joined by newlines, or the message of an agent's
+        FinishAction (how the real server records a final answer); None for other events."""
+        action = self.payload.get("action")
+        if isinstance(action, dict) and action.get("kind") == "FinishAction":
+            finish = action.get("message")
+            return finish if isinstance(finish, str) else None
         message = self.payload.get("llm_message")
         if not isinstance(message, dict):
             return None

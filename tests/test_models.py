@@ -131,3 +131,24 @@ def test_bad_start_arguments() -> None:
         make_start_request("x", repository="just-a-name")
     with pytest.raises(TypeError):
         make_start_request("x", surprise=True)  # type: ignore[call-arg]
+
+
+def test_finish_action_text_is_the_agent_answer() -> None:
+    # How the real open-source server records an agent's final answer (captured in the
+    # integration suite): an ActionEvent whose action is a FinishAction.
+    event = structure(
+        {
+            "id": "e1",
+            "kind": "ActionEvent",
+            "timestamp": "2026-11-22T22:59:32.018754",
+            "source": "agent",
+            "action": {"kind": "FinishAction", "message": "Hello from the fake LLM. Done."},
+        },
+        oh.Event,
+    )
+    assert event.text == "Hello from the fake LLM. Done."
+    other = structure(
+        {"id": "e2", "kind": "ActionEvent", "timestamp": "2026-11-22T22:59:32", "action": {}},
+        oh.Event,
+    )
+    assert other.text is None

@@ -64,12 +64,13 @@ class Events(Resource):
         )
 
     async def last_agent_message(self, conversation_id: str) -> str | None:
-        """The text of the newest MessageEvent the agent sent, or None if it sent none."""
-        async for event in self.search(
-            conversation_id, kind="MessageEvent", order="TIMESTAMP_DESC"
-        ):
-            if event.source == "agent":
-                return event.text
+        """What the agent said last: the newest agent MessageEvent's text or FinishAction
+        message (the open-source server records a final answer as a FinishAction), or None."""
+        async for event in self.search(conversation_id, order="TIMESTAMP_DESC"):
+            if event.source == "agent" and event.kind in ("MessageEvent", "ActionEvent"):
+                text = event.text
+                if text is not None:
+                    return text
         return None
 
 

@@ -102,14 +102,15 @@ async def test_events_search_count_and_last_agent_message(
         + "; ".join(repr(e.payload.get("action"))[:300] for e in actions)
     )
     # The fake LLM answers with a `finish` tool call: the server records it as an agent
-    # ActionEvent (then an ObservationEvent), never as an agent MessageEvent, so the SDK's
-    # last_agent_message has nothing to return.
+    # ActionEvent (then an ObservationEvent), never as an agent MessageEvent: the SDK's
+    # last_agent_message reads the FinishAction's message.
     assert [e.source for e in actions] == ["agent"]
     finish = actions[0].payload["action"]
     assert finish["kind"] == "FinishAction"
     assert finish["message"] == "Hello from the fake LLM. Done."
     assert not [e for e in messages if e.source == "agent"]
-    assert last is None
+    assert last == "Hello from the fake LLM. Done."
+    assert actions[0].text == last
     # An unknown conversation is not a 404 for the events routes: it simply has no events.
     assert await client.events.count(uuid.uuid4().hex) == 0
 
