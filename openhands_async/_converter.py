@@ -7,7 +7,6 @@ clients); `strict_converter` forbids extra keys and is for tests that watch for 
 from __future__ import annotations
 
 import typing
-
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
