@@ -7,8 +7,6 @@ import asyncio
 import contextlib
 import copy
 import itertools
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +21,6 @@ from openhands_async.testing import FakeCloud, Fault
 from .captures import CAPTURES, raw
 from .captures import body as capture_body
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "openapi" / "openhands-cloud.json"
 FAST = oh.RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02)
 
 # ---------------------------------------------------------------- over the wire
@@ -84,30 +81,6 @@ def test_unknown_enum_values_and_fields_parse() -> None:
 
 
 # ---------------------------------------------------------------- spec-generated bodies
-
-
-def _spec() -> dict[str, Any]:
-    spec: dict[str, Any] = json.loads(SPEC_PATH.read_text())
-    return spec
-
-
-def _schema(name: str) -> dict[str, Any]:
-    """A self-contained schema for components/schemas/<name> (refs resolved via $defs)."""
-    schemas = _spec()["components"]["schemas"]
-    text = json.dumps(schemas[name]).replace("#/components/schemas/", "#/$defs/")
-    root: dict[str, Any] = json.loads(text)
-    root["$defs"] = json.loads(json.dumps(schemas).replace("#/components/schemas/", "#/$defs/"))
-    return root
-
-
-MODELS = {
-    "AppConversationStartTask": oh.StartTask,
-    "AppConversation": oh.Conversation,
-    "SandboxInfo": oh.Sandbox,
-    "AppConversationPage": oh.Page[oh.Conversation],
-    "AppConversationStartTaskPage": oh.Page[oh.StartTask],
-    "SandboxPage": oh.Page[oh.Sandbox],
-}
 
 
 JSON = st.recursive(
