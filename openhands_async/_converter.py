@@ -6,6 +6,7 @@ clients); `strict_converter` forbids extra keys and is for tests that watch for 
 
 from __future__ import annotations
 
+import typing
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -91,6 +92,9 @@ converter_for_content = converter
 def structure(data: Any, cls: type[T], *, method: str = "", url: str = "") -> T:
     """Structure a decoded JSON answer, turning any mismatch into ResponseValidationError."""
     try:
+        if typing.get_origin(cls) is list and not isinstance(data, list):
+            # cattrs would iterate a string (or dict) element by element: slow and wrong
+            raise TypeError(f"expected a JSON array, got {type(data).__name__}")
         return converter.structure(data, cls)
     except Exception as exc:  # cattrs raises ClassValidationError groups and plain errors
         raise _validation_error(exc, cls, data, method, url) from None

@@ -132,7 +132,7 @@ def decode_json(status: int, content_type: str | None, raw: bytes, *, method: st
         )
     try:
         return json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: hostile deep nesting
         raise errors.ResponseValidationError(
             f"the server answered {status} with a body that is not valid JSON: {exc}",
             method=method,
@@ -148,7 +148,7 @@ def decode_error_body(content_type: str | None, raw: bytes) -> Any:
     if "json" in (content_type or ""):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             pass
     return text
 
