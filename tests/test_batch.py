@@ -171,9 +171,9 @@ async def test_sigkilled_run_resumes_without_starting_twice(
 ) -> None:
     db = str(tmp_path / "run.db")
     async with FakeCloud(time_scale=0.5, run_seconds=0.5) as cloud:
-        # The start answer is held back, so the kill can land after the server took the
-        # start and before the child recorded its answer.
-        cloud.add_fault(Fault(route="start", action="respond", delay=0.0))
+        # The first start answers 503 after nothing happened: the child looks it up, finds
+        # no trace and sends it once more; the kill then lands while jobs are starting.
+        cloud.add_fault(Fault(route="start", status=503))
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
