@@ -5,7 +5,7 @@ import logging
 import os
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from .._constants import MAX_PAGE_SIZE, START_LOOKUP_SKEW
 from .._converter import structure, unstructure
@@ -15,6 +15,7 @@ from .._start_request import MessageInput, make_message, make_start_request
 from ..errors import (
     APIConnectionError,
     APIError,
+    APIStatusError,
     ConflictError,
     GoneError,
     InternalServerError,
@@ -35,6 +36,8 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
+
+E = TypeVar("E", bound=APIStatusError)
 
 log = logging.getLogger("openhands_async")
 
@@ -268,25 +271,17 @@ class Conversations(Resource):
                 "POST", path, json=body, idempotency=Idempotency.UNSENT_ONLY
             )
         except ConflictError as exc:
-            raise ConflictError(
+            raise _reworded(
+                exc,
                 f"the sandbox of conversation {cid} is not running; resume it with "
                 f"`await client.sandboxes.resume(sandbox_id)` (the conversation's sandbox_id) "
                 f"and send again (server: {exc.message})",
-                status=exc.status,
-                body=exc.body,
-                headers=exc.headers,
-                method=exc.request_method,
-                url=exc.request_url,
             ) from exc
         except GoneError as exc:
-            raise GoneError(
+            raise _reworded(
+                exc,
                 f"conversation {cid} is archived: its sandbox no longer exists "
                 f"(server: {exc.message})",
-                status=exc.status,
-                body=exc.body,
-                headers=exc.headers,
-                method=exc.request_method,
-                url=exc.request_url,
             ) from exc
         return structure(data, SendMessageResult, method="POST", url=self._client.url(path))
 
@@ -371,6 +366,18 @@ def _filters(
         "updated_at__lt": updated_before,
         "sandbox_id__eq": sandbox_id,
     }
+
+
+def _reworded(exc: E, message: str) -> E:
+    """The same status error with a message that tells the user what to do."""
+    return type(exc)(
+        message,
+        status=exc.status,
+        body=exc.body,
+        headers=exc.headers,
+        method=exc.request_method,
+        url=exc.request_url,
+    )
 
 
 def _same_uuid(value: str, normalized: str) -> bool:
