@@ -138,4 +138,5 @@ def test_loopback_detection() -> None:
     assert is_loopback_url("http://localhost:3000")
     assert is_loopback_url("http://[::1]:3000")
     assert not is_loopback_url("https://app.all-hands.dev")
-    assert not is_loopback_url("http://10.0.0.1")
+    assert not is_loopback_url("http://[2001:db8::1]:3000")  # documentation range, never contacted
+    assert not is_loopback_url("http://openhands.invalid")

@@ -99,7 +99,7 @@ async def test_authorization_not_sent_on_redirect(secret_cloud: FakeCloud) -> No
 
 
 def test_plain_http_to_a_remote_host_is_refused() -> None:
-    for url in ("http://example.com", "http://10.0.0.1:3000", "http://openhands.invalid/api"):
+    for url in ("http://example.com", "http://[2001:db8::1]:3000", "http://openhands.invalid/api"):
         with pytest.raises(ValueError, match="http"):
             oh.OpenHandsClient(api_key=KEY, base_url=url)
     # opt-in and loopback are allowed
