@@ -6,7 +6,9 @@ clients); `strict_converter` forbids extra keys and is for tests that watch for 
 
 from __future__ import annotations
 
+import types
 import typing
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -19,6 +21,7 @@ from . import errors
 from .models import Event, ImageContent, StartRequest, TextContent, User
 
 T = TypeVar("T")
+NoneType = type(None)
 
 __all__ = ["converter", "make_converter", "strict_converter", "structure", "unstructure"]
 
@@ -64,8 +67,29 @@ def _structure_event(value: Any, _: type) -> Event:
     )
 
 
+def _is_optional(type_: Any) -> bool:
+    args = typing.get_args(type_)
+    return (
+        typing.get_origin(type_) in (typing.Union, types.UnionType)
+        and len(args) == 2
+        and NoneType in args
+    )
+
+
+def _optional_hook(type_: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    # cattrs' own Optional hook looks the inner hook up on every call: once is enough.
+    inner = next(arg for arg in type_.__args__ if arg is not NoneType)
+    hook = conv.get_structure_hook(inner)
+
+    def structure_optional(value: Any, _: Any) -> Any:
+        return None if value is None else hook(value, inner)
+
+    return structure_optional
+
+
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv = _make_json_converter(forbid_extra_keys=strict, detailed_validation=True)
+    conv.register_structure_hook_factory(_is_optional, _optional_hook)
     conv.register_structure_hook(datetime, _parse_datetime)
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
     conv.register_structure_hook(TextContent | ImageContent, _structure_content)
