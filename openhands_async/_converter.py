@@ -30,11 +30,14 @@ def _parse_datetime(value: Any, _: type) -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
-        text = value.strip()
-        # Python 3.10's fromisoformat rejects "Z"; some server answers carry no offset at all.
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        parsed = datetime.fromisoformat(text)
+        try:
+            parsed = datetime.fromisoformat(value)  # the common case (3.11+ reads "Z")
+        except ValueError:
+            text = value.strip()
+            # Python 3.10's fromisoformat rejects "Z"; some server answers carry no offset.
+            if text.endswith(("Z", "z")):
+                text = text[:-1] + "+00:00"
+            parsed = datetime.fromisoformat(text)
     else:
         raise TypeError(f"expected an ISO 8601 timestamp string, got {type(value).__name__}")
     # The server writes UTC; a timestamp without an offset is UTC too (seen in start-task search).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import typing
 from collections.abc import Iterator
-from datetime import timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
@@ -46,6 +46,21 @@ def test_naive_timestamps_are_utc() -> None:
     assert created is not None
     assert created.tzinfo == timezone.utc
     assert page.items[0].status is oh.StartTaskStatus.READY
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-22T22:59:19.655475Z",
+        "2026-11-22T22:59:19.655475z",
+        " 2026-11-22T22:59:19.655475+00:00 ",
+        "2026-11-22T22:59:19.655475",
+        "2026-11-23T00:59:19.655475+02:00",
+    ],
+)
+def test_timestamp_spellings_are_one_instant(text: str) -> None:
+    parsed = structure({"id": "x", "created_at": text}, oh.StartTask).created_at
+    assert parsed == datetime(2026, 11, 22, 22, 59, 19, 655475, tzinfo=timezone.utc)
 
 
 def test_conversation_batch_with_null_and_strict_fit() -> None:
