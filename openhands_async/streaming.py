@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 import ijson
 
-from ._converter import structure, unstructure
+from ._converter import structurer, unstructure
 from ._http import connection_error
 from ._retry import Idempotency
 from .errors import (
@@ -169,6 +169,7 @@ async def iter_start_tasks(
             items_received=count,
         )
 
+    to_task = structurer(StartTask, method=method, url=url)
     items = ijson.items_async(reader, "item", use_float=True)
     try:
         async for item in items:
@@ -177,7 +178,7 @@ async def iter_start_tasks(
                     f"stream-start element {count} is a {type(item).__name__}, not an object"
                 )
             try:
-                task = structure(item, StartTask, method=method, url=url)
+                task = to_task(item)
             except ResponseValidationError as exc:
                 raise fail(f"stream-start element {count}: {exc.message}") from None
             if first_id is None:
