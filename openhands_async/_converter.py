@@ -103,6 +103,12 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv.register_structure_hook(datetime, _parse_datetime)
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
     conv.register_structure_hook(TextContent | ImageContent, _structure_content)
+    # The stream structures the request its elements repeat once and hands that object back.
+    request_hook = make_dict_structure_fn(StartRequest, conv)
+    conv.register_structure_hook(
+        StartRequest,
+        lambda value, cls: value if isinstance(value, StartRequest) else request_hook(value, cls),
+    )
     # Events keep their raw object: kinds and their fields vary too much to type them all.
     conv.register_structure_hook(Event, _structure_event)
     user_hook = make_dict_structure_fn(User, conv)
