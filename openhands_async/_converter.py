@@ -6,7 +6,9 @@ clients); `strict_converter` forbids extra keys and is for tests that watch for 
 
 from __future__ import annotations
 
+import types
 import typing
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -19,19 +21,30 @@ from . import errors
 from .models import Event, ImageContent, StartRequest, TextContent, User
 
 T = TypeVar("T")
+NoneType = type(None)
 
-__all__ = ["converter", "make_converter", "strict_converter", "structure", "unstructure"]
+__all__ = [
+    "converter",
+    "make_converter",
+    "strict_converter",
+    "structure",
+    "structurer",
+    "unstructure",
+]
 
 
 def _parse_datetime(value: Any, _: type) -> datetime:
     if isinstance(value, datetime):
         parsed = value
     elif isinstance(value, str):
-        text = value.strip()
-        # Python 3.10's fromisoformat rejects "Z"; some server answers carry no offset at all.
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        parsed = datetime.fromisoformat(text)
+        try:
+            parsed = datetime.fromisoformat(value)  # the common case (3.11+ reads "Z")
+        except ValueError:
+            text = value.strip()
+            # Python 3.10's fromisoformat rejects "Z"; some server answers carry no offset.
+            if text.endswith(("Z", "z")):
+                text = text[:-1] + "+00:00"
+            parsed = datetime.fromisoformat(text)
     else:
         raise TypeError(f"expected an ISO 8601 timestamp string, got {type(value).__name__}")
     # The server writes UTC; a timestamp without an offset is UTC too (seen in start-task search).
@@ -64,11 +77,38 @@ def _structure_event(value: Any, _: type) -> Event:
     )
 
 
+def _is_optional(type_: Any) -> bool:
+    args = typing.get_args(type_)
+    return (
+        typing.get_origin(type_) in (typing.Union, types.UnionType)
+        and len(args) == 2
+        and NoneType in args
+    )
+
+
+def _optional_hook(type_: Any, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    # cattrs' own Optional hook looks the inner hook up on every call: once is enough.
+    inner = next(arg for arg in type_.__args__ if arg is not NoneType)
+    hook = conv.get_structure_hook(inner)
+
+    def structure_optional(value: Any, _: Any) -> Any:
+        return None if value is None else hook(value, inner)
+
+    return structure_optional
+
+
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv = _make_json_converter(forbid_extra_keys=strict, detailed_validation=True)
+    conv.register_structure_hook_factory(_is_optional, _optional_hook)
     conv.register_structure_hook(datetime, _parse_datetime)
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
     conv.register_structure_hook(TextContent | ImageContent, _structure_content)
+    # The stream structures the request its elements repeat once and hands that object back.
+    request_hook = make_dict_structure_fn(StartRequest, conv)
+    conv.register_structure_hook(
+        StartRequest,
+        lambda value, cls: value if isinstance(value, StartRequest) else request_hook(value, cls),
+    )
     # Events keep their raw object: kinds and their fields vary too much to type them all.
     conv.register_structure_hook(Event, _structure_event)
     user_hook = make_dict_structure_fn(User, conv)
@@ -91,13 +131,26 @@ converter_for_content = converter
 
 def structure(data: Any, cls: type[T], *, method: str = "", url: str = "") -> T:
     """Structure a decoded JSON answer, turning any mismatch into ResponseValidationError."""
-    try:
-        if typing.get_origin(cls) is list and not isinstance(data, list):
-            # cattrs would iterate a string (or dict) element by element: slow and wrong
-            raise TypeError(f"expected a JSON array, got {type(data).__name__}")
-        return converter.structure(data, cls)
-    except Exception as exc:  # cattrs raises ClassValidationError groups and plain errors
-        raise _validation_error(exc, cls, data, method, url) from None
+    return structurer(cls, method=method, url=url)(data)
+
+
+def structurer(cls: type[T], *, method: str = "", url: str = "") -> Callable[[Any], T]:
+    """`structure` for many answers of one type (a stream's elements): the type is looked
+    up once, not per answer (that look-up costs a third of a small element's structuring)."""
+    hook = converter.get_structure_hook(cls)
+    # cattrs would iterate a string (or dict) element by element: slow and wrong
+    want_list = typing.get_origin(cls) is list
+
+    def structure_one(data: Any) -> T:
+        try:
+            if want_list and not isinstance(data, list):
+                raise TypeError(f"expected a JSON array, got {type(data).__name__}")
+            result: T = hook(data, cls)
+            return result
+        except Exception as exc:  # cattrs raises ClassValidationError groups and plain errors
+            raise _validation_error(exc, cls, data, method, url) from None
+
+    return structure_one
 
 
 def _validation_error(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 import aiohttp
 import ijson
 
-from ._converter import structure, unstructure
+from ._converter import structurer, unstructure
 from ._http import connection_error
 from ._retry import Idempotency
 from .errors import (
@@ -158,6 +158,8 @@ async def iter_start_tasks(
     """
     count = 0
     first_id: str | None = None
+    raw_request: object = None
+    request: StartRequest | None = None
 
     def fail(message: str, cls: type[StreamError] = StreamError) -> StreamError:
         return cls(
@@ -169,6 +171,7 @@ async def iter_start_tasks(
             items_received=count,
         )
 
+    to_task = structurer(StartTask, method=method, url=url)
     items = ijson.items_async(reader, "item", use_float=True)
     try:
         async for item in items:
@@ -176,10 +179,20 @@ async def iter_start_tasks(
                 raise fail(
                     f"stream-start element {count} is a {type(item).__name__}, not an object"
                 )
+            this_request = item.get("request")
+            if this_request is not None and this_request == raw_request:
+                # The server repeats the start request in every element, and structuring it
+                # is half the cost of one: an equal request gets the StartRequest already
+                # made (frozen, so shared by the snapshots), the value structuring it again
+                # would give. Only fields typed Any keep the first of equal numbers (1, 1.0).
+                item["request"] = request
+            else:
+                raw_request = this_request
             try:
-                task = structure(item, StartTask, method=method, url=url)
+                task = to_task(item)
             except ResponseValidationError as exc:
                 raise fail(f"stream-start element {count}: {exc.message}") from None
+            request = task.request
             if first_id is None:
                 first_id = task.id
             elif task.id != first_id:
@@ -229,7 +242,8 @@ class StartTaskStream:
     Ends after READY; a final ERROR task is yielded and then `StartTaskFailed` is raised
     (unless `raise_on_error=False`). Leaving early (`break`, cancellation, leaving the
     `async with`, `aclose()`) closes the response at once. `conversation_id` is the id the
-    request carries (minted by the SDK unless given), `task` the latest snapshot.
+    request carries (minted by the SDK unless given), `task` the latest snapshot. Snapshots
+    whose `request` the server sent unchanged share one `StartRequest` object.
     """
 
     def __init__(

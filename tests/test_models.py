@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import timezone
+import json
+import typing
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from typing import Any
 
+import attrs
 import cattrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import openhands_async as oh
-from openhands_async._converter import converter, strict_converter, structure, unstructure
+from openhands_async import models
+from openhands_async._converter import (
+    _is_optional,
+    converter,
+    strict_converter,
+    structure,
+    unstructure,
+)
 from openhands_async._start_request import make_start_request
 
-from .captures import body
+from .captures import CAPTURES, body
 
 
 def test_start_task_from_capture_is_typed_and_aware() -> None:
@@ -32,6 +46,21 @@ def test_naive_timestamps_are_utc() -> None:
     assert created is not None
     assert created.tzinfo == timezone.utc
     assert page.items[0].status is oh.StartTaskStatus.READY
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-11-22T22:59:19.655475Z",
+        "2026-11-22T22:59:19.655475z",
+        " 2026-11-22T22:59:19.655475+00:00 ",
+        "2026-11-22T22:59:19.655475",
+        "2026-11-23T00:59:19.655475+02:00",
+    ],
+)
+def test_timestamp_spellings_are_one_instant(text: str) -> None:
+    parsed = structure({"id": "x", "created_at": text}, oh.StartTask).created_at
+    assert parsed == datetime(2026, 11, 22, 22, 59, 19, 655475, tzinfo=timezone.utc)
 
 
 def test_conversation_batch_with_null_and_strict_fit() -> None:
@@ -152,3 +181,66 @@ def test_finish_action_text_is_the_agent_answer() -> None:
         oh.Event,
     )
     assert other.text is None
+
+
+# ---------------------------------------------------------------- the converter's own hooks
+
+OPTIONAL_TYPES = {
+    str(hint): hint
+    for name in models.__all__
+    if attrs.has(cls := getattr(models, name))
+    for hint in typing.get_type_hints(cls).values()
+    if _is_optional(hint)
+}
+
+
+def _values(value: Any) -> Iterator[Any]:
+    yield value
+    children = value.values() if isinstance(value, dict) else value
+    if isinstance(value, (dict, list)):
+        for child in children:
+            yield from _values(child)
+
+
+def _captured_bodies() -> Iterator[Any]:
+    for path in sorted(CAPTURES.iterdir()):
+        try:
+            if path.suffix == ".raw":
+                yield json.loads(path.read_bytes())
+            elif path.suffix in (".txt", ".json"):
+                yield body(path.name)
+        except ValueError:
+            continue  # notes, headers-only answers, chunk logs
+
+
+# Every value (at any depth) of the captured bodies: real requests, timestamps, statuses.
+CAPTURED_VALUES = [v for data in _captured_bodies() for v in _values(data)]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@pytest.mark.parametrize("hint", list(OPTIONAL_TYPES.values()), ids=list(OPTIONAL_TYPES))
+def test_optional_hook_agrees_with_cattrs(hint: Any) -> None:
+    # `X | None` fields use a hook that looks X's hook up once; cattrs' own Optional hook
+    # (still on the converter) is the reference: same value, or the same kind of error.
+    fast = converter.get_structure_hook(hint)
+
+    def outcome(hook: Any, value: Any) -> Any:
+        try:
+            return hook(value, hint)
+        except Exception as exc:
+            return type(exc)
+
+    @settings(
+        max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(st.sampled_from(CAPTURED_VALUES) | JSON)
+    def check(value: Any) -> None:
+        assert outcome(fast, value) == outcome(converter._structure_optional, value)
+
+    check()

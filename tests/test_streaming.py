@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import random
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest
 
 import openhands_async as oh
+from openhands_async._converter import structure
 from openhands_async.streaming import CountingReader, StreamTruncated, iter_start_tasks
 from openhands_async.testing import FakeCloud, Fault, StreamBehavior
 
@@ -183,6 +186,60 @@ async def test_unknown_status_does_not_break_parsing() -> None:
     body = b'[{"id": "a", "status": "BRAND_NEW"},\n{"id": "a", "status": "READY"}]'
     tasks = await parse(split(body, [5]))
     assert [t.status.value for t in tasks] == ["BRAND_NEW", "READY"]
+
+
+def stream_body(elements: list[dict[str, Any]]) -> bytes:
+    return b"[\n" + b",\n".join(json.dumps(e).encode() for e in elements) + b"]"
+
+
+def varied_requests() -> list[dict[str, Any]]:
+    """The captured stream, with requests that change, vanish and come back."""
+    elements: list[dict[str, Any]] = json.loads(raw("stream-start.raw"))
+    first = elements[0]["request"]
+    other = {**first, "title": "other", "pr_number": [7]}
+    requests = [first, copy.deepcopy(first), other, copy.deepcopy(other), None, {}, {}, first]
+    out = [{**e, "request": r} for e, r in zip(elements, requests, strict=True)]
+    del out[6]["request"]
+    out[4] |= {"status": "WARMING_UP", "created_at": "2026-11-22T22:59:19"}
+    return out
+
+
+@pytest.mark.parametrize("name", [*CAPTURES, "varied"])
+async def test_stream_tasks_equal_element_by_element_structuring(name: str) -> None:
+    # The stream structures a request its elements repeat only once; what it yields must be
+    # what `structure` makes of each element on its own.
+    elements = varied_requests() if name == "varied" else json.loads(raw(name))
+    tasks = await parse(split(stream_body(elements), [97]))
+    expected = [structure(e, oh.StartTask) for e in elements]
+    assert tasks == expected
+    assert [repr(t) for t in tasks] == [repr(t) for t in expected]
+    repeated = [
+        k
+        for k in range(1, len(elements))
+        if elements[k].get("request") is not None
+        and elements[k].get("request") == elements[k - 1].get("request")
+    ]
+    assert all(tasks[k].request is tasks[k - 1].request for k in repeated)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"created_at": "not a date"},
+        {"status": 5},
+        {"request": {"pr_number": "x"}},
+    ],
+    ids=["bad-field-same-request", "bad-status-same-request", "bad-request"],
+)
+async def test_stream_element_errors_match_structure(edit: dict[str, Any]) -> None:
+    elements: list[dict[str, Any]] = json.loads(raw("stream-start.raw"))[:3]
+    elements[1] = {**elements[1], **edit}
+    with pytest.raises(oh.ResponseValidationError) as expected:
+        structure(elements[1], oh.StartTask)
+    with pytest.raises(oh.StreamError) as info:
+        await parse([stream_body(elements)])
+    assert info.value.message == f"stream-start element 1: {expected.value.message}"
+    assert info.value.items_received == 1
 
 
 # ---------------------------------------------------------------- over loopback
