@@ -38,7 +38,8 @@ class RequestRecord:
 
     `time` is the loop time it arrived; `route` a name as in `FakeCloud.requests`; `status`
     the HTTP status sent, the fault action's name when a fault broke the response instead
-    ("reset_before", "stall", ...), or None while it is still being handled.
+    ("reset_before", "stall", ...), or None while it is still being handled. A "hold" fault
+    sets "hold" only once the handler has run (the server acted; the answer never comes).
     """
 
     time: float
