@@ -972,6 +972,31 @@ async def test_fault_hold_on_stream_start_sends_headers_only() -> None:
             await reading
 
 
+async def test_resume_counts_against_the_cap() -> None:
+    async with (
+        FakeCloud(time_scale=FAST, max_running=1, run_seconds=1e9) as cloud,
+        session(cloud) as http,
+    ):
+        first, second = uuid.uuid4().hex, uuid.uuid4().hex
+        await start(http, conversation_id=first)
+        await start(http, conversation_id=second)  # pauses the first
+        assert cloud.paused_by_cap == 1
+        await eventually(lambda: asyncio.sleep(0, cloud.sandbox(second)), bool)
+        async with http.post(f"/api/v1/sandboxes/{first}/resume") as response:
+            assert response.status == 200
+        assert cloud.paused_by_cap == 2  # the second made room for it
+        assert cloud.running == 1
+        sandbox = cloud.sandbox(second)
+        assert sandbox is not None
+        assert sandbox["status"] == "PAUSED"
+        cloud.cap_mode = "refuse"
+        async with http.post(f"/api/v1/sandboxes/{second}/resume") as response:
+            assert response.status == 429
+            body = await response.json()
+        assert body["detail"]["error"] == "CONCURRENCY_LIMIT_REACHED"
+        assert cloud.peak_running == 1
+
+
 # -- scale and shutdown --------------------------------------------------------------------
 
 
