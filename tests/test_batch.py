@@ -206,6 +206,32 @@ async def test_sigkilled_run_resumes_without_starting_twice(
     assert all(r.ok for r in results)
 
 
+async def test_jobs_the_server_pauses_at_its_cap_are_resumed_and_finish() -> None:
+    seen: list[tuple[int, int]] = []
+    async with (
+        FakeCloud(max_running=2, cap_mode="pause", time_scale=0.2, run_seconds=0.5) as cloud,
+        oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST) as c,
+    ):
+        # A job left paused never ends: bound the run so that fails instead of hanging.
+        async with asyncio.timeout(60):
+            results = await run(
+                c, jobs(8), max_running=4, on_progress=lambda p: seen.append((p.target, p.paused))
+            )
+        final = [cloud.conversation(r.conversation_id or "") for r in results]
+    assert len(results) == 8
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert cloud.paused_by_cap >= 1  # the cap did pause some of ours
+    assert cloud.requests["resume_sandbox"] >= 1
+    assert max(paused for _, paused in seen) >= 1
+    assert min(target for target, _ in seen) <= 2  # lowered to what the server runs
+    assert seen[-1][1] == 0
+    assert cloud.starts_received == 8
+    assert cloud.peak_running <= 2
+    # None stays paused: every conversation ran to the end.
+    assert all(c is not None and c["sandbox_status"] == "RUNNING" for c in final)
+    assert all(c is not None and c["execution_status"] == "finished" for c in final)
+
+
 def test_job_keys_are_stable_and_validated() -> None:
     a = oh.Job("x", repository="o/r")
     assert a.key == oh.Job("x", repository="o/r").key
