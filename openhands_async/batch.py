@@ -567,7 +567,8 @@ class _Run:
             error = f"paused by the server's running cap and not resumed: {exc}"
             self.journal.mark_ended(entry.row.key, "failed", sandbox_status="PAUSED", error=error)
             row = entry.row
-            self._ended(_failed(entry.job, row.conversation_id, entry.task, error, row.sent_at))
+            failed = _failed(entry.job, row.conversation_id, entry.task, error, row.sent_at)
+            self._ended(attrs.evolve(failed, sandbox_status="PAUSED"))
             return
         entry.paused = False
         self.paused.remove(entry)

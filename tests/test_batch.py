@@ -239,6 +239,25 @@ async def test_jobs_the_server_pauses_at_its_cap_are_resumed_and_finish() -> Non
     assert all(c is not None and c["execution_status"] == "finished" for c in final)
 
 
+async def test_resume_refused_at_the_cap_is_retried_and_a_lost_sandbox_fails_its_job() -> None:
+    refusal = {"detail": {"error": "CONCURRENCY_LIMIT_REACHED", "limit": 2, "current": 2}}
+    async with (
+        FakeCloud(max_running=2, cap_mode="pause", time_scale=0.2, run_seconds=0.5) as cloud,
+        oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST) as c,
+    ):
+        cloud.add_fault(Fault(route="resume_sandbox", status=429, body=refusal))
+        cloud.add_fault(Fault(route="resume_sandbox", status=404))
+        async with asyncio.timeout(60):
+            results = await run(c, jobs(8), max_running=4)
+    assert len(results) == 8
+    failed = [r for r in results if not r.ok]
+    assert len(failed) == 1  # the one whose sandbox was not found: failed, not left paused
+    assert "not resumed" in (failed[0].error or "")
+    assert failed[0].sandbox_status == "PAUSED"
+    assert cloud.requests["resume_sandbox"] >= 3  # refused, not found, then the rest
+    assert cloud.starts_received == 8
+
+
 def test_job_keys_are_stable_and_validated() -> None:
     a = oh.Job("x", repository="o/r")
     assert a.key == oh.Job("x", repository="o/r").key
