@@ -1,13 +1,14 @@
 """Benchmark: run_batch vs. the docs' way (POST every start, poll each alone, no cap).
 
     python benchmarks/bench_batch.py [--jobs 1000] [--cap 10] [--run-seconds 0.5]
+                                     [--repeat 1] [--only run_batch]
 
 A FakeCloud with a per-account running cap (`--cap`, pause mode: a start beyond the cap
 silently pauses the account's oldest running conversations, as the Cloud does) runs in a
 separate process. Every conversation runs `--run-seconds` after a short start-up.
 
-- `run_batch`: `client.run_batch(jobs, max_running=cap)`; ideal wall time is
-  ceil(jobs / cap) x (start-up + run seconds).
+- `run_batch`: `client.run_batch(jobs, max_running=cap, poll_interval=0.02)`; ideal wall
+  time is ceil(jobs / cap) x (start-up + run seconds).
 - `docs way`: start all jobs with POST (50 at a time), then poll each conversation with its
   own GET every 0.5 s until all are terminal or the ideal time x 1.5 has passed (paused
   conversations never finish on their own).
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import math
 import multiprocessing as mp
+import statistics
 import time
 from multiprocessing.connection import Connection
 from typing import Any
@@ -139,14 +141,22 @@ def _run(kind: str, n: int, cap: int, run_seconds: float) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--cap", type=int, default=10)
     parser.add_argument("--run-seconds", type=float, default=0.5)
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each client")
+    parser.add_argument(
+        "--only", choices=("run_batch", "docs way"), help="run one client (default: both)"
+    )
     args = parser.parse_args()
+    kinds = [args.only] if args.only else ["run_batch", "docs way"]
     rows = [
         (kind, _run(kind, args.jobs, args.cap, args.run_seconds))
-        for kind in ("run_batch", "docs way")
+        for kind in kinds
+        for _ in range(args.repeat)
     ]
     print(f"\n{args.jobs} jobs, account cap {args.cap}, {args.run_seconds}s per conversation")
     print(
@@ -160,6 +170,15 @@ def main() -> None:
             f"{r['wall'] / r['ideal']:.2f} | {r['requests']:,} | {r['paused']} "
             f"| {r['peak_running']} |"
         )
+    if args.repeat > 1:
+        for kind in kinds:
+            walls = [r["wall"] for k, r in rows if k == kind]
+            ideal = rows[0][1]["ideal"]
+            print(
+                f"{kind}: median wall {statistics.median(walls):.1f} s, "
+                f"wall/ideal {statistics.median(walls) / ideal:.2f} "
+                f"(min {min(walls) / ideal:.2f}, max {max(walls) / ideal:.2f}, {len(walls)} runs)"
+            )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -31,7 +32,7 @@ import attrs
 from . import errors
 from ._sansio import normalize_uuid
 from .journal import Journal, JournalRow
-from .models import Conversation, ExecutionStatus, StartTask, StartTaskStatus
+from .models import Conversation, ExecutionStatus, SandboxStatus, StartTask, StartTaskStatus
 
 if TYPE_CHECKING:
     from .client import OpenHandsClient
@@ -140,6 +141,8 @@ class BatchProgress:
     failed: int = 0
     skipped: int = 0
     target: int = 0
+    #: Started jobs the server paused at its running cap; resumed as slots free.
+    paused: int = 0
     started_at: float = attrs.field(factory=time.monotonic)
 
     @property
@@ -147,11 +150,78 @@ class BatchProgress:
         return self.finished + self.failed
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _Active:
+    """A job the server took: followed by the poller until it ends."""
+
     row: JournalRow
     job: Job
-    task: StartTask | None = None
+    task: StartTask
+    key: str = ""  # the start task id as the poller tracks it
+    conversation_id: str | None = None  # normalized, once known
+    sandbox_id: str | None = None
+    # The server paused it to make room under its running cap; it holds no slot meanwhile.
+    paused: bool = False
+
+
+_StartOutcome = _Active | JobResult | errors.ConcurrencyLimitError
+
+
+async def _next_change(stream: AsyncIterator[StatusChange]) -> StatusChange | None:
+    return await anext(stream, None)
+
+
+class _Changes:
+    """The poller's status changes, one at a time, across the poller's idle spells.
+
+    `poller.changes()` ends whenever nothing is tracked (e.g. all running jobs ended while
+    the next starts are in flight) and does not replay what it missed, so tracking opens a
+    new stream right away, before the poller can read anything (no await in between).
+    `next` is the task waiting for the next change.
+    """
+
+    def __init__(self, poller: ConversationPoller) -> None:
+        self._poller = poller
+        self._stream: AsyncIterator[StatusChange] | None = None
+        self.next: asyncio.Task[StatusChange | None] | None = None
+
+    def track_start_task(self, task_id: str) -> str:
+        key = self._poller.track_start_task(task_id)
+        self._open()
+        return key
+
+    def track_conversation(self, conversation_id: str) -> str:
+        key = self._poller.track_conversation(conversation_id)
+        self._open()
+        return key
+
+    def _open(self) -> None:
+        nxt = self.next
+        ended = nxt is None or (
+            nxt.done() and not nxt.cancelled() and nxt.exception() is None and nxt.result() is None
+        )
+        if ended:
+            self._stream = self._poller.changes()
+            self.next = asyncio.get_running_loop().create_task(_next_change(self._stream))
+
+    def take(self) -> StatusChange | None:
+        """The change `next` (done) holds, or None if that stream ended; then waits for more."""
+        assert self.next is not None
+        assert self._stream is not None
+        change = self.next.result()  # raises the poller's error, if it stopped on one
+        if change is None:
+            self.next = self._stream = None
+        else:
+            self.next = asyncio.get_running_loop().create_task(_next_change(self._stream))
+        return change
+
+    async def aclose(self) -> None:
+        if self.next is not None:
+            self.next.cancel()
+            await asyncio.wait([self.next])
+        if self._stream is not None:
+            await cast("AsyncGenerator[StatusChange, None]", self._stream).aclose()
+        self.next = self._stream = None
 
 
 class BatchRun:
@@ -205,100 +275,24 @@ class BatchRun:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _report(self) -> None:
-        if self._on_progress is not None:
-            self._on_progress(self.progress)
-
-    # ------------------------------------------------------------------ the run
-
     async def _run(self) -> AsyncIterator[JobResult]:
         journal = Journal(self._journal_path)
-        poller = self._client.poller(self._poll_interval)
-        # Keyed by start task id (and, once READY, by conversation id too).
-        active: dict[str, _Active] = {}
-        queue: list[tuple[JournalRow, Job]] = []
-        target = self._max_running
-        stop_starting = False
+        # A fixed cadence, no backing off: a batch follows at most max_running items, read
+        # in one or two requests a cycle, so backing off quiet ones would save few requests
+        # but notice a finished job (and refill its slot) up to 4 intervals late.
+        interval = self._poll_interval
+        poller = self._client.poller(interval, min_interval=interval, max_interval=interval)
+        run = _Run(self, journal, poller)
         try:
-            for row in journal.rows("starting", "running"):
-                job = Job.from_dict({**row.job, "key": row.key})
-                resumed = await self._resume(journal, row, job)
-                if resumed is None or resumed.task is None:
-                    queue.append((journal.get(row.key) or row, job))
-                else:
-                    active[resumed.task.id] = resumed
-                    poller.track_start_task(resumed.task.id)
-            self.progress.running = len(active)
-            jobs = _aiter_jobs(self._jobs)
-            seq = 0
-            exhausted = False
-            while True:
-                # Fill free slots from the queue, then from the (streamed) input.
-                while not stop_starting and len(active) < target:
-                    if not queue:
-                        if exhausted:
-                            break
-                        try:
-                            job = await anext(jobs)
-                        except StopAsyncIteration:
-                            exhausted = True
-                            break
-                        row = journal.add(job.key, seq, job.to_dict())
-                        seq += 1
-                        if row.state != "pending":
-                            self.progress.skipped += 1
-                            continue
-                        queue.append((row, job))
-                        self.progress.queued += 1
-                    row, job = queue.pop(0)
-                    outcome = await self._start(journal, row, job)
-                    if isinstance(outcome, _Active):
-                        assert outcome.task is not None
-                        active[outcome.task.id] = outcome
-                        poller.track_start_task(outcome.task.id)
-                        self.progress.queued = max(0, self.progress.queued - 1)
-                        self.progress.running = len(active)
-                    elif isinstance(outcome, errors.ConcurrencyLimitError):
-                        queue.insert(0, (row, job))
-                        ours = len(active)
-                        limit = outcome.limit if outcome.limit is not None else ours
-                        target = max(1, min(target, limit, ours or 1))
-                        self.progress.target = target
-                        log.info("server refused a start at its cap; running at most %d", target)
-                        if not active:
-                            await asyncio.sleep(_CAP_RETRY_DELAY)
-                        break
-                    else:
-                        self.progress.queued = max(0, self.progress.queued - 1)
-                        self.progress.failed += 1
-                        self._report()
-                        yield outcome
-                        if self._fail_fast:
-                            stop_starting = True
-                    self._report()
-                if not active:
-                    if stop_starting or (exhausted and not queue):
-                        return
-                    continue
-                result = await self._next_completion(poller, journal, active)
-                if result is None:
-                    continue
-                if result.ok:
-                    self.progress.finished += 1
-                else:
-                    self.progress.failed += 1
-                    if self._fail_fast:
-                        stop_starting = True
-                self.progress.running = len(active)
-                self._report()
-                yield result
+            async with aclosing(run.results()) as results:
+                async for result in results:
+                    yield result
         finally:
+            await run.aclose()
             await poller.aclose()
             journal.close()
 
-    async def _start(
-        self, journal: Journal, row: JournalRow, job: Job
-    ) -> _Active | JobResult | errors.ConcurrencyLimitError:
+    async def _start(self, journal: Journal, row: JournalRow, job: Job) -> _StartOutcome:
         conversation_id = row.conversation_id or uuid.uuid4().hex
         # Committed before the request leaves: a crash from here on is recoverable.
         journal.mark_starting(row.key, conversation_id)
@@ -322,44 +316,21 @@ class BatchRun:
         journal.mark_running(row.key, task.id)
         return _Active(journal.get(row.key) or row, job, task)
 
-    async def _resume(self, journal: Journal, row: JournalRow, job: Job) -> _Active | None:
-        """Pick up a job an earlier run started: never start it again if the server has it."""
+    async def _find(self, journal: Journal, row: JournalRow, job: Job) -> StartTask | None:
+        """The start task of a job an earlier run started, or None if the server never took
+        it (then it is safe to send again, with the same conversation id)."""
         if row.state == "running" and row.start_task_id:
             task = await self._client.start_tasks.get_many([row.start_task_id])
             if task[0] is not None:
-                return _Active(row, job, task[0])
+                return task[0]
         assert row.conversation_id is not None
         sent = datetime.fromtimestamp(row.sent_at or row.created_at, timezone.utc)
         found = await self._client.conversations.find_start(row.conversation_id, created_after=sent)
         if found is not None:
             journal.mark_running(row.key, found.id)
-            log.info("resumed job %s: its start task %s exists", row.key, found.id)
-            return _Active(journal.get(row.key) or row, job, found)
-        # The server never took it: safe to send it again, with the same conversation id.
+            log.info("recovered job %s: its start task %s exists", row.key, found.id)
+            return found
         return None
-
-    async def _next_completion(
-        self, poller: ConversationPoller, journal: Journal, active: dict[str, _Active]
-    ) -> JobResult | None:
-        completions = cast("AsyncGenerator[StatusChange, None]", poller.as_completed())
-        async with aclosing(completions):
-            change = await anext(completions, None)
-        if change is None:
-            return None
-        poller.untrack(change.id)
-        entry = active.pop(change.id, None)
-        if entry is None:
-            # A conversation finished: find the job whose start task became it.
-            for task_id, candidate in list(active.items()):
-                if candidate.task and _same(
-                    candidate.task.app_conversation_id or candidate.row.conversation_id, change.id
-                ):
-                    entry = active.pop(task_id)
-                    poller.untrack(task_id)
-                    break
-        if entry is None:
-            return None
-        return self._finish(journal, entry, change)
 
     def _finish(self, journal: Journal, entry: _Active, change: StatusChange) -> JobResult:
         model = change.model
@@ -399,21 +370,250 @@ class BatchRun:
         )
 
 
+class _Run:
+    """One run's state. Slots: a job holds one from sending its start until it ends, except
+    while the server has it paused. Starts go out concurrently (each commits its journal row
+    first), so a wave of finished jobs is refilled in one round trip, not one per job."""
+
+    def __init__(self, batch: BatchRun, journal: Journal, poller: ConversationPoller) -> None:
+        self.batch = batch
+        self.client = batch._client
+        self.journal = journal
+        self.poller = poller
+        self.changes = _Changes(poller)
+        self.progress = batch.progress
+        self.active: dict[str, _Active] = {}  # by start task id, as tracked
+        self.by_conversation: dict[str, _Active] = {}  # by normalized conversation id
+        self.paused: list[_Active] = []  # first paused first
+        self.starting: dict[asyncio.Task[_StartOutcome], tuple[JournalRow, Job]] = {}
+        self.queue: deque[tuple[JournalRow, Job]] = deque()
+        self.ended: list[JobResult] = []  # to yield
+        self.target = batch._max_running
+        self.hold_until = 0.0  # no new start before this loop time (a cap refusal)
+        self.stop_starting = False
+        self.exhausted = False
+        self.seq = 0
+
+    async def results(self) -> AsyncGenerator[JobResult, None]:
+        loop = asyncio.get_running_loop()
+        await self._recover()
+        jobs = _aiter_jobs(self.batch._jobs)
+        while True:
+            await self._fill(jobs)
+            while self.ended:
+                yield self.ended.pop(0)
+            if not self.starting and not self.active:
+                if self.stop_starting or (self.exhausted and not self.queue):
+                    return
+                # Refused at the cap with nothing of ours running: the slots are held by
+                # conversations outside this batch, so try again later.
+                await asyncio.sleep(max(0.0, self.hold_until - loop.time()))
+                continue
+            await self._wait()
+            while self.ended:
+                yield self.ended.pop(0)
+
+    def _running(self) -> int:
+        return len(self.active) - len(self.paused)
+
+    def _report(self) -> None:
+        p = self.progress
+        p.queued, p.starting, p.running = len(self.queue), len(self.starting), self._running()
+        p.paused, p.target = len(self.paused), self.target
+        if self.batch._on_progress is not None:
+            self.batch._on_progress(p)
+
+    # ------------------------------------------------------------------ starting
+
+    async def _fill(self, jobs: AsyncIterator[Job]) -> None:
+        """Use free slots: resume what the server paused first (older work), then start."""
+        loop = asyncio.get_running_loop()
+        while len(self.starting) + self._running() < self.target and loop.time() >= self.hold_until:
+            if self.paused:
+                await self._resume_paused(self.paused[0])
+                continue
+            if self.stop_starting:
+                break
+            item = await self._next_job(jobs)
+            if item is None:
+                break
+            task = loop.create_task(self.batch._start(self.journal, *item))
+            self.starting[task] = item
+            self._report()
+
+    async def _next_job(self, jobs: AsyncIterator[Job]) -> tuple[JournalRow, Job] | None:
+        if self.queue:
+            return self.queue.popleft()
+        while not self.exhausted:
+            try:
+                job = await anext(jobs)
+            except StopAsyncIteration:
+                self.exhausted = True
+                break
+            row = self.journal.add(job.key, self.seq, job.to_dict())
+            self.seq += 1
+            if row.state == "pending":
+                return row, job
+            self.progress.skipped += 1
+        return None
+
+    def _started(self, row: JournalRow, job: Job, outcome: _StartOutcome) -> None:
+        if isinstance(outcome, _Active):
+            self._follow(outcome)
+        elif isinstance(outcome, errors.ConcurrencyLimitError):
+            self.queue.appendleft((row, job))
+            self._refused(outcome.limit)
+        else:
+            self._ended(outcome)
+        self._report()
+
+    def _refused(self, limit: int | None) -> None:
+        """The server refused a start or resume at its running cap: aim lower."""
+        running = self._running()
+        self.target = max(1, min(self.target, limit or running, running or 1))
+        log.info("server refused at its running cap; running at most %d", self.target)
+        if not running and not self.starting:
+            self.hold_until = asyncio.get_running_loop().time() + _CAP_RETRY_DELAY
+
+    def _follow(self, entry: _Active) -> None:
+        entry.key = self.changes.track_start_task(entry.task.id)
+        self.active[entry.key] = entry
+        if entry.row.conversation_id:  # minted by us, and the server keeps it
+            entry.conversation_id = normalize_uuid(entry.row.conversation_id)
+            self.by_conversation[entry.conversation_id] = entry
+
+    async def _recover(self) -> None:
+        """Pick up jobs an earlier run left starting or running (never start them twice)."""
+        for row in self.journal.rows("starting", "running"):
+            job = Job.from_dict({**row.job, "key": row.key})
+            task = await self.batch._find(self.journal, row, job)
+            if task is None:
+                self.queue.append((self.journal.get(row.key) or row, job))
+            else:
+                self._follow(_Active(self.journal.get(row.key) or row, job, task))
+        self._report()
+
+    # ------------------------------------------------------------------ following
+
+    async def _wait(self) -> None:
+        """Until a start is answered or the poller reports a change (or a hold ends)."""
+        waiting: set[asyncio.Future[Any]] = set(self.starting)
+        if self.changes.next is not None:
+            waiting.add(self.changes.next)
+        assert waiting, "jobs in hand but nothing to wait for"  # every active job is tracked
+        # A hold set while ours are all paused ends with no change to report.
+        hold = self.hold_until - asyncio.get_running_loop().time()
+        timeout = hold if hold > 0 else None
+        await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        for task in [t for t in self.starting if t.done()]:
+            row, job = self.starting.pop(task)
+            self._started(row, job, task.result())
+        # One change at a time: a job that ended is refilled before the next change is read.
+        if self.changes.next is not None and self.changes.next.done():
+            change = self.changes.take()
+            if change is not None:
+                self._on_change(change)
+
+    def _on_change(self, change: StatusChange) -> None:
+        entry = self.active.get(change.id) or self.by_conversation.get(change.id)
+        if entry is None:
+            return
+        model = change.model
+        if isinstance(model, StartTask) and model.status is StartTaskStatus.READY:
+            # Handed over to its conversation, which the poller follows from now on.
+            entry.task = model
+            self.poller.untrack(change.id)
+            if model.app_conversation_id:
+                entry.conversation_id = normalize_uuid(model.app_conversation_id)
+                self.by_conversation[entry.conversation_id] = entry
+            elif entry.conversation_id:  # the poller has no id to follow: use ours
+                self.changes.track_conversation(entry.conversation_id)
+            return
+        if change.terminal:
+            self._forget(entry)
+            self._ended(self.batch._finish(self.journal, entry, change))
+            return
+        if not isinstance(model, Conversation):
+            return
+        entry.sandbox_id = model.sandbox_id or entry.sandbox_id
+        paused = model.sandbox_status is SandboxStatus.PAUSED
+        if paused and not entry.paused:
+            # Not our doing: the server paused it to make room for a newer start (its cap is
+            # below our target, or conversations outside this batch hold slots). Run no more
+            # than are still running; it is resumed when a slot frees.
+            entry.paused = True
+            self.paused.append(entry)
+            self.target = max(1, min(self.target, self._running()))
+            log.info(
+                "the server paused job %s at its running cap; running at most %d",
+                entry.row.key,
+                self.target,
+            )
+        elif not paused and entry.paused:  # resumed by someone else
+            entry.paused = False
+            self.paused.remove(entry)
+        self._report()
+
+    async def _resume_paused(self, entry: _Active) -> None:
+        sandbox_id = entry.sandbox_id or entry.conversation_id
+        assert sandbox_id is not None  # it was read as a paused conversation
+        try:
+            await self.client.sandboxes.resume(sandbox_id)
+        except errors.ConcurrencyLimitError as exc:
+            self._refused(exc.limit)
+            return
+        except (errors.APIError, ValueError) as exc:
+            self._forget(entry)
+            error = f"paused by the server's running cap and not resumed: {exc}"
+            self.journal.mark_ended(entry.row.key, "failed", sandbox_status="PAUSED", error=error)
+            row = entry.row
+            failed = _failed(entry.job, row.conversation_id, entry.task, error, row.sent_at)
+            self._ended(attrs.evolve(failed, sandbox_status="PAUSED"))
+            return
+        entry.paused = False
+        self.paused.remove(entry)
+        log.info("resumed job %s, paused by the server's running cap", entry.row.key)
+        if entry.conversation_id:
+            # Read it afresh: paused again before the next read, it would show no change.
+            self.poller.untrack(entry.conversation_id)
+            self.changes.track_conversation(entry.conversation_id)
+        self._report()
+
+    def _forget(self, entry: _Active) -> None:
+        self.active.pop(entry.key, None)
+        self.poller.untrack(entry.key)
+        if entry.conversation_id:
+            self.by_conversation.pop(entry.conversation_id, None)
+            self.poller.untrack(entry.conversation_id)
+        if entry.paused:
+            self.paused.remove(entry)
+
+    def _ended(self, result: JobResult) -> None:
+        if result.ok:
+            self.progress.finished += 1
+        else:
+            self.progress.failed += 1
+            if self.batch._fail_fast:
+                self.stop_starting = True
+        self.ended.append(result)
+        self._report()
+
+    async def aclose(self) -> None:
+        """Stop: starts still in flight stay "starting" in the journal, for the next run."""
+        for task in self.starting:
+            task.cancel()
+        if self.starting:
+            await asyncio.wait(list(self.starting))
+        self.starting.clear()
+        await self.changes.aclose()
+
+
 def _failed(
-    job: Job, conversation_id: str | None, task: StartTask | None, error: str, sent: float
+    job: Job, conversation_id: str | None, task: StartTask | None, error: str, sent: float | None
 ) -> JobResult:
     return JobResult(
         job, "failed", conversation_id, task, None, None, None, error, sent, time.time()
     )
-
-
-def _same(a: str | None, b: str) -> bool:
-    if a is None:
-        return False
-    try:
-        return normalize_uuid(a) == normalize_uuid(b)
-    except ValueError:
-        return False
 
 
 async def _aiter_jobs(

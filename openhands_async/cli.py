@@ -202,7 +202,7 @@ class _Progress:
         self.last = now
         done = p.finished + p.failed
         rate = done / max(now - self.out.t0, 1e-6)
-        total = done + p.queued + p.starting + p.running
+        total = done + p.queued + p.starting + p.running + p.paused
         if self.out.json:
             return
         width = 20
@@ -210,7 +210,8 @@ class _Progress:
         bar = "#" * fill + "-" * (width - fill)
         line = (
             f"[{bar}] queued {p.queued} starting {p.starting} running {p.running} "
-            f"finished {p.finished} failed {p.failed} skipped {p.skipped} "
+            + (f"paused {p.paused} " if p.paused else "")
+            + f"finished {p.finished} failed {p.failed} skipped {p.skipped} "
             f"{rate * 60:.1f}/min"
         )
         if self.tty:

@@ -165,15 +165,19 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("kill_after_starts", [1, 4])
-async def test_sigkilled_run_resumes_without_starting_twice(
-    tmp_path: Path, kill_after_starts: int
+def _held(cloud: FakeCloud) -> bool:
+    return any(r.route == "start" and r.status == "hold" for r in cloud.request_log)
+
+
+@pytest.mark.parametrize("held_start", [1, 4])
+async def test_sigkill_after_a_start_was_taken_but_before_its_answer_was_recorded(
+    tmp_path: Path, held_start: int
 ) -> None:
     db = str(tmp_path / "run.db")
     async with FakeCloud(time_scale=0.5, run_seconds=0.5) as cloud:
-        # The first start answers 503 after nothing happened: the child looks it up, finds
-        # no trace and sends it once more; the kill then lands while jobs are starting.
-        cloud.add_fault(Fault(route="start", status=503))
+        # The server takes start #k (its conversation is recorded and runs) and never
+        # answers; the child is killed exactly then: its journal says "starting".
+        cloud.add_fault(Fault(route="start", action="hold", skip=held_start - 1))
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
@@ -184,11 +188,13 @@ async def test_sigkilled_run_resumes_without_starting_twice(
             "6",
             stdout=asyncio.subprocess.DEVNULL,
         )
-        await eventually(lambda: cloud.starts_received >= kill_after_starts, steps=2000)
+        await eventually(lambda: _held(cloud), steps=3000)
         os.kill(child.pid, signal.SIGKILL)
         await child.wait()
+        assert cloud.starts_received >= held_start
         with Journal(db) as journal:
-            assert journal.counts()["starting"] + journal.counts()["running"] >= 1
+            assert journal.counts()["starting"] >= 1  # the held answer was never recorded
+            finished_by_the_child = journal.counts()["finished"]
         async with oh.OpenHandsClient(
             api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST
         ) as c:
@@ -198,12 +204,58 @@ async def test_sigkilled_run_resumes_without_starting_twice(
                 max_running=3,
                 journal=db,
             )
+        # Exactly once: one start per distinct job, the held one never sent again.
         assert cloud.starts_received == 6
         assert cloud.duplicate_starts == 0
         with Journal(db) as journal:
             assert journal.counts()["finished"] == 6
-    assert len(results) <= 6
     assert all(r.ok for r in results)
+    assert len({r.job.key for r in results}) == len(results) == 6 - finished_by_the_child
+
+
+async def test_jobs_the_server_pauses_at_its_cap_are_resumed_and_finish() -> None:
+    seen: list[tuple[int, int]] = []
+    async with (
+        FakeCloud(max_running=2, cap_mode="pause", time_scale=0.2, run_seconds=0.5) as cloud,
+        oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST) as c,
+    ):
+        # A job left paused never ends: bound the run so that fails instead of hanging.
+        async with asyncio.timeout(60):
+            results = await run(
+                c, jobs(8), max_running=4, on_progress=lambda p: seen.append((p.target, p.paused))
+            )
+        final = [cloud.conversation(r.conversation_id or "") for r in results]
+    assert len(results) == 8
+    assert all(r.ok for r in results), [r.error for r in results if not r.ok]
+    assert cloud.paused_by_cap >= 1  # the cap did pause some of ours
+    assert cloud.requests["resume_sandbox"] >= 1
+    assert max(paused for _, paused in seen) >= 1
+    assert min(target for target, _ in seen) <= 2  # lowered to what the server runs
+    assert seen[-1][1] == 0
+    assert cloud.starts_received == 8
+    assert cloud.peak_running <= 2
+    # None stays paused: every conversation ran to the end.
+    assert all(c is not None and c["sandbox_status"] == "RUNNING" for c in final)
+    assert all(c is not None and c["execution_status"] == "finished" for c in final)
+
+
+async def test_resume_refused_at_the_cap_is_retried_and_a_lost_sandbox_fails_its_job() -> None:
+    refusal = {"detail": {"error": "CONCURRENCY_LIMIT_REACHED", "limit": 2, "current": 2}}
+    async with (
+        FakeCloud(max_running=2, cap_mode="pause", time_scale=0.2, run_seconds=0.5) as cloud,
+        oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST) as c,
+    ):
+        cloud.add_fault(Fault(route="resume_sandbox", status=429, body=refusal))
+        cloud.add_fault(Fault(route="resume_sandbox", status=404))
+        async with asyncio.timeout(60):
+            results = await run(c, jobs(8), max_running=4)
+    assert len(results) == 8
+    failed = [r for r in results if not r.ok]
+    assert len(failed) == 1  # the one whose sandbox was not found: failed, not left paused
+    assert "not resumed" in (failed[0].error or "")
+    assert failed[0].sandbox_status == "PAUSED"
+    assert cloud.requests["resume_sandbox"] >= 3  # refused, not found, then the rest
+    assert cloud.starts_received == 8
 
 
 def test_job_keys_are_stable_and_validated() -> None:

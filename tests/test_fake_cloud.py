@@ -935,6 +935,68 @@ async def test_fault_stall_and_delay() -> None:
             assert await response.json() == {"detail": "Gateway Timeout"}
 
 
+async def test_fault_hold_runs_the_handler_then_never_answers() -> None:
+    async with FakeCloud(time_scale=FAST) as cloud, session(cloud) as http:
+        cloud.add_fault(Fault(route="start", action="hold", skip=1))
+        await start(http, "skipped: answered")
+        held = asyncio.ensure_future(http.post(BASE, json=message("held")))
+        records = await eventually(
+            lambda: asyncio.sleep(0, [r.status for r in cloud.request_log if r.route == "start"]),
+            lambda statuses: statuses[-1] == "hold",
+        )
+        assert records[0] == 200
+        assert not held.done()  # the server took the start and says nothing
+        assert cloud.starts_received == 2
+        assert await get_json(http, f"{BASE}/start-tasks/count") == 2
+        held.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await held
+
+
+async def test_fault_hold_on_stream_start_sends_headers_only() -> None:
+    async with FakeCloud(time_scale=FAST) as cloud, session(cloud) as http:
+        cloud.add_fault(Fault(route="stream_start", action="hold"))
+        got = Received()
+        reading = asyncio.ensure_future(
+            receive(http.post(f"{BASE}/stream-start", json=message("held")), got)
+        )
+        await eventually(
+            lambda: asyncio.sleep(0, [r.status for r in cloud.request_log]),
+            lambda statuses: statuses == ["hold"],
+        )
+        assert cloud.starts_received == 1
+        assert got.body == b""
+        assert not reading.done()
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+
+
+async def test_resume_counts_against_the_cap() -> None:
+    async with (
+        FakeCloud(time_scale=FAST, max_running=1, run_seconds=1e9) as cloud,
+        session(cloud) as http,
+    ):
+        first, second = uuid.uuid4().hex, uuid.uuid4().hex
+        await start(http, conversation_id=first)
+        await start(http, conversation_id=second)  # pauses the first
+        assert cloud.paused_by_cap == 1
+        await eventually(lambda: asyncio.sleep(0, cloud.sandbox(second)), bool)
+        async with http.post(f"/api/v1/sandboxes/{first}/resume") as response:
+            assert response.status == 200
+        assert cloud.paused_by_cap == 2  # the second made room for it
+        assert cloud.running == 1
+        sandbox = cloud.sandbox(second)
+        assert sandbox is not None
+        assert sandbox["status"] == "PAUSED"
+        cloud.cap_mode = "refuse"
+        async with http.post(f"/api/v1/sandboxes/{second}/resume") as response:
+            assert response.status == 429
+            body = await response.json()
+        assert body["detail"]["error"] == "CONCURRENCY_LIMIT_REACHED"
+        assert cloud.peak_running == 1
+
+
 # -- scale and shutdown --------------------------------------------------------------------
 
 

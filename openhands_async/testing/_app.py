@@ -77,6 +77,10 @@ WEB_APP_PAGE = """<!DOCTYPE html>
 _ACTIVE_FAULT: contextvars.ContextVar[Fault | None] = contextvars.ContextVar(
     "fake_cloud_fault", default=None
 )
+# Its record, for a streaming handler that holds its answer (the "hold" action).
+_HELD_RECORD: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
+    "fake_cloud_record", default=None
+)
 
 
 def json_response(
@@ -154,7 +158,7 @@ class Api:
         fault = cloud._faults.take(route, request.method, probe=route in PROBES)
         if fault is None:
             return await self._guarded(request, handler, route)
-        if fault.action != "respond":
+        if fault.action not in ("respond", "hold"):  # "hold" is marked once its handler ran
             record.status = fault.action
         if await self._sleep(fault.delay):
             return self._abandon(request)
@@ -168,13 +172,23 @@ class Api:
             return self._abandon(request)
         assert fault.action in HANDLER_RUNS
         token = _ACTIVE_FAULT.set(fault)
+        held = _HELD_RECORD.set(record)
         try:
             response = await self._guarded(request, handler, route)
         finally:
             _ACTIVE_FAULT.reset(token)
+            _HELD_RECORD.reset(held)
         if response.prepared or not isinstance(response, web.Response):
             return response  # a streaming handler broke its own response
+        if fault.action == "hold":
+            await self._hold(record)
+            return self._abandon(request)
         return await truncate(request, response, mid_body=fault.action == "reset_mid_body")
+
+    async def _hold(self, record: RequestRecord) -> None:
+        """The handler has run: say so (tests wait for it), then answer nothing until stop."""
+        record.status = "hold"
+        await self._sleep(None)
 
     async def _guarded(
         self, request: web.Request, handler: Handler, route: str
@@ -321,6 +335,11 @@ class Api:
         fault: Fault | None,
     ) -> None:
         render = self.cloud._render().task
+        record = _HELD_RECORD.get()
+        if fault is not None and fault.action == "hold" and record is not None:
+            await self._hold(record)
+            drop_connection(request, flush=True)
+            return
         if fault is not None and fault.action == "reset_after_headers":
             drop_connection(request, flush=True)
             return

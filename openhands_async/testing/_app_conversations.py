@@ -350,8 +350,25 @@ class ConversationRoutes:
         record = self._sandbox(request)
         if record is None:
             return self._missing()
-        if record.conversation is not None:
-            resume(self.cloud._store, record.conversation, self.cloud._clock.now())
+        conv = record.conversation
+        if conv is None:
+            return json_response({"success": True})
+        cloud, store, now = self.cloud, self.cloud._store, self.cloud._clock.now()
+        # Paused while running, it runs again: that counts against the running cap like a
+        # start does (see DESIGN.md).
+        runs_again = conv.paused_at < conv.settles_at
+        if runs_again:
+            current = store.make_room(now, cloud.max_running, cloud.cap_mode)
+            if current is not None:
+                refusal = {
+                    "error": "CONCURRENCY_LIMIT_REACHED",
+                    "limit": cloud.max_running,
+                    "current": current,
+                }
+                return json_response({"detail": refusal}, 429)
+        resume(store, conv, now)
+        if runs_again:
+            store.note_peak(now)
         return json_response({"success": True})
 
     async def delete_sandbox(self, request: web.Request) -> web.StreamResponse:

@@ -38,7 +38,8 @@ class RequestRecord:
 
     `time` is the loop time it arrived; `route` a name as in `FakeCloud.requests`; `status`
     the HTTP status sent, the fault action's name when a fault broke the response instead
-    ("reset_before", "stall", ...), or None while it is still being handled.
+    ("reset_before", "stall", ...), or None while it is still being handled. A "hold" fault
+    sets "hold" only once the handler has run (the server acted; the answer never comes).
     """
 
     time: float
@@ -87,8 +88,9 @@ class FakeCloud:
     - `stream`: a `StreamBehavior` that makes stream-start cut, stall or write garbage.
     - `max_running=None`, `cap_mode="pause"`: the per-account cap on running conversations
       (sandbox STARTING/RUNNING, execution not finished/error/stuck/waiting_for_confirmation).
-      "pause" pauses the oldest running ones to make room (sandbox PAUSED, execution null,
-      counted in `paused_by_cap`); "refuse" answers the start 429 with
+      A start or a sandbox resume beyond the cap: "pause" pauses the oldest running ones to
+      make room (sandbox PAUSED, execution null, counted in `paused_by_cap`); "refuse"
+      answers it 429 with
       `{"detail":{"error":"CONCURRENCY_LIMIT_REACHED","limit":N,"current":M}}`.
     - `rate_limit=None` or `(requests, seconds)`: a fixed window per credential, like the
       Cloud: 429 `{"error":"Rate limit exceeded: N per W second"}` with `Retry-After` and
@@ -252,7 +254,7 @@ class FakeCloud:
 
     @property
     def peak_running(self) -> int:
-        """The most conversations running at once, checked at every admitted start."""
+        """The most conversations running at once, checked at every admitted start/resume."""
         return self._store.peak_running
 
     @property

@@ -11,16 +11,19 @@ from aiohttp import web
 
 from ._wire import json_bytes
 
-FaultAction = Literal["respond", "reset_before", "reset_after_headers", "reset_mid_body", "stall"]
+FaultAction = Literal[
+    "respond", "reset_before", "reset_after_headers", "reset_mid_body", "stall", "hold"
+]
 ACTIONS: tuple[str, ...] = (
     "respond",
     "reset_before",
     "reset_after_headers",
     "reset_mid_body",
     "stall",
+    "hold",
 )
 # Actions that let the request reach its handler (its side effects happen) before breaking.
-HANDLER_RUNS = frozenset({"reset_after_headers", "reset_mid_body"})
+HANDLER_RUNS = frozenset({"reset_after_headers", "reset_mid_body", "hold"})
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float | int | None) -> None:
@@ -38,6 +41,8 @@ class Fault:
     - `route`: a route name as in `FakeCloud.requests` (e.g. "start", "get_conversations");
       None matches every route except the /alive, /health and /ready probes.
     - `method`: match only this HTTP method; None matches any.
+    - `skip`: let this many matching requests pass untouched first (e.g. `skip=3` breaks
+      the 4th start); the ones skipped can still be hit by faults added later.
     - `times`: how many matching requests it hits before it is used up; None = every one.
     - `delay`: seconds to sleep before acting (not scaled by time_scale).
     - `action`:
@@ -52,10 +57,16 @@ class Fault:
         stream-start: `[` and half of the first element.
       - "stall": never answer; the connection stays open until the client gives up or the
         FakeCloud stops. The handler does not run.
+      - "hold": run the handler (a start really happens, the conversation is recorded),
+        then never answer, like "stall". This is the window between a server acting on a
+        request and the client hearing of it: once the handler has run, the request's
+        `RequestRecord.status` becomes "hold", so a test can wait for exactly that moment
+        (e.g. to SIGKILL a client whose start the server took but never answered).
     """
 
     route: str | None = None
     method: str | None = None
+    skip: int = attrs.field(default=0, validator=_non_negative)
     times: int | None = attrs.field(default=1, validator=_non_negative)
     status: int | None = None
     body: str | bytes | dict[str, Any] | list[Any] | None = None
@@ -94,6 +105,7 @@ class Fault:
 class _Armed:
     fault: Fault
     remaining: int | None
+    to_skip: int = 0
 
 
 class FaultBook:
@@ -104,7 +116,7 @@ class FaultBook:
 
     def add(self, fault: Fault) -> None:
         if fault.times != 0:
-            self._armed.append(_Armed(fault, fault.times))
+            self._armed.append(_Armed(fault, fault.times, fault.skip))
 
     def clear(self) -> None:
         self._armed.clear()
@@ -112,6 +124,9 @@ class FaultBook:
     def take(self, route: str, method: str, *, probe: bool) -> Fault | None:
         for armed in self._armed:
             if armed.fault.matches(route, method, probe=probe):
+                if armed.to_skip > 0:
+                    armed.to_skip -= 1
+                    continue
                 if armed.remaining is not None:
                     armed.remaining -= 1
                     if armed.remaining == 0:
