@@ -43,19 +43,25 @@ def _poll_requests(cloud: FakeCloud) -> int:
 
 
 def _count_cycles(
-    poller: oh.ConversationPoller, cloud: FakeCloud, log: list[tuple[int, int, int]]
+    poller: oh.ConversationPoller, cloud: FakeCloud, log: list[tuple[int, int, int, int]]
 ) -> None:
-    """Record (due start tasks, due conversations, requests the server saw) per cycle."""
+    """Record per cycle: due start tasks, due conversations, and the start-task and
+    conversation requests the server saw while the cycle ran.
+
+    A cycle awaits all its reads and the next one starts only after it, and the fake counts
+    a request when it arrives, so the counts belong to that cycle however slow the loop is.
+    """
     original = poller._cycle
 
     async def counted(due: Sequence[Any]) -> None:
-        before = _poll_requests(cloud)
+        tasks0, convs0 = cloud.requests["get_start_tasks"], cloud.requests["get_conversations"]
         await original(due)
         log.append(
             (
                 poller.stats.last_due_start_tasks,
                 poller.stats.last_due_conversations,
-                _poll_requests(cloud) - before,
+                cloud.requests["get_start_tasks"] - tasks0,
+                cloud.requests["get_conversations"] - convs0,
             )
         )
 
@@ -137,6 +143,10 @@ async def test_hundreds_of_items_reach_every_terminal_state(fast_cloud: FakeClou
 
 
 async def test_requests_per_cycle_follow_the_formula(fast_cloud: FakeCloud) -> None:
+    # Nothing here depends on timing: which items share a later cycle does (how far the
+    # conversations got when they are read), but every cycle must match the formula, the
+    # first one reads everything tracked before the start, and the conversations the start
+    # tasks hand over need at least one more cycle.
     cloud = fast_cloud
     conv_ids = _seed(cloud, 250, message="x [fake:run_seconds=6]")
     conv_ids += _seed(cloud, 60, message="x [fake:run_seconds=12]")
@@ -144,20 +154,31 @@ async def test_requests_per_cycle_follow_the_formula(fast_cloud: FakeCloud) -> N
         tasks = await asyncio.gather(
             *(client.conversations.start("t [fake:run_seconds=4]") for _ in range(120))
         )
+        before = _poll_requests(cloud)
         poller = client.poller(interval=0.05, max_in_flight=3)
         poller.track_conversations(conv_ids)
         poller.track_start_tasks(t.id for t in tasks)
-        log: list[tuple[int, int, int]] = []
+        log: list[tuple[int, int, int, int]] = []
         _count_cycles(poller, cloud, log)
-        await poller.wait(timeout=30)
+        results = await poller.wait(timeout=30)
         await poller.aclose()
 
+    assert log[0] == (120, 310, 2, 4)  # ceil(120/99) + ceil(310/99)
     assert len(log) == poller.stats.cycles >= 2
-    for due_tasks, due_convs, sent in log:
-        assert sent == math.ceil(due_tasks / 99) + math.ceil(due_convs / 99)
-    assert max(d for d, _, _ in log) == 120  # the first cycle: 2 start-task chunks
-    assert max(c for _, c, _ in log) == 310  # 4 conversation chunks
-    assert sum(s for _, _, s in log) == poller.stats.requests == _poll_requests(cloud)
+    for due_tasks, due_convs, sent_tasks, sent_convs in log:
+        assert sent_tasks == math.ceil(due_tasks / 99)
+        assert sent_convs == math.ceil(due_convs / 99)
+    assert sum(t + c for _, _, t, c in log) == poller.stats.requests
+    assert poller.stats.requests == _poll_requests(cloud) - before
+    # Each batch read asked for at most 99 ids, each tracked id at least once.
+    asked = [
+        [value for key, value in r.query if key == "ids"]
+        for r in cloud.request_log
+        if r.route in POLL_ROUTES
+    ]
+    assert all(1 <= len(ids) <= 99 for ids in asked)
+    assert {i for ids in asked for i in ids} >= {*conv_ids, *(t.id for t in tasks)}
+    assert len(results) == 310 + 120 + 120  # every start task hands over a conversation
 
 
 async def test_429_pauses_every_caller_for_retry_after(fast_cloud: FakeCloud) -> None:
