@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
@@ -98,15 +99,17 @@ class PollerStats:
 
 
 class _Item:
-    __slots__ = ("due", "id", "interval", "kind", "model", "status")
+    """What the poller keeps per followed item: no model (a Conversation is ~2 KB; the
+    latest one goes out with each StatusChange, and only a final one is kept)."""
+
+    __slots__ = ("due", "id", "interval", "kind", "status")
 
     def __init__(self, item_id: str, kind: Kind, due: float, interval: float) -> None:
         self.id = item_id
         self.kind: Kind = kind
-        self.status: str | None = None
+        self.status: str | None = None  # interned, so 10,000 items share a few strings
         self.due = due
         self.interval = interval
-        self.model: Model | None = None
 
 
 class _Signal:
@@ -125,11 +128,11 @@ _Queued = StatusChange | _Signal
 
 def _status_of(model: Model) -> str:
     if isinstance(model, StartTask):
-        return str(model.status.value)
+        return sys.intern(str(model.status.value))
     sandbox = str(model.sandbox_status.value)
     if model.execution_status is None:
-        return sandbox
-    return f"{sandbox}/{model.execution_status.value}"
+        return sys.intern(sandbox)
+    return sys.intern(f"{sandbox}/{model.execution_status.value}")
 
 
 class ConversationPoller:
@@ -226,10 +229,13 @@ class ConversationPoller:
         return len(self._active)
 
     def results(self) -> dict[str, StartTask | Conversation | None]:
-        """Latest model of every item (None for missing or not yet read), as of now."""
-        out: dict[str, Model | None] = dict(self._done)
-        out.update((k, item.model) for k, item in self._active.items())
-        return out
+        """Final model of every item that is done, as of now (None: the server had no such id).
+
+        Items still being followed are not included: the poller keeps only their status
+        (to stay small with thousands of items); their latest model comes with each
+        `StatusChange`.
+        """
+        return dict(self._done)
 
     # ------------------------------------------------------------------ consuming
 
@@ -267,7 +273,9 @@ class ConversationPoller:
     ) -> dict[str, StartTask | Conversation | None]:
         """Wait until every tracked item is terminal; return id -> final model (None: missing).
 
-        Raises `asyncio.TimeoutError` after `timeout` seconds (the poller keeps running).
+        That is `results()` once nothing is left to follow (if the poller was closed first,
+        items it still followed are absent). Raises `asyncio.TimeoutError` after `timeout`
+        seconds (the poller keeps running).
         """
         self._ensure_started()
         assert self._idle is not None
@@ -468,7 +476,6 @@ class ConversationPoller:
             self._emit(StatusChange(item.id, item.kind, item.status, MISSING, None, True, True))
             return
         status = _status_of(model)
-        item.model = model
         if status == item.status:
             self._back_off(item, now)
             return
