@@ -25,6 +25,11 @@ followed automatically); a conversation whose `is_terminal` holds (sandbox ERROR
 MISSING; execution finished, error, stuck or waiting_for_confirmation). Sandbox PAUSED is
 not terminal: it is reported as a change and the conversation is followed on. An id the
 server answers null for is reported once as missing and no longer read.
+
+Cost: per followed item the poller keeps its id, kind, status and schedule (~100-300
+bytes); a model only once the item is final (what `wait()` returns). A read builds a typed
+model only when the status changed (it goes out with the `StatusChange`): an unchanged
+item is compared by its status fields alone, as building a model costs 2-3x parsing it.
 """
 
 from __future__ import annotations
@@ -35,15 +40,16 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from ._batch import chunked, gather_bounded
 from ._constants import MAX_BATCH_IDS
+from ._converter import structure
 from ._sansio import normalize_uuid
 from .errors import APIConnectionError, APIStatusError, RateLimitError, ResponseValidationError
-from .models import Conversation, StartTask, StartTaskStatus
+from .models import Conversation, SandboxStatus, StartTask, StartTaskStatus
 
 if TYPE_CHECKING:
     from .client import OpenHandsClient
@@ -54,6 +60,7 @@ log = logging.getLogger("openhands_async")
 
 Kind = Literal["start_task", "conversation"]
 Model = StartTask | Conversation
+Raw = dict[str, Any]
 
 _START_TASKS_PATH = "/api/v1/app-conversations/start-tasks"
 _CONVERSATIONS_PATH = "/api/v1/app-conversations"
@@ -124,6 +131,19 @@ class _Signal:
 _IDLE = _Signal("idle")
 _CLOSED = _Signal("closed")
 _Queued = StatusChange | _Signal
+
+
+def _raw_status(kind: Kind, raw: Raw) -> str | None:
+    """What `_status_of` gives for this object's model (same defaults), without building
+    it; None when a status field is not a string (building the model then fails)."""
+    if kind == "start_task":
+        status = raw.get("status", StartTaskStatus.WORKING.value)
+        return sys.intern(status) if type(status) is str else None
+    sandbox = raw.get("sandbox_status", SandboxStatus.MISSING.value)
+    execution = raw.get("execution_status")
+    if type(sandbox) is not str or not (execution is None or type(execution) is str):
+        return None
+    return sys.intern(sandbox if execution is None else f"{sandbox}/{execution}")
 
 
 def _status_of(model: Model) -> str:
@@ -426,32 +446,22 @@ class ConversationPoller:
                 for item in chunk:
                     self._back_off(item, now)
                 continue
-            for item, model in zip(chunk, result, strict=True):
-                self._observe(item, model, now)
+            for item, raw in zip(chunk, result, strict=True):
+                self._observe(item, raw, now)
         if not self._active:
             self._went_idle()
 
     async def _read_chunk(
         self, chunk: Sequence[_Item]
-    ) -> list[tuple[Sequence[_Item], list[Model | None] | BaseException]]:
-        ids = [item.id for item in chunk]
+    ) -> list[tuple[Sequence[_Item], list[Raw | None] | BaseException]]:
         # Ids were normalized when tracked; a chunk is <= 99 ids, so this is one request.
-        result: list[Model | None] | BaseException
+        # The objects stay raw JSON here: _observe builds a model only for a changed item.
+        ids = [item.id for item in chunk]
+        path = _START_TASKS_PATH if chunk[0].kind == "start_task" else _CONVERSATIONS_PATH
+        result: list[Raw | None] | BaseException
         try:
-            if chunk[0].kind == "start_task":
-                res = self._client.start_tasks
-                result = list(
-                    await res._get_many(
-                        _START_TASKS_PATH, ids, StartTask, validate_uuid=False, concurrency=1
-                    )
-                )
-            else:
-                res2 = self._client.conversations
-                result = list(
-                    await res2._get_many(
-                        _CONVERSATIONS_PATH, ids, Conversation, validate_uuid=False, concurrency=1
-                    )
-                )
+            data = await self._client.request("GET", path, params=[("ids", i) for i in ids])
+            result = _check_batch(data, len(ids), self._client.url(path))
         except (APIConnectionError, RateLimitError, ResponseValidationError) as exc:
             log.info("poller read of %d ids failed (%r); retrying later", len(ids), exc)
             result = exc
@@ -466,14 +476,26 @@ class ConversationPoller:
         item.interval = min(self.max_interval, item.interval * 2)
         item.due = now + item.interval
 
-    def _observe(self, item: _Item, model: Model | None, now: float) -> None:
+    def _observe(self, item: _Item, raw: Raw | None, now: float) -> None:
         if self._active.get(item.id) is not item:
             return  # untracked (or re-tracked) while the read was in flight
-        if model is None:
+        if raw is None:
             del self._active[item.id]
             self._done[item.id] = None
             self._missing_kinds[item.id] = item.kind
             self._emit(StatusChange(item.id, item.kind, item.status, MISSING, None, True, True))
+            return
+        status = _raw_status(item.kind, raw)
+        if status is not None and status == item.status:
+            self._back_off(item, now)
+            return
+        path = _START_TASKS_PATH if item.kind == "start_task" else _CONVERSATIONS_PATH
+        cls: type[Model] = StartTask if item.kind == "start_task" else Conversation
+        try:
+            model = structure(raw, cls, method="GET", url=self._client.url(path))
+        except ResponseValidationError as exc:  # one bad object: read it again later
+            log.info("poller read of %s failed (%r); retrying later", item.id, exc)
+            self._back_off(item, now)
             return
         status = _status_of(model)
         if status == item.status:
@@ -508,3 +530,19 @@ class ConversationPoller:
         if self._idle is not None:
             self._idle.set()
         self._broadcast(_IDLE)
+
+
+def _check_batch(data: Any, n: int, url: str) -> list[Raw | None]:
+    """A batch answer must be a list of `n` objects or nulls, in the order asked."""
+    if (
+        not isinstance(data, list)
+        or len(data) != n
+        or not all(x is None or isinstance(x, dict) for x in data)
+    ):
+        raise ResponseValidationError(
+            f"asked for {n} ids, the server did not answer a list of {n} objects or nulls",
+            method="GET",
+            url=url,
+            body=data,
+        )
+    return data

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import math
+import tracemalloc
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import openhands_async as oh
+from openhands_async._converter import structure
+from openhands_async.poller import _raw_status, _status_of
 from openhands_async.testing import FakeCloud, Fault
 
 from .conftest import eventually
@@ -421,3 +427,101 @@ async def test_as_completed_after_the_fact_replays_finished_items(fast_cloud: Fa
     assert done[ghost_task].kind == "start_task"
     assert done[ghost_task].missing
     assert done[conv].new == "RUNNING/finished"
+
+
+async def test_followed_items_keep_no_model(fast_cloud: FakeCloud) -> None:
+    # Per followed item only id/kind/status/schedule stay (a Conversation model is ~2 KB);
+    # the final model is kept once the item is done, for wait() and as_completed().
+    cloud = fast_cloud
+    n = 500
+
+    async def first_reads(poller: oh.ConversationPoller, ids: list[str]) -> None:
+        poller.track_conversations(ids)
+        stream = poller.changes()
+        for _ in ids:  # each item's first read is a change, with its model
+            assert isinstance((await stream.__anext__()).model, oh.Conversation)
+
+    async with _client(cloud) as client:
+        # Warm-up: one-off caches (URL parsing, generated structure code) fill here.
+        warm = client.poller(interval=10.0)
+        await first_reads(warm, _seed(cloud, 100, message="x [fake:run_seconds=2000]"))
+        await warm.aclose()
+        ids = _seed(cloud, n, message="x [fake:run_seconds=2000]")
+        poller = client.poller(interval=10.0)
+        gc.collect()
+        tracemalloc.start(40)
+        try:
+            before = tracemalloc.take_snapshot()
+            await first_reads(poller, ids)
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        assert poller.results() == {}  # nothing is final yet
+        await poller.aclose()
+    # The fake runs in this process: leave out what it allocated.
+    server = [tracemalloc.Filter(False, "*/openhands_async/testing/*", all_frames=True)]
+    grown = sum(
+        d.size_diff
+        for d in after.filter_traces(server).compare_to(before.filter_traces(server), "filename")
+    )
+    assert grown / n < 600  # measured ~420 B, ~200 of it the poller's own
+
+
+_MAYBE = st.sampled_from([None, "absent"])
+
+
+@given(
+    sandbox=st.sampled_from(["STARTING", "RUNNING", "PAUSED", "ERROR", "MISSING", "NEW"]) | _MAYBE,
+    execution=st.sampled_from(["idle", "running", "finished", "stuck", "novel"]) | _MAYBE,
+    task=st.sampled_from(["WORKING", "READY", "ERROR", "STARTING_SANDBOX", "NEW"]) | _MAYBE,
+)
+def test_raw_status_matches_the_models(
+    sandbox: str | None, execution: str | None, task: str | None
+) -> None:
+    # The poller compares unchanged items by their raw status fields and builds a model
+    # only on a change, so both ways must give the same status string.
+    conv: dict[str, Any] = {"id": uuid.uuid4().hex}
+    if sandbox != "absent":
+        conv["sandbox_status"] = sandbox
+    if execution != "absent":
+        conv["execution_status"] = execution
+    start: dict[str, Any] = {"id": uuid.uuid4().hex}
+    if task != "absent":
+        start["status"] = task
+    for kind, raw, cls in (
+        ("conversation", conv, oh.Conversation),
+        ("start_task", start, oh.StartTask),
+    ):
+        status = _raw_status(kind, raw)  # type: ignore[arg-type]
+        try:
+            model = structure(raw, cls)
+        except oh.ResponseValidationError:
+            assert status is None  # a null status: the model cannot be built either
+            continue
+        assert status == _status_of(model)
+
+
+async def test_an_object_that_does_not_fit_is_read_again(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    (cid,) = _seed(cloud, 1, message="x [fake:run_seconds=4]")
+    async with _client(cloud) as client:
+        real = client.request
+        broken = 2
+
+        async def request(*args: Any, **kwargs: Any) -> Any:
+            nonlocal broken
+            data = await real(*args, **kwargs)
+            if broken:  # the first reads carry a status that fits no model
+                broken -= 1
+                data[0]["sandbox_status"] = {"not": "a status"}
+            return data
+
+        client.request = request  # type: ignore[method-assign]
+        poller = client.poller(interval=0.05)
+        poller.track_conversation(cid)
+        changes = [c async for c in poller.changes()]
+        await poller.aclose()
+    assert poller.stats.reads >= 3
+    assert changes[0].old is None  # the broken reads were not reported
+    assert changes[-1].new == "RUNNING/finished"
