@@ -272,7 +272,7 @@ class ConversationPoller:
 
         A start task that becomes READY hands over to its conversation and is not yielded;
         the conversation is. For items finished before the call the change is rebuilt from
-        the latest model (`old` is None).
+        the final model (`old` is None).
         """
         queue = self._subscribe()
         for key, model in self._done.items():
