@@ -1,19 +1,30 @@
 """Benchmark: ConversationPoller vs. the docs' one-GET-per-conversation loop.
 
-    python benchmarks/bench_poller.py [--sizes 1000 10000] [--interval 2] [--window 8]
+    python benchmarks/bench_poller.py [--sizes 1000 10000] [--interval 2] [--cycles 3]
+                                      [--window 8] [--repeat 3]
 
-A FakeCloud runs in a separate process. For each size N it seeds N fresh conversations that
-finish spread over `--window` seconds, and each client runs in its own fresh process (so
-CPU time and peak RSS are that client's alone):
+A FakeCloud runs in a separate process; every client runs in its own fresh process (so CPU
+time and peak RSS are that client's alone, imports not counted). For each size N, each
+repeat runs:
 
-- `poller`: `client.poller(interval=I)` tracking all N until every one is terminal;
-- `one-get`: the docs' pattern with bare aiohttp + json.loads: every cycle, one
-  `GET /api/v1/app-conversations?ids=<id>` per unfinished conversation (all at once,
-  100 connections), then sleep I. Capped at `--max-one-get-cycles` cycles for big N
-  (the table says so).
+1. Same work: N conversations that keep running, `--cycles` cycles `--interval` apart,
+   every conversation read once a cycle, by three clients:
+   - `poller`: `client.poller(interval=I, min_interval=I, max_interval=I)` (no back-off,
+     so every item is due every cycle);
+   - `bare-batch`: bare aiohttp + `json.loads` sending the same batch reads (99 ids a
+     request, 4 at once): the least CPU those reads can cost;
+   - `one-get`: the docs' pattern with bare aiohttp + `json.loads`: one
+     `GET /api/v1/app-conversations?ids=<id>` per conversation (100 connections).
+   Requests are counted by the server; the formula is ceil(due start tasks / 99) +
+   ceil(due conversations / 99) per cycle.
+2. Until done: N conversations that finish spread over `--window` seconds, followed by a
+   default poller (`interval=I`, adaptive intervals) until all are terminal; requests the
+   server saw vs. the formula summed over the cycles the poller ran.
+3. Memory (tracemalloc): the poller's bytes per followed conversation after the first
+   read of N running conversations, between cycles; and per finished conversation (the
+   final model `wait()` returns is kept).
 
-Also measured: the poller's memory per tracked conversation (tracemalloc, after the first
-cycle, models included) and CPU seconds per conversation read, poller vs. bare loop.
+Numbers are medians over `--repeat` repeats; ratios are taken within a repeat.
 """
 
 from __future__ import annotations
@@ -21,18 +32,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import multiprocessing as mp
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 API_KEY = "bench-key"
 PATH = "/api/v1/app-conversations"
+POLL_ROUTES = ("get_conversations", "get_start_tasks")
 
 
 # ---------------------------------------------------------------------- the server process
@@ -52,87 +67,117 @@ async def _serve_async(conn: Connection) -> None:
             msg = await loop.run_in_executor(None, conn.recv)
             if msg[0] == "stop":
                 return
-            _, n, window = msg
+            if msg[0] == "count":
+                conn.send(sum(cloud.requests[r] for r in POLL_ROUTES))
+                continue
+            _, n, window, started_ago = msg
+            # 20 groups finishing at window/20, 2*window/20, ... window seconds.
             ids: list[str] = []
-            groups = 20
-            for g in range(groups):
-                size = n // groups + (1 if g < n % groups else 0)
-                run = window * (g + 1) / groups
-                ids += cloud.seed_conversations(size, message=f"bench [fake:run_seconds={run}]")
+            for g in range(20):
+                size = n // 20 + (1 if g < n % 20 else 0)
+                run = window * (g + 1) / 20
+                message = f"bench [fake:run_seconds={run}]"
+                ids += cloud.seed_conversations(size, message=message, started_ago=started_ago)
             conn.send(ids)
 
 
 # ---------------------------------------------------------------------- the client processes
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _count_cycles(poller: Any, log: list[tuple[int, int]], cycles: int | None) -> asyncio.Event:
+    """Log (due start tasks, due conversations) per cycle; the event is set after `cycles`."""
+    original = poller._cycle
+    done = asyncio.Event()
+
+    async def counted(due: Sequence[Any]) -> None:
+        await original(due)
+        log.append((poller.stats.last_due_start_tasks, poller.stats.last_due_conversations))
+        if len(log) == cycles:
+            done.set()
+
+    poller._cycle = counted
+    return done
 
 
-async def _run_poller(base_url: str, ids: list[str], interval: float) -> dict[str, Any]:
+def _formula(log: list[tuple[int, int]]) -> int:
+    return sum(math.ceil(t / 99) + math.ceil(c / 99) for t, c in log)
+
+
+async def _poller_fixed(base_url: str, ids: list[str], interval: float, cycles: int) -> Any:
     import openhands_async as oh
 
     async with oh.OpenHandsClient(api_key=API_KEY, base_url=base_url) as client:
-        poller = client.poller(interval=interval)
+        poller = client.poller(interval, min_interval=interval, max_interval=interval)
+        log: list[tuple[int, int]] = []
+        done = _count_cycles(poller, log, cycles)
+        poller.track_conversations(ids)
+        await poller.start()
+        await done.wait()
+        await poller.aclose()
+    s = poller.stats
+    return {"cycles": s.cycles, "requests": s.requests, "reads": s.reads, "formula": _formula(log)}
+
+
+async def _poller_done(base_url: str, ids: list[str], interval: float) -> Any:
+    import openhands_async as oh
+
+    async with oh.OpenHandsClient(api_key=API_KEY, base_url=base_url) as client:
+        poller = client.poller(interval)
+        log: list[tuple[int, int]] = []
+        _count_cycles(poller, log, None)
         poller.track_conversations(ids)
         results = await poller.wait()
         await poller.aclose()
+    s = poller.stats
     done = sum(1 for m in results.values() if m is not None and m.is_terminal)
     return {
-        "requests": poller.stats.requests,
-        "cycles": poller.stats.cycles,
-        "reads": poller.stats.reads,
-        "updates": poller.stats.changes,
-        "done": done,
+        "cycles": s.cycles,
+        "requests": s.requests,
+        "reads": s.reads,
+        "changes": s.changes,
+        "formula": _formula(log),
         "complete": done == len(ids),
     }
 
 
-async def _run_one_get(
-    base_url: str, ids: list[str], interval: float, max_cycles: int
-) -> dict[str, Any]:
+async def _bare(
+    base_url: str, ids: list[str], interval: float, cycles: int, per_request: int
+) -> Any:
+    """`cycles` cycles reading every conversation, `per_request` ids a request."""
     import aiohttp
 
-    terminal_exec = {"finished", "error", "stuck", "waiting_for_confirmation"}
     status: dict[str, tuple[str, str | None]] = {}
-    pending = set(ids)
-    requests = updates = cycles = 0
+    requests = reads = changes = 0
+    chunks = [ids[i : i + per_request] for i in range(0, len(ids), per_request)]
+    # one-get: as many at once as the connector allows; batches: 4, like the poller.
+    gate = asyncio.Semaphore(100 if per_request == 1 else 4)
     headers = {"Authorization": f"Bearer {API_KEY}"}
     connector = aiohttp.TCPConnector(limit=100)
     async with aiohttp.ClientSession(base_url, headers=headers, connector=connector) as session:
 
-        async def check(cid: str) -> None:
-            nonlocal requests, updates
-            requests += 1
-            async with session.get(PATH, params={"ids": cid}) as resp:
-                body = json.loads(await resp.read())
-            conv = body[0]
-            if conv is None:
-                pending.discard(cid)
-                return
-            now = (conv["sandbox_status"], conv["execution_status"])
-            if status.get(cid) != now:
-                status[cid] = now
-                updates += 1
-            if now[0] in ("ERROR", "MISSING") or now[1] in terminal_exec:
-                pending.discard(cid)
+        async def read(chunk: list[str]) -> None:
+            nonlocal requests, reads, changes
+            async with gate:
+                requests += 1
+                params = [("ids", cid) for cid in chunk]
+                async with session.get(PATH, params=params) as resp:
+                    body = json.loads(await resp.read())
+            for cid, conv in zip(chunk, body, strict=True):
+                reads += 1
+                now = (conv["sandbox_status"], conv["execution_status"])
+                if status.get(cid) != now:
+                    status[cid] = now
+                    changes += 1
 
-        while pending and cycles < max_cycles:
-            cycles += 1
-            await asyncio.gather(*(check(cid) for cid in list(pending)))
-            if pending:
+        for cycle in range(cycles):
+            if cycle:
                 await asyncio.sleep(interval)
-    return {
-        "requests": requests,
-        "cycles": cycles,
-        "reads": requests,
-        "updates": updates,
-        "done": len(ids) - len(pending),
-        "complete": not pending,
-    }
+            await asyncio.gather(*(read(chunk) for chunk in chunks))
+    formula = cycles * math.ceil(len(ids) / 99)
+    return {"cycles": cycles, "requests": requests, "reads": reads, "formula": formula}
 
 
-async def _measure_memory(base_url: str, ids: list[str], interval: float) -> dict[str, Any]:
+async def _memory(base_url: str, ids: list[str], interval: float, finished: bool) -> Any:
     import gc
     import tracemalloc
 
@@ -140,115 +185,225 @@ async def _measure_memory(base_url: str, ids: list[str], interval: float) -> dic
 
     async with oh.OpenHandsClient(api_key=API_KEY, base_url=base_url) as client:
         await client.conversations.count()  # session and connections exist before we measure
-        poller = client.poller(interval=interval)
+        poller = client.poller(interval)
         gc.collect()
         tracemalloc.start()
         before = tracemalloc.get_traced_memory()[0]
         poller.track_conversations(ids)
-        await poller.start()
-        while poller.stats.cycles < 2:  # noqa: ASYNC110 (cycle 1 is over once cycle 2 began)
-            await asyncio.sleep(0.01)
+        if finished:
+            await poller.wait()  # every one is terminal at its first read
+        else:
+            # Every item's first read is a change; after the N-th the first cycle is over
+            # and the next is `min_interval` away, so nothing is in flight here.
+            stream = poller.changes()
+            for _ in range(len(ids)):
+                await stream.__anext__()
         gc.collect()
         after = tracemalloc.get_traced_memory()[0]
         tracemalloc.stop()
+        n = poller.stats.reads
         await poller.aclose()
-    return {"bytes_per_item": (after - before) / len(ids)}
+    return {"bytes_per_item": (after - before) / n}
 
 
-def _client_main(argv: list[str]) -> None:
-    mode, base_url, ids_file, interval, max_cycles = argv
-    ids = json.loads(Path(ids_file).read_text())
+def _client_main(spec: dict[str, Any]) -> None:
+    # Imported before the clock starts: the clients import different amounts of code.
+    import aiohttp  # noqa: F401
+
+    import openhands_async  # noqa: F401
+
+    ids = json.loads(Path(spec["ids_file"]).read_text())
+    mode, url, interval, cycles = spec["mode"], spec["base_url"], spec["interval"], spec["cycles"]
     wall0, cpu0 = time.perf_counter(), time.process_time()
     if mode == "poller":
-        out = asyncio.run(_run_poller(base_url, ids, float(interval)))
+        out = asyncio.run(_poller_fixed(url, ids, interval, cycles))
+    elif mode == "bare-batch":
+        out = asyncio.run(_bare(url, ids, interval, cycles, 99))
     elif mode == "one-get":
-        out = asyncio.run(_run_one_get(base_url, ids, float(interval), int(max_cycles)))
+        out = asyncio.run(_bare(url, ids, interval, cycles, 1))
+    elif mode == "until-done":
+        out = asyncio.run(_poller_done(url, ids, interval))
     else:
-        out = asyncio.run(_measure_memory(base_url, ids, float(interval)))
+        out = asyncio.run(_memory(url, ids, interval, finished=mode == "memory-finished"))
     out["wall"] = time.perf_counter() - wall0
     out["cpu"] = time.process_time() - cpu0
-    out["rss_mb"] = _rss_mb()
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(out))
 
 
 # ---------------------------------------------------------------------- orchestration
 
 
-def _run_client(mode: str, base_url: str, ids: list[str], interval: float, cap: int) -> Any:
+class _Server:
+    def __init__(self) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
+        self.proc.start()
+        self.base_url = f"http://127.0.0.1:{self.conn.recv()}"
+
+    def seed(self, n: int, window: float, started_ago: float) -> list[str]:
+        self.conn.send(("seed", n, window, started_ago))
+        ids: list[str] = self.conn.recv()
+        return ids
+
+    def poll_requests(self) -> int:
+        self.conn.send(("count",))
+        count: int = self.conn.recv()
+        return count
+
+    def stop(self) -> None:
+        self.conn.send(("stop",))
+        self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.terminate()
+
+
+def _run_client(server: _Server, mode: str, ids: list[str], args: argparse.Namespace) -> Any:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(ids, f)
+    spec = {
+        "mode": mode,
+        "base_url": server.base_url,
+        "ids_file": f.name,
+        "interval": args.interval,
+        "cycles": args.cycles,
+    }
+    before = server.poll_requests()
     try:
         proc = subprocess.run(
-            [sys.executable, __file__, "--client", mode, base_url, f.name, str(interval), str(cap)],
+            [sys.executable, __file__, "--client", json.dumps(spec)],
             check=True,
             capture_output=True,
             text=True,
         )
     finally:
         Path(f.name).unlink()
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["server_requests"] = server.poll_requests() - before
+    print(f"  N={len(ids)} {mode}: {out}", file=sys.stderr, flush=True)
+    return out
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--client":
-        _client_main(sys.argv[2:])
+        _client_main(json.loads(sys.argv[2]))
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--interval", type=float, default=2.0)
-    parser.add_argument("--window", type=float, default=8.0)
-    parser.add_argument("--max-one-get-cycles", type=int, default=3)
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds (default 2)")
+    parser.add_argument("--cycles", type=int, default=3, help="same-work cycles (default 3)")
+    parser.add_argument("--window", type=float, default=8.0, help="until-done (default 8 s)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per number (default 3)")
     args = parser.parse_args()
 
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    server = ctx.Process(target=_serve, args=(child,), daemon=True)
-    server.start()
-    port = parent.recv()
-    base_url = f"http://127.0.0.1:{port}"
-    rows: list[tuple[int, str, dict[str, Any]]] = []
-    mem: dict[int, float] = {}
+    same_work = ("poller", "bare-batch", "one-get")
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    server = _Server()
     try:
-        for n in args.sizes:
-            for mode in ("poller", "one-get"):
-                parent.send(("seed", n, args.window))
-                ids = parent.recv()
-                cap = args.max_one_get_cycles if n > 1000 else 10**9
-                rows.append((n, mode, _run_client(mode, base_url, ids, args.interval, cap)))
-                print(f"  done: N={n} {mode}", file=sys.stderr, flush=True)
-            parent.send(("seed", n, 3600.0))
-            ids = parent.recv()
-            mem[n] = _run_client("memory", base_url, ids, args.interval, 0)["bytes_per_item"]
+        for _ in range(args.repeat):
+            for n in args.sizes:
+                # Running for an hour; seeded 5 s ago so every sandbox exists at the first read.
+                for mode in same_work:
+                    ids = server.seed(n, 3600.0, 5.0)
+                    runs.setdefault((n, mode), []).append(_run_client(server, mode, ids, args))
+                ids = server.seed(n, args.window, 0.0)
+                runs.setdefault((n, "until-done"), []).append(
+                    _run_client(server, "until-done", ids, args)
+                )
+                ids = server.seed(n, 3600.0, 5.0)
+                runs.setdefault((n, "memory"), []).append(_run_client(server, "memory", ids, args))
+                ids = server.seed(n, 1.0, 3600.0)  # finished an hour ago
+                runs.setdefault((n, "memory-finished"), []).append(
+                    _run_client(server, "memory-finished", ids, args)
+                )
     finally:
-        parent.send(("stop",))
-        server.join(5)
-        if server.is_alive():
-            server.terminate()
+        server.stop()
+    _report(args, runs)
 
+
+def _report(args: argparse.Namespace, runs: dict[tuple[int, str], list[dict[str, Any]]]) -> None:
+    reps = f"median of {args.repeat}"
     print(
-        f"\ninterval={args.interval}s, conversations finish over {args.window}s, "
-        "FakeCloud in a separate process\n"
+        f"\nSame work ({reps}): N running conversations, {args.cycles} cycles "
+        f"{args.interval:g} s apart, each conversation read once a cycle\n"
     )
-    head = (
-        "| N | client | complete | cycles | requests | wall s | CPU s | CPU µs/read "
-        "| peak RSS MB | poller B/conv |"
+    print(
+        "| N | client | requests/cycle | formula/cycle | requests (server) | reads "
+        "| wall s | CPU s | CPU µs/read | peak RSS MB |"
     )
-    print(head)
     print("|---" * 10 + "|")
-    cost: dict[tuple[int, str], float] = {}
-    for n, mode, r in rows:
-        per_read = r["cpu"] / max(1, r["reads"]) * 1e6
-        cost[(n, mode)] = per_read
-        complete = "yes" if r["complete"] else f"no ({r['done']}/{n}, capped)"
-        mem_col = f"{mem[n]:.0f}" if mode == "poller" else ""
-        print(
-            f"| {n:,} | {mode} | {complete} | {r['cycles']} | {r['requests']:,} | "
-            f"{r['wall']:.1f} | {r['cpu']:.2f} | {per_read:.0f} | {r['rss_mb']:.0f} | {mem_col} |"
-        )
+    for n in args.sizes:
+        for mode in ("poller", "bare-batch", "one-get"):
+            rs = runs[(n, mode)]
+            req = _median(rs, "server_requests")
+            cpu = _median(rs, "cpu")
+            reads = _median(rs, "reads")
+            print(
+                f"| {n:,} | {mode} | {req / args.cycles:,.0f} | "
+                f"{_median(rs, 'formula') / args.cycles:,.0f} | {req:,.0f} | {reads:,.0f} | "
+                f"{_median(rs, 'wall'):.1f} | {cpu:.2f} | {cpu / reads * 1e6:.0f} | "
+                f"{_median(rs, 'rss_mb'):.0f} |"
+            )
     print()
     for n in args.sizes:
-        ratio = cost[(n, "poller")] / cost[(n, "one-get")]
-        print(f"N={n:,}: poller CPU per conversation read = {ratio:.2f}x the bare aiohttp loop's")
+        pol, bare, one = (runs[(n, m)] for m in ("poller", "bare-batch", "one-get"))
+        req_ratio = statistics.median(
+            o["server_requests"] / p["server_requests"] for p, o in zip(pol, one, strict=True)
+        )
+
+        def per_read(r: dict[str, Any]) -> float:
+            return float(r["cpu"] / r["reads"])
+
+        cpu_bare = statistics.median(
+            per_read(p) / per_read(b) for p, b in zip(pol, bare, strict=True)
+        )
+        cpu_one = statistics.median(
+            per_read(p) / per_read(o) for p, o in zip(pol, one, strict=True)
+        )
+        print(
+            f"N={n:,}: one-get sends {req_ratio:.1f}x the poller's requests; poller CPU per "
+            f"read = {cpu_bare:.2f}x bare-batch's, {cpu_one:.2f}x one-get's"
+        )
+
+    print(
+        f"\nUntil done ({reps}): N conversations finishing over {args.window:g} s, "
+        f"poller(interval={args.interval:g}) with adaptive intervals\n"
+    )
+    print(
+        "| N | complete | cycles | requests (server) | formula | reads | changes "
+        "| wall s | CPU s | CPU µs/read | peak RSS MB |"
+    )
+    print("|---" * 11 + "|")
+    for n in args.sizes:
+        rs = runs[(n, "until-done")]
+        complete = "yes" if all(r["complete"] for r in rs) else "NO"
+        exact = all(r["server_requests"] == r["formula"] for r in rs)
+        cpu, reads = _median(rs, "cpu"), _median(rs, "reads")
+        print(
+            f"| {n:,} | {complete} | {_median(rs, 'cycles'):.0f} | "
+            f"{_median(rs, 'server_requests'):,.0f} | {_median(rs, 'formula'):,.0f}"
+            f"{'' if exact else ' (differs!)'} | {reads:,.0f} | {_median(rs, 'changes'):,.0f} | "
+            f"{_median(rs, 'wall'):.1f} | {cpu:.2f} | {cpu / reads * 1e6:.0f} | "
+            f"{_median(rs, 'rss_mb'):.0f} |"
+        )
+
+    print(f"\nPoller memory, tracemalloc ({reps})\n")
+    print("| N | bytes per followed conversation | bytes per finished conversation |")
+    print("|---|---|---|")
+    for n in args.sizes:
+        print(
+            f"| {n:,} | {_median(runs[(n, 'memory')], 'bytes_per_item'):.0f} | "
+            f"{_median(runs[(n, 'memory-finished')], 'bytes_per_item'):.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ clients); `strict_converter` forbids extra keys and is for tests that watch for 
 
 from __future__ import annotations
 
+import enum
 import types
 import typing
 from collections.abc import Callable
@@ -18,7 +19,16 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 from cattrs.preconf.json import make_converter as _make_json_converter
 
 from . import errors
-from .models import Event, ImageContent, StartRequest, TextContent, User
+from .models import (
+    Event,
+    ExecutionStatus,
+    ImageContent,
+    SandboxStatus,
+    StartRequest,
+    StartTaskStatus,
+    TextContent,
+    User,
+)
 
 T = TypeVar("T")
 NoneType = type(None)
@@ -97,9 +107,26 @@ def _optional_hook(type_: Any, conv: cattrs.Converter) -> Callable[[Any, Any], A
     return structure_optional
 
 
+def _enum_hook(cls: type[enum.Enum]) -> Callable[[Any, Any], Any]:
+    # A dict look-up for known values; the class call (slow, through EnumMeta) only for
+    # unknown ones, which the SDK's enums accept via `_missing_`.
+    members = cls._value2member_map_
+
+    def structure_enum(value: Any, _: Any) -> Any:
+        try:
+            return members[value]
+        except (KeyError, TypeError):
+            return cls(value)
+
+    return structure_enum
+
+
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv = _make_json_converter(forbid_extra_keys=strict, detailed_validation=True)
     conv.register_structure_hook_factory(_is_optional, _optional_hook)
+    # By class: as str subclasses they would otherwise get the `str` hook, `cls(value)`.
+    for status_enum in (StartTaskStatus, SandboxStatus, ExecutionStatus):
+        conv.register_structure_hook(status_enum, _enum_hook(status_enum))
     conv.register_structure_hook(datetime, _parse_datetime)
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
     conv.register_structure_hook(TextContent | ImageContent, _structure_content)

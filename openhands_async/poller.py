@@ -25,6 +25,11 @@ followed automatically); a conversation whose `is_terminal` holds (sandbox ERROR
 MISSING; execution finished, error, stuck or waiting_for_confirmation). Sandbox PAUSED is
 not terminal: it is reported as a change and the conversation is followed on. An id the
 server answers null for is reported once as missing and no longer read.
+
+Cost: per followed item the poller keeps its id, kind, status and schedule (~100-300
+bytes); a model only once the item is final (what `wait()` returns). A read builds a typed
+model only when the status changed (it goes out with the `StatusChange`): an unchanged
+item is compared by its status fields alone, as building a model costs 2-3x parsing it.
 """
 
 from __future__ import annotations
@@ -32,17 +37,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from ._batch import chunked, gather_bounded
 from ._constants import MAX_BATCH_IDS
+from ._converter import structure
 from ._sansio import normalize_uuid
 from .errors import APIConnectionError, APIStatusError, RateLimitError, ResponseValidationError
-from .models import Conversation, StartTask, StartTaskStatus
+from .models import Conversation, SandboxStatus, StartTask, StartTaskStatus
 
 if TYPE_CHECKING:
     from .client import OpenHandsClient
@@ -53,6 +60,7 @@ log = logging.getLogger("openhands_async")
 
 Kind = Literal["start_task", "conversation"]
 Model = StartTask | Conversation
+Raw = dict[str, Any]
 
 _START_TASKS_PATH = "/api/v1/app-conversations/start-tasks"
 _CONVERSATIONS_PATH = "/api/v1/app-conversations"
@@ -98,15 +106,17 @@ class PollerStats:
 
 
 class _Item:
-    __slots__ = ("due", "id", "interval", "kind", "model", "status")
+    """What the poller keeps per followed item: no model (a Conversation is ~2 KB; the
+    latest one goes out with each StatusChange, and only a final one is kept)."""
+
+    __slots__ = ("due", "id", "interval", "kind", "status")
 
     def __init__(self, item_id: str, kind: Kind, due: float, interval: float) -> None:
         self.id = item_id
         self.kind: Kind = kind
-        self.status: str | None = None
+        self.status: str | None = None  # interned, so 10,000 items share a few strings
         self.due = due
         self.interval = interval
-        self.model: Model | None = None
 
 
 class _Signal:
@@ -123,13 +133,26 @@ _CLOSED = _Signal("closed")
 _Queued = StatusChange | _Signal
 
 
+def _raw_status(kind: Kind, raw: Raw) -> str | None:
+    """What `_status_of` gives for this object's model (same defaults), without building
+    it; None when a status field is not a string (building the model then fails)."""
+    if kind == "start_task":
+        status = raw.get("status", StartTaskStatus.WORKING.value)
+        return sys.intern(status) if type(status) is str else None
+    sandbox = raw.get("sandbox_status", SandboxStatus.MISSING.value)
+    execution = raw.get("execution_status")
+    if type(sandbox) is not str or not (execution is None or type(execution) is str):
+        return None
+    return sys.intern(sandbox if execution is None else f"{sandbox}/{execution}")
+
+
 def _status_of(model: Model) -> str:
     if isinstance(model, StartTask):
-        return str(model.status.value)
+        return sys.intern(str(model.status.value))
     sandbox = str(model.sandbox_status.value)
     if model.execution_status is None:
-        return sandbox
-    return f"{sandbox}/{model.execution_status.value}"
+        return sys.intern(sandbox)
+    return sys.intern(f"{sandbox}/{model.execution_status.value}")
 
 
 class ConversationPoller:
@@ -226,10 +249,13 @@ class ConversationPoller:
         return len(self._active)
 
     def results(self) -> dict[str, StartTask | Conversation | None]:
-        """Latest model of every item (None for missing or not yet read), as of now."""
-        out: dict[str, Model | None] = dict(self._done)
-        out.update((k, item.model) for k, item in self._active.items())
-        return out
+        """Final model of every item that is done, as of now (None: the server had no such id).
+
+        Items still being followed are not included: the poller keeps only their status
+        (to stay small with thousands of items); their latest model comes with each
+        `StatusChange`.
+        """
+        return dict(self._done)
 
     # ------------------------------------------------------------------ consuming
 
@@ -246,7 +272,7 @@ class ConversationPoller:
 
         A start task that becomes READY hands over to its conversation and is not yielded;
         the conversation is. For items finished before the call the change is rebuilt from
-        the latest model (`old` is None).
+        the final model (`old` is None).
         """
         queue = self._subscribe()
         for key, model in self._done.items():
@@ -267,7 +293,9 @@ class ConversationPoller:
     ) -> dict[str, StartTask | Conversation | None]:
         """Wait until every tracked item is terminal; return id -> final model (None: missing).
 
-        Raises `asyncio.TimeoutError` after `timeout` seconds (the poller keeps running).
+        That is `results()` once nothing is left to follow (if the poller was closed first,
+        items it still followed are absent). Raises `asyncio.TimeoutError` after `timeout`
+        seconds (the poller keeps running).
         """
         self._ensure_started()
         assert self._idle is not None
@@ -418,32 +446,22 @@ class ConversationPoller:
                 for item in chunk:
                     self._back_off(item, now)
                 continue
-            for item, model in zip(chunk, result, strict=True):
-                self._observe(item, model, now)
+            for item, raw in zip(chunk, result, strict=True):
+                self._observe(item, raw, now)
         if not self._active:
             self._went_idle()
 
     async def _read_chunk(
         self, chunk: Sequence[_Item]
-    ) -> list[tuple[Sequence[_Item], list[Model | None] | BaseException]]:
-        ids = [item.id for item in chunk]
+    ) -> list[tuple[Sequence[_Item], list[Raw | None] | BaseException]]:
         # Ids were normalized when tracked; a chunk is <= 99 ids, so this is one request.
-        result: list[Model | None] | BaseException
+        # The objects stay raw JSON here: _observe builds a model only for a changed item.
+        ids = [item.id for item in chunk]
+        path = _START_TASKS_PATH if chunk[0].kind == "start_task" else _CONVERSATIONS_PATH
+        result: list[Raw | None] | BaseException
         try:
-            if chunk[0].kind == "start_task":
-                res = self._client.start_tasks
-                result = list(
-                    await res._get_many(
-                        _START_TASKS_PATH, ids, StartTask, validate_uuid=False, concurrency=1
-                    )
-                )
-            else:
-                res2 = self._client.conversations
-                result = list(
-                    await res2._get_many(
-                        _CONVERSATIONS_PATH, ids, Conversation, validate_uuid=False, concurrency=1
-                    )
-                )
+            data = await self._client.request("GET", path, params=[("ids", i) for i in ids])
+            result = _check_batch(data, len(ids), self._client.url(path))
         except (APIConnectionError, RateLimitError, ResponseValidationError) as exc:
             log.info("poller read of %d ids failed (%r); retrying later", len(ids), exc)
             result = exc
@@ -458,17 +476,28 @@ class ConversationPoller:
         item.interval = min(self.max_interval, item.interval * 2)
         item.due = now + item.interval
 
-    def _observe(self, item: _Item, model: Model | None, now: float) -> None:
+    def _observe(self, item: _Item, raw: Raw | None, now: float) -> None:
         if self._active.get(item.id) is not item:
             return  # untracked (or re-tracked) while the read was in flight
-        if model is None:
+        if raw is None:
             del self._active[item.id]
             self._done[item.id] = None
             self._missing_kinds[item.id] = item.kind
             self._emit(StatusChange(item.id, item.kind, item.status, MISSING, None, True, True))
             return
+        status = _raw_status(item.kind, raw)
+        if status is not None and status == item.status:
+            self._back_off(item, now)
+            return
+        path = _START_TASKS_PATH if item.kind == "start_task" else _CONVERSATIONS_PATH
+        cls: type[Model] = StartTask if item.kind == "start_task" else Conversation
+        try:
+            model = structure(raw, cls, method="GET", url=self._client.url(path))
+        except ResponseValidationError as exc:  # one bad object: read it again later
+            log.info("poller read of %s failed (%r); retrying later", item.id, exc)
+            self._back_off(item, now)
+            return
         status = _status_of(model)
-        item.model = model
         if status == item.status:
             self._back_off(item, now)
             return
@@ -501,3 +530,19 @@ class ConversationPoller:
         if self._idle is not None:
             self._idle.set()
         self._broadcast(_IDLE)
+
+
+def _check_batch(data: Any, n: int, url: str) -> list[Raw | None]:
+    """A batch answer must be a list of `n` objects or nulls, in the order asked."""
+    if (
+        not isinstance(data, list)
+        or len(data) != n
+        or not all(x is None or isinstance(x, dict) for x in data)
+    ):
+        raise ResponseValidationError(
+            f"asked for {n} ids, the server did not answer a list of {n} objects or nulls",
+            method="GET",
+            url=url,
+            body=data,
+        )
+    return data

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import math
+import tracemalloc
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import openhands_async as oh
+from openhands_async._converter import structure
+from openhands_async.poller import _raw_status, _status_of
 from openhands_async.testing import FakeCloud, Fault
 
 from .conftest import eventually
@@ -43,19 +49,25 @@ def _poll_requests(cloud: FakeCloud) -> int:
 
 
 def _count_cycles(
-    poller: oh.ConversationPoller, cloud: FakeCloud, log: list[tuple[int, int, int]]
+    poller: oh.ConversationPoller, cloud: FakeCloud, log: list[tuple[int, int, int, int]]
 ) -> None:
-    """Record (due start tasks, due conversations, requests the server saw) per cycle."""
+    """Record per cycle: due start tasks, due conversations, and the start-task and
+    conversation requests the server saw while the cycle ran.
+
+    A cycle awaits all its reads and the next one starts only after it, and the fake counts
+    a request when it arrives, so the counts belong to that cycle however slow the loop is.
+    """
     original = poller._cycle
 
     async def counted(due: Sequence[Any]) -> None:
-        before = _poll_requests(cloud)
+        tasks0, convs0 = cloud.requests["get_start_tasks"], cloud.requests["get_conversations"]
         await original(due)
         log.append(
             (
                 poller.stats.last_due_start_tasks,
                 poller.stats.last_due_conversations,
-                _poll_requests(cloud) - before,
+                cloud.requests["get_start_tasks"] - tasks0,
+                cloud.requests["get_conversations"] - convs0,
             )
         )
 
@@ -137,6 +149,10 @@ async def test_hundreds_of_items_reach_every_terminal_state(fast_cloud: FakeClou
 
 
 async def test_requests_per_cycle_follow_the_formula(fast_cloud: FakeCloud) -> None:
+    # Nothing here depends on timing: which items share a later cycle does (how far the
+    # conversations got when they are read), but every cycle must match the formula, the
+    # first one reads everything tracked before the start, and the conversations the start
+    # tasks hand over need at least one more cycle.
     cloud = fast_cloud
     conv_ids = _seed(cloud, 250, message="x [fake:run_seconds=6]")
     conv_ids += _seed(cloud, 60, message="x [fake:run_seconds=12]")
@@ -144,20 +160,31 @@ async def test_requests_per_cycle_follow_the_formula(fast_cloud: FakeCloud) -> N
         tasks = await asyncio.gather(
             *(client.conversations.start("t [fake:run_seconds=4]") for _ in range(120))
         )
+        before = _poll_requests(cloud)
         poller = client.poller(interval=0.05, max_in_flight=3)
         poller.track_conversations(conv_ids)
         poller.track_start_tasks(t.id for t in tasks)
-        log: list[tuple[int, int, int]] = []
+        log: list[tuple[int, int, int, int]] = []
         _count_cycles(poller, cloud, log)
-        await poller.wait(timeout=30)
+        results = await poller.wait(timeout=30)
         await poller.aclose()
 
+    assert log[0] == (120, 310, 2, 4)  # ceil(120/99) + ceil(310/99)
     assert len(log) == poller.stats.cycles >= 2
-    for due_tasks, due_convs, sent in log:
-        assert sent == math.ceil(due_tasks / 99) + math.ceil(due_convs / 99)
-    assert max(d for d, _, _ in log) == 120  # the first cycle: 2 start-task chunks
-    assert max(c for _, c, _ in log) == 310  # 4 conversation chunks
-    assert sum(s for _, _, s in log) == poller.stats.requests == _poll_requests(cloud)
+    for due_tasks, due_convs, sent_tasks, sent_convs in log:
+        assert sent_tasks == math.ceil(due_tasks / 99)
+        assert sent_convs == math.ceil(due_convs / 99)
+    assert sum(t + c for _, _, t, c in log) == poller.stats.requests
+    assert poller.stats.requests == _poll_requests(cloud) - before
+    # Each batch read asked for at most 99 ids, each tracked id at least once.
+    asked = [
+        [value for key, value in r.query if key == "ids"]
+        for r in cloud.request_log
+        if r.route in POLL_ROUTES
+    ]
+    assert all(1 <= len(ids) <= 99 for ids in asked)
+    assert {i for ids in asked for i in ids} >= {*conv_ids, *(t.id for t in tasks)}
+    assert len(results) == 310 + 120 + 120  # every start task hands over a conversation
 
 
 async def test_429_pauses_every_caller_for_retry_after(fast_cloud: FakeCloud) -> None:
@@ -289,7 +316,7 @@ async def test_paused_is_reported_and_followed_to_the_end() -> None:
             poller.track_start_task(task.id)
             await until(lambda: statuses.get(oldest) == "PAUSED")
             await asyncio.sleep(0.5)  # a paused conversation stays PAUSED and is still followed
-            assert oldest in [i for i, m in poller.results().items() if m is not None]
+            assert oldest not in poller.results()  # not finished: still followed
             assert poller.tracked >= 1
             assert statuses[oldest] == "PAUSED"
             # Resume it behind the API's back (FakeCloud has no resume route).
@@ -400,3 +427,101 @@ async def test_as_completed_after_the_fact_replays_finished_items(fast_cloud: Fa
     assert done[ghost_task].kind == "start_task"
     assert done[ghost_task].missing
     assert done[conv].new == "RUNNING/finished"
+
+
+async def test_followed_items_keep_no_model(fast_cloud: FakeCloud) -> None:
+    # Per followed item only id/kind/status/schedule stay (a Conversation model is ~2 KB);
+    # the final model is kept once the item is done, for wait() and as_completed().
+    cloud = fast_cloud
+    n = 500
+
+    async def first_reads(poller: oh.ConversationPoller, ids: list[str]) -> None:
+        poller.track_conversations(ids)
+        stream = poller.changes()
+        for _ in ids:  # each item's first read is a change, with its model
+            assert isinstance((await stream.__anext__()).model, oh.Conversation)
+
+    async with _client(cloud) as client:
+        # Warm-up: one-off caches (URL parsing, generated structure code) fill here.
+        warm = client.poller(interval=10.0)
+        await first_reads(warm, _seed(cloud, 100, message="x [fake:run_seconds=2000]"))
+        await warm.aclose()
+        ids = _seed(cloud, n, message="x [fake:run_seconds=2000]")
+        poller = client.poller(interval=10.0)
+        gc.collect()
+        tracemalloc.start(40)
+        try:
+            before = tracemalloc.take_snapshot()
+            await first_reads(poller, ids)
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+        assert poller.results() == {}  # nothing is final yet
+        await poller.aclose()
+    # The fake runs in this process: leave out what it allocated.
+    server = [tracemalloc.Filter(False, "*/openhands_async/testing/*", all_frames=True)]
+    grown = sum(
+        d.size_diff
+        for d in after.filter_traces(server).compare_to(before.filter_traces(server), "filename")
+    )
+    assert grown / n < 600  # measured ~420 B, ~200 of it the poller's own
+
+
+_MAYBE = st.sampled_from([None, "absent"])
+
+
+@given(
+    sandbox=st.sampled_from(["STARTING", "RUNNING", "PAUSED", "ERROR", "MISSING", "NEW"]) | _MAYBE,
+    execution=st.sampled_from(["idle", "running", "finished", "stuck", "novel"]) | _MAYBE,
+    task=st.sampled_from(["WORKING", "READY", "ERROR", "STARTING_SANDBOX", "NEW"]) | _MAYBE,
+)
+def test_raw_status_matches_the_models(
+    sandbox: str | None, execution: str | None, task: str | None
+) -> None:
+    # The poller compares unchanged items by their raw status fields and builds a model
+    # only on a change, so both ways must give the same status string.
+    conv: dict[str, Any] = {"id": uuid.uuid4().hex}
+    if sandbox != "absent":
+        conv["sandbox_status"] = sandbox
+    if execution != "absent":
+        conv["execution_status"] = execution
+    start: dict[str, Any] = {"id": uuid.uuid4().hex}
+    if task != "absent":
+        start["status"] = task
+    for kind, raw, cls in (
+        ("conversation", conv, oh.Conversation),
+        ("start_task", start, oh.StartTask),
+    ):
+        status = _raw_status(kind, raw)  # type: ignore[arg-type]
+        try:
+            model = structure(raw, cls)
+        except oh.ResponseValidationError:
+            assert status is None  # a null status: the model cannot be built either
+            continue
+        assert status == _status_of(model)
+
+
+async def test_an_object_that_does_not_fit_is_read_again(fast_cloud: FakeCloud) -> None:
+    cloud = fast_cloud
+    (cid,) = _seed(cloud, 1, message="x [fake:run_seconds=4]")
+    async with _client(cloud) as client:
+        real = client.request
+        broken = 2
+
+        async def request(*args: Any, **kwargs: Any) -> Any:
+            nonlocal broken
+            data = await real(*args, **kwargs)
+            if broken:  # the first reads carry a status that fits no model
+                broken -= 1
+                data[0]["sandbox_status"] = {"not": "a status"}
+            return data
+
+        client.request = request  # type: ignore[method-assign]
+        poller = client.poller(interval=0.05)
+        poller.track_conversation(cid)
+        changes = [c async for c in poller.changes()]
+        await poller.aclose()
+    assert poller.stats.reads >= 3
+    assert changes[0].old is None  # the broken reads were not reported
+    assert changes[-1].new == "RUNNING/finished"
