@@ -193,7 +193,9 @@ async def iter_start_tasks(
         # ijson's C backend re-raises an exception thrown into its await chain without
         # passing it through the reader's `read`, so network errors are mapped here too.
         raise reader.connection_error(exc) from exc
-    except ijson.JSONError as exc:
+    except (ijson.JSONError, UnicodeDecodeError) as exc:
+        # yajl lets some invalid UTF-8 through (surrogates, overlong forms); Python's decode
+        # of the string then fails, and that is malformed JSON too.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if reader.eof and "premature EOF" in reason:
             if reader.offset == 0:
