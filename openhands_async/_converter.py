@@ -38,6 +38,14 @@ def _parse_datetime(value: Any, _: type) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def _structure_str(value: Any, cls: type[str]) -> str:
+    # cattrs would call str() on anything, so a null id came out as the string "None". Also
+    # serves the str-based enums (cls(value) keeps their open-enum handling).
+    if isinstance(value, str):
+        return value if cls is str else cls(value)
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
 def _structure_content(value: Any, _: type) -> TextContent | ImageContent:
     if not isinstance(value, dict):
         raise TypeError(f"message content must be an object, got {type(value).__name__}")
@@ -67,6 +75,7 @@ def _structure_event(value: Any, _: type) -> Event:
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv = _make_json_converter(forbid_extra_keys=strict, detailed_validation=True)
     conv.register_structure_hook(datetime, _parse_datetime)
+    conv.register_structure_hook(str, _structure_str)
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
     conv.register_structure_hook(TextContent | ImageContent, _structure_content)
     # Events keep their raw object: kinds and their fields vary too much to type them all.
