@@ -92,6 +92,9 @@ async def test_hostile_bodies_give_typed_errors(call: str, fault: str) -> None:
                 got = exc
             # The exact class, not a parent: callers branch on it.
             assert (None if got is None else type(got)) is expected, repr(got)
+            if fault == "text-plain-200":
+                assert isinstance(got, oh.ResponseValidationError)
+                assert got.content_type == "text/plain"
             assert client.session is not None
             assert not client.session.connector._acquired  # type: ignore[union-attr]
         assert cloud.duplicate_starts == 0
