@@ -42,6 +42,12 @@ HOSTILE: dict[str, Fault] = {
     "nested-deep-500": Fault(status=500, body="[" * 100_000 + "]" * 100_000),
 }
 
+
+async def _stream_start(c: oh.OpenHandsClient) -> None:
+    async for _ in c.conversations.stream_start("hi", poll_interval=0.01):
+        pass
+
+
 CALLS: dict[str, Any] = {
     "conversations.count": lambda c: c.conversations.count(),
     "conversations.search": lambda c: c.conversations.search().to_list(),
@@ -49,6 +55,7 @@ CALLS: dict[str, Any] = {
     "start_tasks.search": lambda c: c.start_tasks.search().to_list(),
     "sandboxes.search": lambda c: c.sandboxes.search().to_list(),
     "start": lambda c: c.conversations.start("hi"),
+    "stream_start": _stream_start,
 }
 
 
@@ -75,11 +82,24 @@ START: dict[str, type[oh.OpenHandsError] | None] = {
     "empty-502": oh.StartUnconfirmedError,
 }
 
+# stream_start parses a 2xx body as a stream: anything but a JSON array of start tasks is a
+# StreamError, raised at once. An empty body is a stream that broke before its first element:
+# the start is looked up, not found, and not re-sent (APIConnectionError). A 5xx is looked up
+# the same way; found nowhere, its status decides.
+STREAM: dict[str, type[oh.OpenHandsError] | None] = {
+    **{name: oh.StreamError for name in HOSTILE},
+    "html-500": oh.InternalServerError,
+    "nested-deep-500": oh.InternalServerError,
+    "empty-200": oh.APIConnectionError,
+    "empty-502": oh.StartUnconfirmedError,
+}
+EXPECTED = {"start": START, "stream_start": STREAM}
+
 
 @pytest.mark.parametrize("fault", list(HOSTILE))
 @pytest.mark.parametrize("call", list(CALLS))
 async def test_hostile_bodies_give_typed_errors(call: str, fault: str) -> None:
-    expected = (START if call == "start" else READS)[fault]
+    expected = EXPECTED.get(call, READS)[fault]
     async with FakeCloud(time_scale=0.01) as cloud:
         cloud.add_fault(HOSTILE[fault])
         async with oh.OpenHandsClient(
@@ -92,7 +112,7 @@ async def test_hostile_bodies_give_typed_errors(call: str, fault: str) -> None:
                 got = exc
             # The exact class, not a parent: callers branch on it.
             assert (None if got is None else type(got)) is expected, repr(got)
-            if fault == "text-plain-200":
+            if fault == "text-plain-200" and call != "stream_start":
                 assert isinstance(got, oh.ResponseValidationError)
                 assert got.content_type == "text/plain"
             assert client.session is not None
@@ -220,6 +240,16 @@ def test_stream_invalid_utf8_that_yajl_accepts_is_a_stream_error(bad: bytes) -> 
     at = data.index(b'"WORKING"') + 2
     got, err = asyncio.run(_parse(data[:at] + bad + data[at:], []))
     assert type(err) is oh.StreamError
+    assert got == []
+
+
+def test_stream_deep_nesting_is_refused_fast() -> None:
+    # ijson's prefixes made 100 000 nested `[` cost tens of GB (the process was killed);
+    # 20 000 took 1 GB. The message shows the cap, not the memory, stopped it.
+    depth = 20_000
+    got, err = asyncio.run(asyncio.wait_for(_parse(b"[" * depth + b"]" * depth, []), 5))
+    assert type(err) is oh.StreamError
+    assert "too deep" in str(err)
     assert got == []
 
 
