@@ -61,6 +61,14 @@ def _parse_datetime(value: Any, _: type) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def _structure_str(value: Any, cls: type[str]) -> str:
+    # cattrs would call str() on anything, so a null id came out as the string "None". Also
+    # serves the str-based enums (cls(value) keeps their open-enum handling).
+    if isinstance(value, str):
+        return value if cls is str else cls(value)
+    raise TypeError(f"expected a string, got {type(value).__name__}")
+
+
 def _structure_content(value: Any, _: type) -> TextContent | ImageContent:
     if not isinstance(value, dict):
         raise TypeError(f"message content must be an object, got {type(value).__name__}")
@@ -128,6 +136,7 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
     for status_enum in (StartTaskStatus, SandboxStatus, ExecutionStatus):
         conv.register_structure_hook(status_enum, _enum_hook(status_enum))
     conv.register_structure_hook(datetime, _parse_datetime)
+    conv.register_structure_hook(str, _structure_str)
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
     conv.register_structure_hook(TextContent | ImageContent, _structure_content)
     # The stream structures the request its elements repeat once and hands that object back.

@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import ijson
@@ -146,6 +146,49 @@ class CountingReader:
         return err
 
 
+# Far deeper than a start task nests; a body past it is hostile or broken.
+MAX_DEPTH = 64
+_OPEN = frozenset({"start_map", "start_array"})
+_CLOSE = frozenset({"end_map", "end_array"})
+
+
+async def _array_elements(
+    reader: CountingReader, *, too_deep: Callable[[], Exception]
+) -> AsyncIterator[Any]:
+    """Each element of a top-level JSON array, as `ijson.items_async(reader, "item")` yields
+    them (nothing if the top level is not an array), but nesting is capped at MAX_DEPTH.
+
+    ijson's prefix strings cost memory quadratic in the depth: 100 000 nested `[` in a
+    200 KB body took tens of GB. Its basic events carry no prefixes.
+    """
+    depth = 0
+    in_array = False
+    builder: ijson.common.ObjectBuilder | None = None
+    async for event, value in ijson.basic_parse_async(reader, use_float=True):
+        if event in _OPEN:
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise too_deep()
+            if depth == 1:
+                in_array = event == "start_array"
+                continue
+        elif event in _CLOSE:
+            depth -= 1
+            if depth == 0:
+                continue
+        if not in_array:
+            continue
+        if builder is None and event not in _OPEN:
+            yield value  # a scalar element
+            continue
+        if builder is None:
+            builder = ijson.common.ObjectBuilder()
+        builder.event(event, value)
+        if depth == 1:  # the element's closing bracket
+            yield builder.value
+            builder = None
+
+
 async def iter_start_tasks(
     reader: CountingReader, *, method: str = "", url: str = ""
 ) -> AsyncIterator[StartTask]:
@@ -172,7 +215,7 @@ async def iter_start_tasks(
         )
 
     to_task = structurer(StartTask, method=method, url=url)
-    items = ijson.items_async(reader, "item", use_float=True)
+    items = _array_elements(reader, too_deep=lambda: fail("stream-start body nests too deep"))
     try:
         async for item in items:
             if not isinstance(item, dict):
@@ -206,7 +249,9 @@ async def iter_start_tasks(
         # ijson's C backend re-raises an exception thrown into its await chain without
         # passing it through the reader's `read`, so network errors are mapped here too.
         raise reader.connection_error(exc) from exc
-    except ijson.JSONError as exc:
+    except (ijson.JSONError, UnicodeDecodeError) as exc:
+        # yajl lets some invalid UTF-8 through (surrogates, overlong forms); Python's decode
+        # of the string then fails, and that is malformed JSON too.
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if reader.eof and "premature EOF" in reason:
             if reader.offset == 0:

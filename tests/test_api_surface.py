@@ -174,8 +174,9 @@ async def test_workspace_reads(client: oh.OpenHandsClient, cloud: FakeCloud) -> 
     diff = await client.conversations.git_diff(cid, "hello.txt")
     assert diff["modified"] == "hello\n"
     assert await client.conversations.read_file(cid, "hello.txt") == "hello\n"
-    with pytest.raises(oh.NotFoundError):
-        await client.conversations.read_file(cid, "nope.txt")
+    # The server reads a missing file (or an unknown conversation's) as "", not a 404.
+    assert await client.conversations.read_file(cid, "nope.txt") == ""
+    assert await client.conversations.read_file(uuid.uuid4().hex, "hello.txt") == ""
 
 
 # ---------------------------------------------------------------- events

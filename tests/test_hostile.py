@@ -42,6 +42,12 @@ HOSTILE: dict[str, Fault] = {
     "nested-deep-500": Fault(status=500, body="[" * 100_000 + "]" * 100_000),
 }
 
+
+async def _stream_start(c: oh.OpenHandsClient) -> None:
+    async for _ in c.conversations.stream_start("hi", poll_interval=0.01):
+        pass
+
+
 CALLS: dict[str, Any] = {
     "conversations.count": lambda c: c.conversations.count(),
     "conversations.search": lambda c: c.conversations.search().to_list(),
@@ -49,22 +55,70 @@ CALLS: dict[str, Any] = {
     "start_tasks.search": lambda c: c.start_tasks.search().to_list(),
     "sandboxes.search": lambda c: c.sandboxes.search().to_list(),
     "start": lambda c: c.conversations.start("hi"),
+    "stream_start": _stream_start,
 }
+
+
+# What each hostile body gives, as docs/reliability.md's table says (None: the call succeeds).
+# 5xx bodies are never parsed: the status decides. Any 2xx body that is not the promised JSON
+# is a ResponseValidationError.
+READS: dict[str, type[oh.OpenHandsError] | None] = {
+    "html-500": oh.InternalServerError,
+    "empty-502": oh.InternalServerError,  # after the retry: 502 every time
+    "nested-deep-500": oh.InternalServerError,
+    **{
+        name: oh.ResponseValidationError
+        for name in HOSTILE
+        if name not in ("html-500", "empty-502", "nested-deep-500")
+    },
+}
+# A start whose answer is a 5xx looks itself up instead of raising: a one-off 500 finds no
+# task and sends once more (the handler never ran), so it succeeds; when the look-up fails
+# too (502 forever) the start may or may not have happened and nothing is re-sent.
+START: dict[str, type[oh.OpenHandsError] | None] = {
+    **READS,
+    "html-500": None,
+    "nested-deep-500": None,
+    "empty-502": oh.StartUnconfirmedError,
+}
+
+# stream_start parses a 2xx body as a stream: anything but a JSON array of start tasks is a
+# StreamError, raised at once. An empty body is a stream that broke before its first element:
+# the start is looked up, not found, and not re-sent (APIConnectionError). A 5xx is looked up
+# the same way; found nowhere, its status decides.
+STREAM: dict[str, type[oh.OpenHandsError] | None] = {
+    **{name: oh.StreamError for name in HOSTILE},
+    "html-500": oh.InternalServerError,
+    "nested-deep-500": oh.InternalServerError,
+    "empty-200": oh.APIConnectionError,
+    "empty-502": oh.StartUnconfirmedError,
+}
+EXPECTED = {"start": START, "stream_start": STREAM}
 
 
 @pytest.mark.parametrize("fault", list(HOSTILE))
 @pytest.mark.parametrize("call", list(CALLS))
 async def test_hostile_bodies_give_typed_errors(call: str, fault: str) -> None:
+    expected = EXPECTED.get(call, READS)[fault]
     async with FakeCloud(time_scale=0.01) as cloud:
         cloud.add_fault(HOSTILE[fault])
         async with oh.OpenHandsClient(
             api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST
         ) as client:
-            with contextlib.suppress(oh.OpenHandsError):
+            got: BaseException | None = None
+            try:
                 await asyncio.wait_for(CALLS[call](client), 20)
+            except oh.OpenHandsError as exc:
+                got = exc
+            # The exact class, not a parent: callers branch on it.
+            assert (None if got is None else type(got)) is expected, repr(got)
+            if fault == "text-plain-200" and call != "stream_start":
+                assert isinstance(got, oh.ResponseValidationError)
+                assert got.content_type == "text/plain"
             assert client.session is not None
             assert not client.session.connector._acquired  # type: ignore[union-attr]
         assert cloud.duplicate_starts == 0
+        assert cloud.starts_received <= 1
 
 
 def test_unknown_enum_values_and_fields_parse() -> None:
@@ -75,9 +129,26 @@ def test_unknown_enum_values_and_fields_parse() -> None:
     body["brand_new_field"] = {"x": 1}
     got = structure(body, oh.Conversation)
     assert str(got.sandbox_status.value) == "HIBERNATING"
-    for field in list(body):  # null where the spec says a value: parsed or a typed error
-        with contextlib.suppress(oh.ResponseValidationError):
-            structure({**body, field: None}, oh.Conversation)
+    assert got.execution_status is not None
+    assert str(got.execution_status.value) == "dreaming"
+
+
+# Fields of a conversation that a null makes unusable; a null anywhere else reads as None
+# (the model's Optional fields, some of which the spec marks non-null: created_at, sandbox_id).
+NULL_IS_INVALID = {"id", "pr_number", "sandbox_status", "sub_conversation_ids", "tags"}
+
+
+def test_null_fields_parse_or_raise_exactly_as_documented() -> None:
+    batch = capture_body("app-conversations_batch_get_nonstream.txt")
+    body = batch[0] if isinstance(batch, list) else batch
+    assert set(body) >= NULL_IS_INVALID
+    for field in body:
+        data = {**body, field: None}
+        if field in NULL_IS_INVALID:
+            with pytest.raises(oh.ResponseValidationError):
+                structure(data, oh.Conversation)
+        else:
+            assert getattr(structure(data, oh.Conversation), field) is None, field
 
 
 # ---------------------------------------------------------------- spec-generated bodies
@@ -159,6 +230,27 @@ mutation = st.one_of(
     st.tuples(st.just("flip"), st.integers(0, 10**6), st.binary(min_size=1, max_size=1)),
     st.tuples(st.just("none"), st.just(0), st.just(b"")),
 )
+
+
+@pytest.mark.parametrize("bad", [b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\x80"])
+def test_stream_invalid_utf8_that_yajl_accepts_is_a_stream_error(bad: bytes) -> None:
+    # A surrogate / out-of-range / overlong sequence inside a string passes yajl, then fails
+    # Python's decode: that UnicodeDecodeError used to escape (found by the fuzz test below).
+    data = raw("stream-start.raw")
+    at = data.index(b'"WORKING"') + 2
+    got, err = asyncio.run(_parse(data[:at] + bad + data[at:], []))
+    assert type(err) is oh.StreamError
+    assert got == []
+
+
+def test_stream_deep_nesting_is_refused_fast() -> None:
+    # ijson's prefixes made 100 000 nested `[` cost tens of GB (the process was killed);
+    # 20 000 took 1 GB. The message shows the cap, not the memory, stopped it.
+    depth = 20_000
+    got, err = asyncio.run(asyncio.wait_for(_parse(b"[" * depth + b"]" * depth, []), 5))
+    assert type(err) is oh.StreamError
+    assert "too deep" in str(err)
+    assert got == []
 
 
 @pytest.mark.parametrize("name", STREAMS)

@@ -343,7 +343,8 @@ class Conversations(Resource):
         return structure(data, dict[str, Any], url=self._client.url(f"{_PATH}/{cid}/git/diff"))
 
     async def read_file(self, conversation_id: str, file_path: str) -> str:
-        """The text of a file in the conversation's workspace."""
+        """The text of a file in the conversation's workspace; "" if it (or the conversation)
+        does not exist, as the server answers that way rather than with a 404."""
         cid = normalize_uuid(conversation_id, "conversation_id")
         path = f"{_PATH}/{cid}/file"
         data = await self._client.request("GET", path, params={"file_path": file_path})

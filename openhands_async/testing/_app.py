@@ -529,6 +529,12 @@ def _next_page(offset: int, limit: int, total: int) -> str | None:
 
 
 def _decode_page(page_id: str | None) -> int:
+    """The offset a cursor stands for; 0 (the first page) for a cursor we never issued.
+
+    The real server answers an unparseable page_id with the first page, not an error (its
+    search services catch the ValueError: "If page_id is not a valid integer, start from
+    beginning"), and the spec documents no 400 for searches.
+    """
     if page_id is None:
         return 0
     try:
@@ -538,4 +544,4 @@ def _decode_page(page_id: str | None) -> int:
             return int(number)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
-    raise BadRequest(f"Invalid page_id: {page_id!r}")
+    return 0

@@ -268,12 +268,11 @@ class ConversationRoutes:
         query = QueryReader(request.query)
         file_path = query.text("file_path")
         query.check()
+        # Like the real server (and the spec's description): an unknown conversation or a
+        # missing file reads as "", never a 404.
         conv = self._conversation(request)
-        if conv is None:
-            return self._missing()
-        if file_path != WORKSPACE_FILE:
-            return self._missing(f"File not found: {file_path}")
-        return json_response(WORKSPACE_TEXT)
+        found = conv is not None and file_path == WORKSPACE_FILE
+        return json_response(WORKSPACE_TEXT if found else "")
 
     # -- sandboxes ---------------------------------------------------------------------
 

@@ -233,8 +233,9 @@ class EventRoutes:
         page_id = query.text("page_id")
         limit = query.integer("limit", 100, gt=0, le=100)
         if conv is None:
+            # openhands-ai 1.11.0 lists no events for an unknown conversation (no 404).
             query.check()
-            return json_response({"detail": "Not Found"}, 404)
+            return json_response({"items": [], "next_page_id": None})
         matches = sorted(self._matches(query, conv), key=lambda e: e["_at"])
         if order == "TIMESTAMP_DESC":
             matches.reverse()
@@ -267,6 +268,7 @@ class EventRoutes:
         if len(ids) > MAX_EVENT_IDS:
             raise BadRequest(f"Too many ids requested. Maximum is {MAX_EVENT_IDS}.")
         if conv is None:
-            return json_response({"detail": "Not Found"}, 404)
+            # openhands-ai 1.11.0: every event of an unknown conversation is missing (no 404).
+            return json_response([None] * len(ids))
         by_id = {e["id"]: e for e in visible(conv, self.cloud._clock.now())}
         return json_response([self.render(by_id[i]) if i in by_id else None for i in ids])

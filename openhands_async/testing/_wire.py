@@ -15,6 +15,7 @@ NOT_RUNNING = "FakeCloud is not running: use `async with FakeCloud()` or start()
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _BASE62_ONLY = str.maketrans("-_", "xQ")
 _ONE_US = timedelta(microseconds=1)
+_MAX_TIMESTAMP_US = 253_402_300_800 * 1_000_000  # 10000-01-01T00:00:00Z
 
 
 def new_id() -> str:
@@ -107,7 +108,9 @@ def parse_datetime_us(text: str) -> int | None:
             seconds = float(text)
         except ValueError:
             return None
-        return round(seconds * 1_000_000) if math.isfinite(seconds) else None
+        us = seconds * 1_000_000
+        # pydantic refuses timestamps past year 9999; 1.8e308 would also overflow round().
+        return round(us) if math.isfinite(us) and abs(us) < _MAX_TIMESTAMP_US else None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return (moment - _EPOCH) // _ONE_US
