@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 import ijson
@@ -64,6 +65,10 @@ class StreamTruncated(StreamError):
     """The body ended (cleanly, at EOF) in the middle of the array: a `StreamError`."""
 
 
+class _TooDeep(Exception):
+    """Raised by the reader, turned into a `StreamError` where the element count is known."""
+
+
 class CountingReader:
     """Wraps a byte source: counts bytes, keeps the last few hundred for error excerpts.
 
@@ -88,6 +93,7 @@ class CountingReader:
         self.eof = False
         self._tail = bytearray()
         self._started = False
+        self._nesting = NestingGuard()
 
     async def read(self, n: int = -1) -> bytes:
         if n == 0:
@@ -105,6 +111,8 @@ class CountingReader:
         self._tail += data
         if len(self._tail) > _TAIL:
             del self._tail[: len(self._tail) - _TAIL]
+        if not self._nesting.feed(data):
+            raise _TooDeep
         return data
 
     def _check_start(self, data: bytes) -> None:
@@ -148,45 +156,58 @@ class CountingReader:
 
 # Far deeper than a start task nests; a body past it is hostile or broken.
 MAX_DEPTH = 64
-_OPEN = frozenset({"start_map", "start_array"})
-_CLOSE = frozenset({"end_map", "end_array"})
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+# Keep quotes and brackets only, `{}` spelled `[]`: what nesting depth depends on.
+_SHAPE = bytes.maketrans(b"{}", b"[]")
+_NOT_SHAPE = bytes(set(range(256)) - set(b'"[]{}'))
 
 
-async def _array_elements(
-    reader: CountingReader, *, too_deep: Callable[[], Exception]
-) -> AsyncIterator[Any]:
-    """Each element of a top-level JSON array, as `ijson.items_async(reader, "item")` yields
-    them (nothing if the top level is not an array), but nesting is capped at MAX_DEPTH.
+class NestingGuard:
+    """Tracks a JSON body's nesting depth across chunks, at C speed (a few bytes methods
+    a chunk, no per-event Python), and raises once it passes MAX_DEPTH.
 
-    ijson's prefix strings cost memory quadratic in the depth: 100 000 nested `[` in a
-    200 KB body took tens of GB. Its basic events carry no prefixes.
+    ijson keeps a prefix string per open level, so memory grows with the square of the
+    depth: 100 000 nested `[` in a 200 KB body took tens of GB. Checking the bytes before
+    ijson sees them keeps its fast C `items` path for every element.
     """
-    depth = 0
-    in_array = False
-    builder: ijson.common.ObjectBuilder | None = None
-    async for event, value in ijson.basic_parse_async(reader, use_float=True):
-        if event in _OPEN:
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise too_deep()
-            if depth == 1:
-                in_array = event == "start_array"
-                continue
-        elif event in _CLOSE:
-            depth -= 1
-            if depth == 0:
-                continue
-        if not in_array:
-            continue
-        if builder is None and event not in _OPEN:
-            yield value  # a scalar element
-            continue
-        if builder is None:
-            builder = ijson.common.ObjectBuilder()
-        builder.event(event, value)
-        if depth == 1:  # the element's closing bracket
-            yield builder.value
-            builder = None
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self._in_string = False
+        self._escaped = False  # the chunk before ended inside a string, on a backslash
+
+    def feed(self, data: bytes) -> bool:
+        """Account for the next chunk; False once the body nests deeper than MAX_DEPTH."""
+        if self._escaped:
+            data, self._escaped = data[1:], False
+        # Escapes go first so an escaped quote cannot end a string; a lone backslash left
+        # at the very end escapes the next chunk's first byte.
+        if b"\\" in data:
+            data = _ESCAPE.sub(b"", data)
+            if data.endswith(b"\\"):
+                data, self._escaped = data[:-1], True
+        shape = data.translate(_SHAPE, _NOT_SHAPE)
+        if self._in_string:
+            close = shape.find(b'"')
+            if close < 0:
+                return True
+            shape, self._in_string = shape[close + 1 :], False
+        # Dropping two adjacent quotes leaves every other byte as much inside or outside a
+        # string as before, and clears most strings (no brackets in them) without a regex.
+        shape = _STRING.sub(b"", shape.replace(b'""', b""))
+        quote = shape.find(b'"')
+        if quote >= 0:  # a string still open at the chunk's end
+            shape, self._in_string = shape[:quote], True
+        opens = shape.count(b"[")
+        if self.depth + opens <= MAX_DEPTH:
+            self.depth += 2 * opens - len(shape)
+            return True
+        for byte in shape:
+            self.depth += 1 if byte == 0x5B else -1
+            if self.depth > MAX_DEPTH:
+                return False
+        return True
 
 
 async def iter_start_tasks(
@@ -215,7 +236,7 @@ async def iter_start_tasks(
         )
 
     to_task = structurer(StartTask, method=method, url=url)
-    items = _array_elements(reader, too_deep=lambda: fail("stream-start body nests too deep"))
+    items = ijson.items_async(reader, "item", use_float=True)
     try:
         async for item in items:
             if not isinstance(item, dict):
@@ -245,6 +266,8 @@ async def iter_start_tasks(
                 )
             count += 1
             yield task
+    except _TooDeep:
+        raise fail(f"stream-start body nests too deep (over {MAX_DEPTH} levels)") from None
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
         # ijson's C backend re-raises an exception thrown into its await chain without
         # passing it through the reader's `read`, so network errors are mapped here too.

@@ -11,10 +11,18 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import openhands_async as oh
 from openhands_async._converter import structure
-from openhands_async.streaming import CountingReader, StreamTruncated, iter_start_tasks
+from openhands_async.streaming import (
+    MAX_DEPTH,
+    CountingReader,
+    NestingGuard,
+    StreamTruncated,
+    iter_start_tasks,
+)
 from openhands_async.testing import FakeCloud, Fault, StreamBehavior
 
 from .captures import raw
@@ -479,3 +487,45 @@ async def test_cancelling_the_consumer_releases(slow_cloud: FakeCloud) -> None:
             await job
         assert no_acquired(client)
         assert slow_cloud.starts_received == 1
+
+
+# ---------------------------------------------------------------- nesting guard
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='ab"\\[]{}\n\u00e9', max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet='k"\\[{', max_size=3), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json_values, extra=st.sampled_from([0, 1]), data=st.data())
+def test_nesting_guard_measures_depth_across_any_chunking(
+    value: Any, extra: int, data: st.DataObject
+) -> None:
+    # Wrapped to just under or just over the cap, with strings full of quotes, escapes and
+    # brackets that must not count, cut into chunks anywhere (inside escapes too).
+    levels = MAX_DEPTH - _depth(value) + extra
+    body = json.dumps(value, ensure_ascii=False)
+    for i in range(levels):
+        body = f'{{"k{i}": {body}}}' if i % 2 else f"[{body}]"
+    raw_body = body.encode()
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(raw_body) - 1)), max_size=12)))
+    guard = NestingGuard()
+    ok = True
+    for start, end in zip([0, *cuts], [*cuts, len(raw_body)], strict=True):
+        ok = ok and guard.feed(raw_body[start:end])
+    assert ok is (extra == 0)
+    if ok:
+        assert guard.depth == 0
