@@ -129,6 +129,19 @@ def _enum_hook(cls: type[enum.Enum]) -> Callable[[Any, Any], Any]:
     return structure_enum
 
 
+def _object_hook(cls: type, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    # cattrs' generated hook tests `"field" in value`: on a string that is a substring test,
+    # so "abc" passed as a model with no required fields.
+    hook: Callable[[Any, Any], Any] = make_dict_structure_fn(cls, conv)
+
+    def structure_object(value: Any, type_: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+        return hook(value, type_)
+
+    return structure_object
+
+
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv = _make_json_converter(forbid_extra_keys=strict, detailed_validation=True)
     conv.register_structure_hook_factory(_is_optional, _optional_hook)
@@ -139,15 +152,16 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv.register_structure_hook(str, _structure_str)
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
     conv.register_structure_hook(TextContent | ImageContent, _structure_content)
+    conv.register_structure_hook_factory(attrs.has, _object_hook)
     # The stream structures the request its elements repeat once and hands that object back.
-    request_hook = make_dict_structure_fn(StartRequest, conv)
+    request_hook = _object_hook(StartRequest, conv)
     conv.register_structure_hook(
         StartRequest,
         lambda value, cls: value if isinstance(value, StartRequest) else request_hook(value, cls),
     )
     # Events keep their raw object: kinds and their fields vary too much to type them all.
     conv.register_structure_hook(Event, _structure_event)
-    user_hook = make_dict_structure_fn(User, conv)
+    user_hook = _object_hook(User, conv)
     conv.register_structure_hook(
         User, lambda value, cls: attrs.evolve(user_hook(value, cls), payload=dict(value))
     )

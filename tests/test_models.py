@@ -244,3 +244,20 @@ def test_optional_hook_agrees_with_cattrs(hint: Any) -> None:
         assert outcome(fast, value) == outcome(converter._structure_optional, value)
 
     check()
+
+
+@pytest.mark.parametrize("not_an_object", ["abc", "request", ["x"], 5])
+@pytest.mark.parametrize(
+    "model", [models.StartTask, models.StartRequest, models.Conversation, models.User]
+)
+def test_a_model_is_only_ever_read_from_a_json_object(model: type, not_an_object: Any) -> None:
+    # "request" would pass cattrs' `"field" in value` test as a substring of a string.
+    with pytest.raises(oh.ResponseValidationError, match="expected a JSON object"):
+        structure(not_an_object, model)
+
+
+@pytest.mark.parametrize("not_an_object", ["", "initial_message", ["x"]])
+def test_a_nested_request_that_is_not_an_object_is_refused(not_an_object: Any) -> None:
+    task = {"id": "a" * 32, "status": "WORKING", "created_at": "2025-01-01T00:00:00Z"}
+    with pytest.raises(oh.ResponseValidationError, match="request"):
+        structure({**task, "request": not_an_object}, models.StartTask)
