@@ -167,61 +167,35 @@ class _Active:
 _StartOutcome = _Active | JobResult | errors.ConcurrencyLimitError
 
 
-async def _next_change(stream: AsyncIterator[StatusChange]) -> StatusChange | None:
-    return await anext(stream, None)
-
-
 class _Changes:
-    """The poller's status changes, one at a time, across the poller's idle spells.
-
-    `poller.changes()` ends whenever nothing is tracked (e.g. all running jobs ended while
-    the next starts are in flight) and does not replay what it missed, so tracking opens a
-    new stream right away, before the poller can read anything (no await in between).
-    `next` is the task waiting for the next change.
-    """
+    """The poller's status changes, one at a time; `next` is the task waiting for the next
+    (None once the poller has closed). One stream for the whole run, open from the start,
+    so nothing is missed while the batch follows no job (all ended, the next starting)."""
 
     def __init__(self, poller: ConversationPoller) -> None:
-        self._poller = poller
-        self._stream: AsyncIterator[StatusChange] | None = None
-        self.next: asyncio.Task[StatusChange | None] | None = None
+        self._stream = poller.changes(until_idle=False)
+        self.next: asyncio.Task[StatusChange | None] | None = self._read_next()
 
-    def track_start_task(self, task_id: str) -> str:
-        key = self._poller.track_start_task(task_id)
-        self._open()
-        return key
+    def _read_next(self) -> asyncio.Task[StatusChange | None]:
+        return asyncio.get_running_loop().create_task(self._next())
 
-    def track_conversation(self, conversation_id: str) -> str:
-        key = self._poller.track_conversation(conversation_id)
-        self._open()
-        return key
-
-    def _open(self) -> None:
-        nxt = self.next
-        ended = nxt is None or (
-            nxt.done() and not nxt.cancelled() and nxt.exception() is None and nxt.result() is None
-        )
-        if ended:
-            self._stream = self._poller.changes()
-            self.next = asyncio.get_running_loop().create_task(_next_change(self._stream))
+    async def _next(self) -> StatusChange | None:
+        # A coroutine for create_task: anext()'s awaitable is one only by duck typing.
+        return await anext(self._stream, None)
 
     def take(self) -> StatusChange | None:
-        """The change `next` (done) holds, or None if that stream ended; then waits for more."""
+        """The change `next` (done) holds, and start reading the one after it."""
         assert self.next is not None
-        assert self._stream is not None
         change = self.next.result()  # raises the poller's error, if it stopped on one
-        if change is None:
-            self.next = self._stream = None
-        else:
-            self.next = asyncio.get_running_loop().create_task(_next_change(self._stream))
+        self.next = None if change is None else self._read_next()
         return change
 
     async def aclose(self) -> None:
         if self.next is not None:
             self.next.cancel()
             await asyncio.wait([self.next])
-        if self._stream is not None:
-            await cast("AsyncGenerator[StatusChange, None]", self._stream).aclose()
-        self.next = self._stream = None
+            self.next = None
+        await cast("AsyncGenerator[StatusChange, None]", self._stream).aclose()
 
 
 class BatchRun:
@@ -476,7 +450,7 @@ class _Run:
             self.hold_until = asyncio.get_running_loop().time() + _CAP_RETRY_DELAY
 
     def _follow(self, entry: _Active) -> None:
-        entry.key = self.changes.track_start_task(entry.task.id)
+        entry.key = self.poller.track_start_task(entry.task.id)
         self.active[entry.key] = entry
         if entry.row.conversation_id:  # minted by us, and the server keeps it
             entry.conversation_id = normalize_uuid(entry.row.conversation_id)
@@ -527,7 +501,7 @@ class _Run:
                 entry.conversation_id = normalize_uuid(model.app_conversation_id)
                 self.by_conversation[entry.conversation_id] = entry
             elif entry.conversation_id:  # the poller has no id to follow: use ours
-                self.changes.track_conversation(entry.conversation_id)
+                self.poller.track_conversation(entry.conversation_id)
             return
         if change.terminal:
             self._forget(entry)
@@ -576,7 +550,7 @@ class _Run:
         if entry.conversation_id:
             # Read it afresh: paused again before the next read, it would show no change.
             self.poller.untrack(entry.conversation_id)
-            self.changes.track_conversation(entry.conversation_id)
+            self.poller.track_conversation(entry.conversation_id)
         self._report()
 
     def _forget(self, entry: _Active) -> None:

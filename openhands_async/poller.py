@@ -259,13 +259,15 @@ class ConversationPoller:
 
     # ------------------------------------------------------------------ consuming
 
-    def changes(self) -> AsyncIterator[StatusChange]:
-        """Every status change from now on, in order; ends when nothing is left to follow.
+    def changes(self, *, until_idle: bool = True) -> AsyncIterator[StatusChange]:
+        """Every status change from now on, in order; ends when nothing is left to follow
+        (or, with `until_idle=False`, only when the poller closes: for consumers that keep
+        adding items, such as a service or the batch runner).
 
         Each call gets its own stream; changes seen before the call are not replayed.
         """
         queue = self._subscribe()
-        return self._drain(queue, only_terminal=False)
+        return self._drain(queue, only_terminal=False, until_idle=until_idle)
 
     def as_completed(self) -> AsyncIterator[StatusChange]:
         """The final `StatusChange` of each item as it finishes (already finished ones first).
@@ -286,7 +288,7 @@ class ConversationPoller:
             else:
                 change = StatusChange(key, "conversation", None, _status_of(model), model, True)
             queue.put_nowait(change)
-        return self._drain(queue, only_terminal=True)
+        return self._drain(queue, only_terminal=True, until_idle=True)
 
     async def wait(
         self, timeout: float | None = None
@@ -313,11 +315,11 @@ class ConversationPoller:
         return queue
 
     async def _drain(
-        self, queue: asyncio.Queue[_Queued], *, only_terminal: bool
+        self, queue: asyncio.Queue[_Queued], *, only_terminal: bool, until_idle: bool
     ) -> AsyncIterator[StatusChange]:
         try:
             while True:
-                if queue.empty() and (not self._active or not self.running):
+                if queue.empty() and (not self.running or (until_idle and not self._active)):
                     self._raise_if_failed()
                     return
                 item = await queue.get()

@@ -525,3 +525,28 @@ async def test_an_object_that_does_not_fit_is_read_again(fast_cloud: FakeCloud) 
     assert poller.stats.reads >= 3
     assert changes[0].old is None  # the broken reads were not reported
     assert changes[-1].new == "RUNNING/finished"
+
+
+async def test_changes_until_idle_false_stays_open_across_idle_spells(
+    fast_cloud: FakeCloud,
+) -> None:
+    first, second = _seed(fast_cloud, 2, message="x [fake:run_seconds=1]")
+    async with _client(fast_cloud) as client:
+        poller = client.poller(interval=0.05)
+        poller.track_conversation(first)
+        ending = poller.changes()  # the default: ends once nothing is followed
+        following = poller.changes(until_idle=False)
+        assert [c.id for c in [c async for c in ending] if c.terminal] == [first]
+        assert poller.tracked == 0
+        # Idle now: the open stream still waits, and sees an item tracked afterwards.
+        poller.track_conversation(second)
+        seen: list[str] = []
+        async for change in following:
+            if change.terminal:
+                seen.append(change.id)
+            if len(seen) == 2:
+                break
+        assert seen == [first, second]
+        rest = asyncio.ensure_future(anext(following, None))
+        await poller.aclose()
+        assert await rest is None  # closing the poller ends it
