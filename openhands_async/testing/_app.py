@@ -91,6 +91,12 @@ def json_response(
     )
 
 
+def concurrency_refusal(limit: int | None, current: int) -> web.Response:
+    """The Cloud's answer to a start (or resume) beyond the account's running cap."""
+    refusal = {"error": "CONCURRENCY_LIMIT_REACHED", "limit": limit, "current": current}
+    return json_response({"detail": refusal}, 429)
+
+
 @attrs.frozen
 class _ConversationFilters:
     title_contains: str | None
@@ -317,12 +323,7 @@ class Api:
         now = cloud._clock.now()
         current = store.make_room(now, cloud.max_running, cloud.cap_mode)
         if current is not None:
-            refusal = {
-                "error": "CONCURRENCY_LIMIT_REACHED",
-                "limit": cloud.max_running,
-                "current": current,
-            }
-            return json_response({"detail": refusal}, 429)
+            return concurrency_refusal(cloud.max_running, current)
         task = store.add_start(now, plan, body.echo, body.conversation_id)
         store.note_peak(now)
         return task

@@ -344,7 +344,7 @@ class ConversationRoutes:
         return json_response({"success": True})
 
     async def resume_sandbox(self, request: web.Request) -> web.StreamResponse:
-        from ._app import json_response
+        from ._app import concurrency_refusal, json_response
 
         record = self._sandbox(request)
         if record is None:
@@ -359,12 +359,7 @@ class ConversationRoutes:
         if runs_again:
             current = store.make_room(now, cloud.max_running, cloud.cap_mode)
             if current is not None:
-                refusal = {
-                    "error": "CONCURRENCY_LIMIT_REACHED",
-                    "limit": cloud.max_running,
-                    "current": current,
-                }
-                return json_response({"detail": refusal}, 429)
+                return concurrency_refusal(cloud.max_running, current)
         resume(store, conv, now)
         if runs_again:
             store.note_peak(now)
