@@ -1,5 +1,6 @@
-"""Hostile responses: malformed bodies over the wire, spec-generated bodies through
-`structure()`, and a fuzzed stream-start parser. Only typed errors may come out."""
+"""Hostile responses: malformed bodies over the wire, mutated and spec-generated bodies
+through `structure()`, and a fuzzed stream-start parser. Only typed errors may come out, and
+what parses must hold the body's values."""
 
 from __future__ import annotations
 
