@@ -72,7 +72,9 @@ def _structure_str(value: Any, cls: type[str]) -> str:
 def _structure_content(value: Any, _: type) -> TextContent | ImageContent:
     if not isinstance(value, dict):
         raise TypeError(f"message content must be an object, got {type(value).__name__}")
-    kind = value.get("type", "text" if "text" in value else None)
+    # `type` defaults server-side ("text" / "image"), so the spec lets a block omit it.
+    implied = "text" if "text" in value else "image" if "image_urls" in value else None
+    kind = value.get("type", implied)
     if kind == "text":
         return converter_for_content.structure(value, TextContent)
     if kind == "image":

@@ -1,16 +1,23 @@
-"""Hostile responses: malformed bodies over the wire, spec-generated bodies through
-`structure()`, and a fuzzed stream-start parser. Only typed errors may come out."""
+"""Hostile responses: malformed bodies over the wire, mutated and spec-generated bodies
+through `structure()`, and a fuzzed stream-start parser. Only typed errors may come out, and
+what parses must hold the body's values."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import copy
+import enum
 import itertools
+import types
+import typing
+from datetime import datetime, timezone
 from typing import Any
 
+import attrs
 import pytest
-from hypothesis import HealthCheck, given, settings
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import openhands_async as oh
@@ -20,6 +27,7 @@ from openhands_async.testing import FakeCloud, Fault
 
 from .captures import CAPTURES, raw
 from .captures import body as capture_body
+from .spec import load_spec
 
 FAST = oh.RetryPolicy(max_retries=1, initial_delay=0.01, max_delay=0.02)
 
@@ -189,6 +197,183 @@ def test_mutated_bodies_structure_or_raise_typed(name: str) -> None:
             structure(data, target)
 
     check()
+
+
+# Every response the SDK structures, by the SDK call that reads it: (method, spec path, the
+# type the call structures the 200 body into). stream_start structures each element of its
+# array as a StartTask, as list[StartTask] does here.
+APP = "/api/v1/app-conversations"
+EVENTS = "/api/v1/conversation/{conversation_id}/events"
+RESPONSES: dict[str, tuple[str, str, Any]] = {
+    "conversations.get_many": ("get", APP, list[oh.Conversation | None]),
+    "conversations.search": ("get", f"{APP}/search", oh.Page[oh.Conversation]),
+    "conversations.count": ("get", f"{APP}/count", int),
+    "conversations.start": ("post", APP, oh.StartTask),
+    "conversations.stream_start": ("post", f"{APP}/stream-start", list[oh.StartTask]),
+    "conversations.update": ("patch", f"{APP}/{{conversation_id}}", oh.Conversation),
+    "conversations.send_message": (
+        "post",
+        f"{APP}/{{conversation_id}}/send-message",
+        oh.SendMessageResult,
+    ),
+    "conversations.read_file": ("get", f"{APP}/{{conversation_id}}/file", str),
+    "conversations.git_diff": ("get", f"{APP}/{{conversation_id}}/git/diff", dict[str, Any]),
+    "start_tasks.get_many": ("get", f"{APP}/start-tasks", list[oh.StartTask | None]),
+    "start_tasks.search": ("get", f"{APP}/start-tasks/search", oh.Page[oh.StartTask]),
+    "start_tasks.count": ("get", f"{APP}/start-tasks/count", int),
+    "events.get_many": ("get", EVENTS, list[oh.Event | None]),
+    "events.search": ("get", f"{EVENTS}/search", oh.Page[oh.Event]),
+    "events.count": ("get", f"{EVENTS}/count", int),
+    "sandboxes.get_many": ("get", "/api/v1/sandboxes", list[oh.Sandbox | None]),
+    "sandboxes.search": ("get", "/api/v1/sandboxes/search", oh.Page[oh.Sandbox]),
+    "sandboxes.start": ("post", "/api/v1/sandboxes", oh.Sandbox),
+    "users.me": ("get", "/api/v1/users/me", oh.User),
+}
+BODY_EXAMPLES = 12
+
+
+def _body_operations() -> Any:
+    """schemathesis generates request bodies, not responses: each 200 response schema becomes
+    the body of a made-up POST, so its public `as_strategy()` (positive mode: values the
+    schema admits, $refs resolved, formats honoured) draws the responses."""
+    spec = load_spec()
+    _as_served(spec["components"]["schemas"])
+    paths = {}
+    for name, (method, path, _) in RESPONSES.items():
+        response = spec["paths"][path][method]["responses"]["200"]
+        schema = response["content"]["application/json"]["schema"]
+        paths[f"/{name}"] = {
+            "post": {
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": schema}},
+                },
+                "responses": {"200": {"description": "unused"}},
+            }
+        }
+    return schemathesis.openapi.from_dict({**spec, "paths": paths})
+
+
+def _as_served(schemas: dict[str, Any]) -> None:
+    """Two ways real answers are narrower than the spec, so that generated bodies look like
+    them (without these, most generated conversations, start tasks and events lack an id and
+    only test the error path):
+    - FastAPI serializes every field of a response model, so every property is present; the
+      spec marks fields with a server-side default (`id`, `timestamp`, ...) optional.
+    - Event timestamps are plain strings in the spec; the server writes ISO 8601
+      (captures/events_search.txt: "timestamp":"2026-11-22T22:59:31.165819").
+    """
+    for schema in schemas.values():
+        properties = schema.get("properties", {})
+        schema["required"] = list(properties)
+        stamp = properties.get("timestamp")
+        if isinstance(stamp, dict) and stamp.get("type") == "string" and "format" not in stamp:
+            stamp["format"] = "date-time"
+
+
+BODY_OPERATIONS = _body_operations()
+
+
+def assert_same(got: Any, body: Any, type_: Any, where: str = "$") -> None:
+    """`got` (structured as `type_`) holds exactly what `body` says, after the documented
+    normalizations: ISO timestamps to aware datetimes (no offset = UTC), open enums keep the
+    string as `.value`, a model field absent from the body takes the model's default, a
+    model's `payload` is the raw object. Fields the models do not have are not compared."""
+    origin, args = typing.get_origin(type_), typing.get_args(type_)
+    if type_ is Any:
+        assert got == body, where
+    elif origin in (typing.Union, types.UnionType):
+        if body is None and type(None) in args:
+            assert got is None, where
+            return
+        members = [a for a in args if a is not type(None)]
+        # TextContent | ImageContent: the member the SDK picked must hold the body's fields.
+        member = members[0] if len(members) == 1 else type(got)
+        assert member in members, where
+        assert_same(got, body, member, where)
+    elif origin is list:
+        assert type(got) is list, where
+        assert isinstance(body, list), where
+        assert len(got) == len(body), where
+        for i, (item, raw) in enumerate(zip(got, body, strict=True)):
+            assert_same(item, raw, args[0], f"{where}[{i}]")
+    elif origin is dict:
+        assert type(got) is dict, where
+        assert isinstance(body, dict), where
+        assert got.keys() == body.keys(), where
+        for key, raw in body.items():
+            assert_same(got[key], raw, args[1], f"{where}.{key}")
+    elif attrs.has(origin or type_):
+        _assert_same_model(got, body, origin or type_, args, where)
+    elif isinstance(type_, type) and issubclass(type_, enum.Enum):
+        assert type(got) is type_, where
+        assert got.value == body, where
+    elif type_ is datetime:
+        assert type(got) is datetime, where
+        assert isinstance(body, str), where
+        text = body[:-1] + "+00:00" if body.endswith(("Z", "z")) else body
+        want = datetime.fromisoformat(text)
+        want = want if want.tzinfo else want.replace(tzinfo=timezone.utc)
+        assert got == want, where
+        assert got.utcoffset() == want.utcoffset(), where
+    elif type_ is bool:
+        assert got is body, where
+    elif type_ in (int, float, str):
+        # 2.0 is a valid JSON-Schema integer: the value must be equal, the type the model's.
+        assert type(got) is type_, where
+        assert got == body, where
+    else:
+        raise AssertionError(f"{where}: no comparison rule for {type_!r}")
+
+
+def _assert_same_model(got: Any, body: Any, cls: type, args: tuple[Any, ...], where: str) -> None:
+    assert type(got) is cls, where
+    assert isinstance(body, dict), where
+    hints = typing.get_type_hints(cls)
+    params = dict(zip(getattr(cls, "__parameters__", ()), args, strict=False))  # Page[T]'s T
+    for field in attrs.fields(cls):
+        value, at = getattr(got, field.name), f"{where}.{field.name}"
+        hint = hints[field.name]
+        if typing.get_origin(hint) is list and typing.get_args(hint)[0] in params:
+            hint = list[params[typing.get_args(hint)[0]]]  # type: ignore[misc]
+        if field.name == "payload":
+            assert value == body, at
+        elif field.name in body:
+            assert_same(value, body[field.name], hint, at)
+        else:
+            default = field.default
+            if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+                default = default.factory()
+            assert value == default, at
+
+
+@pytest.mark.parametrize("name", list(RESPONSES))
+def test_spec_bodies_parse_to_the_same_values_or_raise_typed(name: str) -> None:
+    target = RESPONSES[name][2]
+    bodies = BODY_OPERATIONS[f"/{name}"]["POST"].as_strategy().map(lambda case: case.body)
+    compared: list[str] = []
+
+    # No shrinking: it takes minutes on bodies this large, and `where` in the assertion
+    # already names the field that differs.
+    @settings(
+        max_examples=BODY_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
+    @given(bodies)
+    def check(body: Any) -> None:
+        try:
+            got = structure(body, target)
+        except oh.ResponseValidationError:
+            return
+        assert_same(got, body, target)
+        compared.append(name)
+
+    check()
+    # Served-shaped bodies are valid: if none parsed, the SDK rejects real answers.
+    assert compared
 
 
 # ---------------------------------------------------------------- stream parser fuzzing

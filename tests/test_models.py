@@ -145,6 +145,15 @@ def test_start_request_mints_a_fresh_id_and_takes_content_lists() -> None:
     assert converter.structure(unstructure(b.initial_message), oh.Message) == b.initial_message
 
 
+def test_content_blocks_without_a_type_are_read_by_their_fields() -> None:
+    # The spec gives both blocks `type` a default, so {"image_urls": [...]} is a valid image
+    # block (found by the spec-generated bodies in test_hostile.py: it was rejected).
+    got = structure({"content": [{"image_urls": ["u"]}, {"text": "t"}]}, oh.Message)
+    assert got.content == [oh.ImageContent(["u"]), oh.TextContent("t")]
+    with pytest.raises(oh.ResponseValidationError):
+        structure({"content": [{"cache_prompt": True}]}, oh.Message)
+
+
 @pytest.mark.parametrize("message", ["", "   ", [], [""]])
 def test_empty_message_is_refused(message: object) -> None:
     with pytest.raises(ValueError, match="empty"):

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import os
 import re
 import threading
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -37,7 +35,8 @@ from schemathesis.specs.openapi.checks import (
 from openhands_async.testing import FakeCloud
 from openhands_async.testing._app import Api
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openapi" / "openhands-cloud.json"
+from .spec import load_spec
+
 MAX_EXAMPLES = int(os.environ.get("OH_SPEC_EXAMPLES", "15"))
 APP = "/api/v1/app-conversations"
 CHECKS = [
@@ -96,45 +95,8 @@ def _fake_routes() -> set[tuple[str, str]]:
     }
 
 
-def _spec() -> dict[str, Any]:
-    spec: dict[str, Any] = json.loads(SPEC.read_text())
-    # DELETE /api/v1/sandboxes/{id} declares only a `sandbox_id` query parameter, so no
-    # request can be built from it; declare the path parameter the path template names.
-    delete = spec["paths"]["/api/v1/sandboxes/{id}"]["delete"]
-    delete["parameters"].append(
-        {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-    )
-    _map_discriminators_by_const(spec)
-    return spec
-
-
-def _map_discriminators_by_const(node: Any, root: dict[str, Any] | None = None) -> None:
-    """Key every discriminator mapping by the `const` its target schema declares too.
-
-    The spec's mappings are keyed by mangled names ("openhands__sdk__event__...MessageEvent-
-    Output__1"), but every schema they point at pins its `kind` to the plain class name, and
-    the real server sends exactly that (captures/events_search.txt: "kind":"MessageEvent").
-    Without this, every event body fails the discriminator check whatever its content.
-    """
-    root = node if root is None else root
-    if isinstance(node, dict):
-        found = node.get("discriminator")
-        if isinstance(found, dict) and isinstance(found.get("mapping"), dict):
-            name = found["propertyName"]
-            for ref in list(found["mapping"].values()):
-                target = root["components"]["schemas"][ref.rsplit("/", 1)[-1]]
-                const = target.get("properties", {}).get(name, {}).get("const")
-                if isinstance(const, str):
-                    found["mapping"].setdefault(const, ref)
-        for value in node.values():
-            _map_discriminators_by_const(value, root)
-    elif isinstance(node, list):
-        for value in node:
-            _map_discriminators_by_const(value, root)
-
-
 FAKE_ROUTES = _fake_routes()
-RAW_SPEC = _spec()
+RAW_SPEC = load_spec()
 
 
 def _has_inputs(method: str, path: str) -> bool:
