@@ -116,7 +116,7 @@ Content = TextContent | ImageContent
 class Message:
     """A user message (the spec's SendMessageRequest)."""
 
-    content: list[Content]
+    content: list[Content] = attrs.field(factory=list)  # the spec requires none: []
     role: str = "user"
     run: bool = False
 

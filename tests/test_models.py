@@ -270,3 +270,12 @@ def test_a_nested_request_that_is_not_an_object_is_refused(not_an_object: Any) -
     task = {"id": "a" * 32, "status": "WORKING", "created_at": "2025-01-01T00:00:00Z"}
     with pytest.raises(oh.ResponseValidationError, match="request"):
         structure({**task, "request": not_an_object}, models.StartTask)
+
+
+def test_a_start_request_message_without_content_reads_as_empty() -> None:
+    # The spec's SendMessageRequest requires no field; the server defaults content to [].
+    task = {"id": "a" * 32, "status": "WORKING", "created_at": "2025-01-01T00:00:00Z"}
+    got = structure({**task, "request": {"initial_message": {"role": "user"}}}, models.StartTask)
+    assert got.request is not None
+    assert got.request.initial_message == models.Message(content=[], role="user")
+    assert got.request.initial_message.text == ""
