@@ -206,7 +206,8 @@ class _Progress:
         if self.out.json:
             return
         width = 20
-        fill = int(width * done / total) if total else width
+        # Before the first job is known the bar is empty, not full.
+        fill = width * done // total if total else (width if final else 0)
         bar = "#" * fill + "-" * (width - fill)
         line = (
             f"[{bar}] queued {p.queued} starting {p.starting} running {p.running} "
