@@ -8,6 +8,19 @@ import pytest
 import openhands_async as oh
 from openhands_async.testing import FakeCloud
 
+# What a successful start writes, in order: the expected answer, kept apart from the SDK's
+# and FakeCloud's own lists so a change to those shows up here.
+START_SEQUENCE = [
+    "WORKING",
+    "WAITING_FOR_SANDBOX",
+    "PREPARING_REPOSITORY",
+    "RUNNING_SETUP_SCRIPT",
+    "SETTING_UP_GIT_HOOKS",
+    "SETTING_UP_SKILLS",
+    "STARTING_CONVERSATION",
+    "READY",
+]
+
 
 @pytest.fixture
 async def cloud() -> AsyncIterator[FakeCloud]:

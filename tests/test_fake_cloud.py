@@ -15,6 +15,8 @@ import pytest
 
 from openhands_async.testing import FakeCloud, Fault, StreamBehavior
 
+from .conftest import START_SEQUENCE
+
 T = TypeVar("T")
 
 BASE = "/api/v1/app-conversations"
@@ -82,16 +84,6 @@ CONVERSATION_KEYS = [
     "session_api_key",
     "acp_server",
     "launched_agent_profile",
-]
-ALL_START_STATUSES = [
-    "WORKING",
-    "WAITING_FOR_SANDBOX",
-    "PREPARING_REPOSITORY",
-    "RUNNING_SETUP_SCRIPT",
-    "SETTING_UP_GIT_HOOKS",
-    "SETTING_UP_SKILLS",
-    "STARTING_CONVERSATION",
-    "READY",
 ]
 TERMINAL = {"finished", "error", "stuck", "waiting_for_confirmation"}
 
@@ -266,7 +258,7 @@ async def test_start_task_and_conversation_advance_to_the_end() -> None:
             return task
 
         task = await eventually(read, lambda t: t["status"] == "READY")
-        assert seen == [s for s in ALL_START_STATUSES if s in seen]  # in order, never backwards
+        assert seen == [s for s in START_SEQUENCE if s in seen]  # in order, never backwards
         assert list(task) == TASK_KEYS
         # Reads from the database drop the Z, as on the real server.
         assert NAIVE.match(task["created_at"])
@@ -421,7 +413,7 @@ async def test_stream_start_framing_is_byte_exact() -> None:
         elements = json.loads(raw)
         compact = [json.dumps(e, separators=(",", ":")).encode() for e in elements]
         assert raw == b"[\n" + b",\n".join(compact) + b"]"
-        assert [e["status"] for e in elements] == ALL_START_STATUSES
+        assert [e["status"] for e in elements] == START_SEQUENCE
         assert {e["id"] for e in elements} == {elements[0]["id"]}
         assert all(list(e) == TASK_KEYS for e in elements)
         assert all(ZULU.match(e["updated_at"]) for e in elements)

@@ -26,18 +26,9 @@ from openhands_async.streaming import (
 from openhands_async.testing import FakeCloud, Fault, StreamBehavior
 
 from .captures import raw
+from .conftest import START_SEQUENCE
 
 FAST = oh.RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.05)
-STATUSES = [
-    "WORKING",
-    "WAITING_FOR_SANDBOX",
-    "PREPARING_REPOSITORY",
-    "RUNNING_SETUP_SCRIPT",
-    "SETTING_UP_GIT_HOOKS",
-    "SETTING_UP_SKILLS",
-    "STARTING_CONVERSATION",
-    "READY",
-]
 CAPTURES = [
     "stream-start.raw",
     "stream-start_ERROR_before_dockerenv_fix.raw",
@@ -256,7 +247,7 @@ async def test_stream_element_errors_match_structure(edit: dict[str, Any]) -> No
 async def test_full_sequence_to_ready(cloud: FakeCloud, client: oh.OpenHandsClient) -> None:
     stream = client.conversations.stream_start("hello", repository="owner/repo")
     seen = [task async for task in stream]
-    assert [t.status.value for t in seen] == STATUSES
+    assert [t.status.value for t in seen] == START_SEQUENCE
     assert seen[-1].app_conversation_id == stream.conversation_id
     assert stream.task is seen[-1]
     assert cloud.starts_received == 1
@@ -319,7 +310,7 @@ async def test_cut_then_recover_by_polling(slow_cloud: FakeCloud) -> None:
         )
         seen = [t async for t in stream]
         statuses = [t.status.value for t in seen]
-        assert statuses[:2] == STATUSES[:2]
+        assert statuses[:2] == START_SEQUENCE[:2]
         assert statuses[-1] == "READY"
         assert len(statuses) == len(set(statuses))  # only changes are yielded
         assert slow_cloud.starts_received == 1

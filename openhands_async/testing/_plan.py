@@ -20,17 +20,10 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-START_STATUSES = (
-    "WORKING",
-    "WAITING_FOR_SANDBOX",
-    "PREPARING_REPOSITORY",
-    "RUNNING_SETUP_SCRIPT",
-    "SETTING_UP_GIT_HOOKS",
-    "SETTING_UP_SKILLS",
-    "STARTING_CONVERSATION",
-    "READY",
-    "ERROR",
-)
+from ..models import StartTaskStatus
+
+# The enum lists them in the order a start goes through them.
+START_STATUSES = tuple(status.value for status in StartTaskStatus)
 _RANK = {status: rank for rank, status in enumerate(START_STATUSES)}
 _SANDBOX_RANK = _RANK["WAITING_FOR_SANDBOX"]
 DEFAULT_START_TIMELINE: tuple[tuple[str, float], ...] = (
