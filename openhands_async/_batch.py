@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from .errors import ResponseValidationError
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def check_batch(data: Any, n: int, url: str) -> list[dict[str, Any] | None]:
+    """A batch answer must be a list of `n` objects or nulls, in the order asked."""
+    if (
+        not isinstance(data, list)
+        or len(data) != n
+        or not all(x is None or isinstance(x, dict) for x in data)
+    ):
+        got = f"{len(data)} items" if isinstance(data, list) else type(data).__name__
+        raise ResponseValidationError(
+            f"asked for {n} ids, the server did not answer a list of {n} objects or nulls "
+            f"(got {got})",
+            method="GET",
+            url=url,
+            body=data,
+        )
+    return data
 
 
 def chunked(items: Sequence[T], size: int) -> list[Sequence[T]]:

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from ._batch import chunked, gather_bounded
+from ._batch import check_batch, chunked, gather_bounded
 from ._constants import MAX_BATCH_IDS
 from ._converter import structure
 from ._sansio import normalize_uuid
@@ -463,7 +463,7 @@ class ConversationPoller:
         result: list[Raw | None] | BaseException
         try:
             data = await self._client.request("GET", path, params=[("ids", i) for i in ids])
-            result = _check_batch(data, len(ids), self._client.url(path))
+            result = check_batch(data, len(ids), self._client.url(path))
         except (APIConnectionError, RateLimitError, ResponseValidationError) as exc:
             log.info("poller read of %d ids failed (%r); retrying later", len(ids), exc)
             result = exc
@@ -532,19 +532,3 @@ class ConversationPoller:
         if self._idle is not None:
             self._idle.set()
         self._broadcast(_IDLE)
-
-
-def _check_batch(data: Any, n: int, url: str) -> list[Raw | None]:
-    """A batch answer must be a list of `n` objects or nulls, in the order asked."""
-    if (
-        not isinstance(data, list)
-        or len(data) != n
-        or not all(x is None or isinstance(x, dict) for x in data)
-    ):
-        raise ResponseValidationError(
-            f"asked for {n} ids, the server did not answer a list of {n} objects or nulls",
-            method="GET",
-            url=url,
-            body=data,
-        )
-    return data

@@ -3,11 +3,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._batch import chunked, gather_bounded
+from .._batch import check_batch, chunked, gather_bounded
 from .._constants import DEFAULT_BATCH_CONCURRENCY, MAX_BATCH_IDS
 from .._converter import structure
 from .._sansio import normalize_uuids
-from ..errors import ResponseValidationError
 from ..models import Page
 from ..pagination import AsyncPager
 
@@ -37,15 +36,8 @@ class Resource:
 
         async def read(chunk: Sequence[str]) -> list[T | None]:
             data = await self._client.request("GET", path, params=[(param, i) for i in chunk])
-            items = structure(data, list[model | None], method="GET", url=url)  # type: ignore[valid-type]
-            if len(items) != len(chunk):
-                raise ResponseValidationError(
-                    f"asked for {len(chunk)} ids, the server answered {len(items)} items",
-                    method="GET",
-                    url=url,
-                    body=data,
-                )
-            return items
+            raw = check_batch(data, len(chunk), url)
+            return structure(raw, list[model | None], method="GET", url=url)  # type: ignore[valid-type]
 
         return await gather_bounded(chunked(wanted, MAX_BATCH_IDS), read, concurrency=concurrency)
 
