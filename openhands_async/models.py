@@ -6,6 +6,7 @@ Structuring and unstructuring live in `_converter.py`; nothing here knows JSON.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +19,7 @@ __all__ = [
     "ExposedUrl",
     "ImageContent",
     "Message",
+    "MessageInput",
     "Page",
     "Sandbox",
     "SandboxStatus",
@@ -123,6 +125,11 @@ class Message:
     @property
     def text(self) -> str:
         return "\n".join(c.text for c in self.content if isinstance(c, TextContent))
+
+
+#: What `start`, `stream_start` and `send_message` take as the message: text, a list of
+#: text/image content (str items are text), a `Message`, or None (no initial message).
+MessageInput = str | Message | Sequence[str | TextContent | ImageContent] | None
 
 
 def _redact(value: dict[str, str] | None) -> str:
