@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, Any, Protocol
 
 from . import errors
 from ._constants import (
@@ -27,15 +27,12 @@ from ._constants import (
     ENV_SESSION_API_KEY,
 )
 from ._gate import RequestGate
-from ._http import AIOHTTP_VERSION, ByteStream, HTTPTransport, Params
+from ._http import AIOHTTP_VERSION, ByteStream, ClientSession, HTTPTransport, Params
 from ._inputs import check_base_url, is_loopback_url
 from ._retry import Idempotency, attempts
 from ._sansio import decode_error_body, decode_json, encode_query, error_from_response
 from ._version import __version__
 from .config import RetryPolicy, Timeouts
-
-if TYPE_CHECKING:
-    import aiohttp
 
 log = logging.getLogger("openhands_async")
 
@@ -59,7 +56,7 @@ class BaseClient:
         timeout: float | Timeouts | None = None,
         max_retries: int | None = None,
         retry_policy: RetryPolicy | None = None,
-        session: aiohttp.ClientSession | None = None,
+        session: ClientSession | None = None,
         requests_per_second: float | None = None,
         rate_limiter: AbstractAsyncContextManager[Any] | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
@@ -145,7 +142,7 @@ class BaseClient:
         return self._transport.timeouts
 
     @property
-    def session(self) -> aiohttp.ClientSession | None:
+    def session(self) -> ClientSession | None:
         """The aiohttp session in use (None until the first request)."""
         return self._transport.session
 

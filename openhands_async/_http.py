@@ -27,6 +27,8 @@ Params = Sequence[tuple[str, str]]
 
 #: Named in the User-Agent.
 AIOHTTP_VERSION: str = aiohttp.__version__
+#: The session type a user may pass in (named here so no other module imports aiohttp).
+ClientSession = aiohttp.ClientSession
 
 # What aiohttp and asyncio raise for a network failure or a fired timeout.
 _NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
@@ -105,6 +107,7 @@ class ByteStream:
         self, resp: aiohttp.ClientResponse, *, method: str, url: str, timeout: aiohttp.ClientTimeout
     ) -> None:
         self._resp = resp
+        self._read = resp.content.read  # bound once: read() runs once per chunk
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
         self._method = method
@@ -115,7 +118,7 @@ class ByteStream:
 
     async def read(self, n: int = -1, /) -> bytes:
         try:
-            data = await self._resp.content.read(n)
+            data = await self._read(n)
         except _NETWORK_ERRORS as exc:
             raise self._broken(exc) from exc
         self.offset += len(data)

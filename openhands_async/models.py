@@ -218,7 +218,8 @@ class Conversation:
 
     @property
     def is_terminal(self) -> bool:
-        """Done for a poller (see DESIGN.md): nothing more will happen by itself."""
+        """Done for a poller: nothing more will happen by itself (sandbox ERROR or MISSING;
+        execution finished, error, stuck, or waiting for a human's confirmation)."""
         if self.sandbox_status in (SandboxStatus.ERROR, SandboxStatus.MISSING):
             return True
         return self.execution_status in _TERMINAL_EXECUTION
