@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from ._http import Timeouts
-from ._retry import RetryPolicy
 from ._version import __version__
 from .batch import BatchProgress, BatchRun, Job, JobResult
 from .client import OpenHandsClient
+from .config import RetryPolicy, Timeouts
 from .errors import (
     APIConnectionError,
     APIError,
@@ -27,9 +26,11 @@ from .errors import (
     StartTaskFailed,
     StartUnconfirmedError,
     StreamError,
+    StreamTruncated,
     UnprocessableEntityError,
 )
 from .helpers import wait_until_ready
+from .lib import IJSON_BACKEND, StartTaskStream, iter_start_tasks
 from .models import (
     Conversation,
     Event,
@@ -37,6 +38,7 @@ from .models import (
     ExposedUrl,
     ImageContent,
     Message,
+    MessageInput,
     Page,
     Sandbox,
     SandboxStatus,
@@ -49,9 +51,9 @@ from .models import (
 )
 from .pagination import AsyncPager
 from .poller import ConversationPoller, PollerStats, StatusChange
-from .streaming import StartTaskStream
 
 __all__ = [
+    "IJSON_BACKEND",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -74,6 +76,7 @@ __all__ = [
     "Job",
     "JobResult",
     "Message",
+    "MessageInput",
     "NotFoundError",
     "OpenHandsClient",
     "OpenHandsError",
@@ -95,10 +98,12 @@ __all__ = [
     "StartUnconfirmedError",
     "StatusChange",
     "StreamError",
+    "StreamTruncated",
     "TextContent",
     "Timeouts",
     "UnprocessableEntityError",
     "User",
     "__version__",
+    "iter_start_tasks",
     "wait_until_ready",
 ]
