@@ -20,6 +20,8 @@ from openhands_async._inputs import (
     normalize_uuids,
 )
 
+from .conftest import exactly
+
 DASHED = "c8b8980b-4e4f-49af-893a-d641724e0f6e"
 HEX = "c8b8980b4e4f49af893ad641724e0f6e"
 
@@ -40,15 +42,18 @@ def test_uuid_object() -> None:
 
 
 def test_uuid_errors_name_the_argument() -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(
+        ValueError, match=exactly("id must be a UUID (32 hex digits, dashes optional): 'nope'")
+    ) as info:
         normalize_uuid("nope")
-    assert str(info.value) == "id must be a UUID (32 hex digits, dashes optional): 'nope'"
     assert info.value.__suppress_context__
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(
+        ValueError,
+        match=exactly(
+            f"conversation_id must be a UUID (32 hex digits, dashes optional): {HEX[:-1]!r}"
+        ),
+    ):
         normalize_uuid(HEX[:-1], "conversation_id")
-    assert str(info.value) == (
-        f"conversation_id must be a UUID (32 hex digits, dashes optional): {HEX[:-1]!r}"
-    )
     with pytest.raises(TypeError) as type_info:
         normalize_uuid(42)
     assert str(type_info.value) == "id must be a UUID string, not int"
@@ -61,16 +66,17 @@ def test_uuids() -> None:
     assert normalize_uuids([DASHED, uuid.UUID(DASHED)]) == [HEX, HEX]
     assert normalize_uuids(iter([HEX])) == [HEX]
     assert normalize_uuids([]) == []
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(
+        ValueError, match=exactly("ids must be a UUID (32 hex digits, dashes optional): 'bad'")
+    ):
         normalize_uuids([HEX, "bad"])
-    assert str(info.value) == "ids must be a UUID (32 hex digits, dashes optional): 'bad'"
-    with pytest.raises(ValueError, match="^conversation_ids must be a UUID"):
+    with pytest.raises(ValueError, match=r"^conversation_ids must be a UUID"):
         normalize_uuids(["bad"], "conversation_ids")
     for single in (DASHED, DASHED.encode()):
         with pytest.raises(TypeError) as type_info:
             normalize_uuids(single)  # type: ignore[arg-type]
         assert str(type_info.value) == "ids must be an iterable of ids, not a single string"
-    with pytest.raises(TypeError, match="^task_ids must be an iterable"):
+    with pytest.raises(TypeError, match=r"^task_ids must be an iterable"):
         normalize_uuids(HEX, "task_ids")
 
 
@@ -124,9 +130,10 @@ def test_repository_forms(value: str, slug: str) -> None:
     ],
 )
 def test_bad_repository(value: str) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(
+        ValueError, match=exactly(f"repository must be 'owner/repo' or a repository URL: {value!r}")
+    ):
         normalize_repository(value)
-    assert str(info.value) == f"repository must be 'owner/repo' or a repository URL: {value!r}"
 
 
 def test_repository_type() -> None:
@@ -145,9 +152,10 @@ def test_page_size_in_range(size: int) -> None:
 
 @pytest.mark.parametrize("size", [0, -1, 101, 1000])
 def test_page_size_out_of_range(size: int) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(
+        ValueError, match=exactly(f"page_size must be between 1 and 100, got {size}")
+    ):
         check_page_size(size)
-    assert str(info.value) == f"page_size must be between 1 and 100, got {size}"
 
 
 @pytest.mark.parametrize("size", [True, False, 5.0, "5", None])
@@ -164,9 +172,8 @@ def test_limit_accepted(limit: int | None) -> None:
 
 @pytest.mark.parametrize("limit", [-1, -100])
 def test_limit_negative(limit: int) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=exactly(f"limit must be >= 0, got {limit}")):
         check_limit(limit)
-    assert str(info.value) == f"limit must be >= 0, got {limit}"
 
 
 @pytest.mark.parametrize("limit", [True, False, 1.0, "5"])
@@ -187,9 +194,10 @@ def test_ids_are_stripped_non_empty_strings() -> None:
 
 @pytest.mark.parametrize("bad", ["", "   ", 1, None])
 def test_ids_bad_items(bad: object) -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(
+        ValueError, match=exactly(f"sandbox_ids must be non-empty strings, got {bad!r}")
+    ):
         check_ids(["ok", bad], "sandbox_ids")
-    assert str(info.value) == f"sandbox_ids must be non-empty strings, got {bad!r}"
 
 
 @pytest.mark.parametrize("single", ["abc", b"abc"])
@@ -252,19 +260,23 @@ def test_base_url_accepted(url: str, clean: str) -> None:
 @pytest.mark.parametrize("url", ["ftp://x.example", "app.all-hands.dev", "", "/api"])
 def test_base_url_needs_a_scheme(url: str) -> None:
     for allow in (False, True):
-        with pytest.raises(ValueError) as info:
+        with pytest.raises(
+            ValueError,
+            match=exactly(
+                f"base_url must start with https:// (or http:// for loopback): {url.rstrip('/')!r}"
+            ),
+        ):
             check_base_url(url, allow_insecure_http=allow)
-        assert str(info.value) == (
-            f"base_url must start with https:// (or http:// for loopback): {url.rstrip('/')!r}"
-        )
 
 
 def test_plain_http_to_a_remote_host() -> None:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(
+        ValueError,
+        match=exactly(
+            "refusing plain http:// to a non-loopback host (http://openhands.invalid): the API key "
+            "would travel unencrypted. Use https://, or pass allow_insecure_http=True if you must."
+        ),
+    ):
         check_base_url("http://openhands.invalid/", allow_insecure_http=False)
-    assert str(info.value) == (
-        "refusing plain http:// to a non-loopback host (http://openhands.invalid): the API key "
-        "would travel unencrypted. Use https://, or pass allow_insecure_http=True if you must."
-    )
     allowed = check_base_url("http://openhands.invalid/", allow_insecure_http=True)
     assert allowed == "http://openhands.invalid"

@@ -149,9 +149,7 @@ def test_error_message_text_is_cut_at_200_characters() -> None:
 
 def test_error_carries_message_status_body_headers_method_url() -> None:
     body = {"detail": "Conversation not found"}
-    err = error_from_response(
-        404, {"X-Request-Id": "r1"}, body, method="GET", url="http://x/api/c"
-    )
+    err = error_from_response(404, {"X-Request-Id": "r1"}, body, method="GET", url="http://x/api/c")
     assert type(err) is oh.NotFoundError
     assert err.message == "HTTP 404: Conversation not found"
     assert str(err) == "HTTP 404: Conversation not found (GET http://x/api/c)"
