@@ -105,6 +105,8 @@ def test_uuids() -> None:
         ("https://gitlab.com/group/sub/repo", "group/sub/repo"),
         ("git@gitlab.com:group/sub/repo.git", "group/sub/repo"),
         ("group/sub/repo", "group/sub/repo"),
+        ("https://github.com//owner/repo", "owner/repo"),
+        ("https://github.com/Xowner/repoX", "Xowner/repoX"),
     ],
 )
 def test_repository_forms(value: str, slug: str) -> None:
@@ -136,10 +138,11 @@ def test_bad_repository(value: str) -> None:
         normalize_repository(value)
 
 
-def test_repository_type() -> None:
+@pytest.mark.parametrize(("value", "kind"), [(None, "NoneType"), (42, "int"), (b"o/r", "bytes")])
+def test_repository_type(value: object, kind: str) -> None:
     with pytest.raises(TypeError) as info:
-        normalize_repository(None)  # type: ignore[arg-type]
-    assert str(info.value) == "repository must be a string, not NoneType"
+        normalize_repository(value)  # type: ignore[arg-type]
+    assert str(info.value) == f"repository must be a string, not {kind}"
 
 
 # -- page sizes and limits ----------------------------------------------------------------
@@ -249,6 +252,7 @@ def test_not_loopback(url: str) -> None:
         ("https://app.all-hands.dev", "https://app.all-hands.dev"),
         ("https://app.all-hands.dev/", "https://app.all-hands.dev"),
         ("https://x.example/base//", "https://x.example/base"),
+        ("https://x.example/PREFIX/", "https://x.example/PREFIX"),
         ("http://127.0.0.1:3000/", "http://127.0.0.1:3000"),
         ("http://localhost", "http://localhost"),
     ],

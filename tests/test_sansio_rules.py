@@ -320,6 +320,12 @@ def test_decode_json_invalid_json() -> None:
     assert err.__suppress_context__
 
 
+def test_decode_json_invalid_json_that_is_not_utf8_either() -> None:
+    with pytest.raises(oh.ResponseValidationError, match="not valid JSON") as info:
+        decode_json(200, "application/json", b'{"a": "\xff', method="GET", url="u")
+    assert info.value.body == '{"a": "\ufffd'
+
+
 def test_decode_json_hostile_nesting_is_a_validation_error() -> None:
     raw = b"[" * 200_000 + b"]" * 200_000
     with pytest.raises(oh.ResponseValidationError, match="not valid JSON") as info:
