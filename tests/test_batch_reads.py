@@ -123,6 +123,13 @@ async def test_results_concatenate_in_chunk_order() -> None:
     assert order[-1] == 0
 
 
+async def test_two_chunks_are_both_read() -> None:
+    async def read(chunk: Sequence[int]) -> list[int]:
+        return [x + 1 for x in chunk]
+
+    assert await gather_bounded([[1, 2], [3]], read, concurrency=1) == [2, 3, 4]
+
+
 @pytest.mark.parametrize("concurrency", [1, 2, 3])
 async def test_at_most_concurrency_reads_at_once(concurrency: int) -> None:
     running = 0
@@ -163,3 +170,27 @@ async def test_the_first_failure_cancels_the_others_and_is_raised() -> None:
         await gather_bounded([[0], [1], [2]], read, concurrency=3)
     assert info.value is boom
     assert sorted(cancelled) == [0, 2]
+
+
+async def test_a_failure_returns_only_after_the_others_have_wound_down() -> None:
+    """No read is left running behind the caller's back, even one slow to clean up."""
+    cleaned: list[int] = []
+    started = asyncio.Event()
+
+    async def read(chunk: Sequence[int]) -> list[int]:
+        if chunk[0] == 1:
+            await started.wait()
+            raise oh.APIConnectionError("reset")
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            for _ in range(5):  # clean-up that takes a few turns of the loop
+                await asyncio.sleep(0)
+            cleaned.append(chunk[0])
+            raise
+        return []
+
+    with pytest.raises(oh.APIConnectionError):
+        await gather_bounded([[0], [1], [2]], read, concurrency=3)
+    assert sorted(cleaned) == [0, 2]

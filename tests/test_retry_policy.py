@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import random
+import types
 from collections.abc import Callable
 
+import backoff._async
 import pytest
 
 import openhands_async as oh
@@ -278,9 +280,29 @@ async def test_each_retry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
         "retrying in 0.00s after attempt 2: HTTP 504",
     ]
     assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "openhands_async")
+    assert [r for r in caplog.records if r.name != "openhands_async"] == []  # not backoff's too
 
 
-def test_log_line_with_missing_details(caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_loop_sleeps_exactly_the_policys_delay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """backoff adds no jitter of its own (that could undercut Retry-After)."""
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    # backoff's loop sleeps through its module's `asyncio`; only `sleep` is used there.
+    monkeypatch.setattr(backoff._async, "asyncio", types.SimpleNamespace(sleep=sleep))
+    monkeypatch.setattr(random, "uniform", lambda a, b: (a + b) / 2)
+    policy = RetryPolicy(max_retries=3, initial_delay=4.0, max_delay=4.0)
+    assert await run(policy, SAFE, [status(503), rate(10.0), rate(0.5)]) == (4, "ok")
+    assert slept == [3.0, 10.0, 3.0]
+
+
+def test_log_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="openhands_async")
+    _retry._log_backoff({"wait": 1.5, "tries": 2, "exception": status(502)})
     _retry._log_backoff({})
-    assert [r.getMessage() for r in caplog.records] == ["retrying in 0.00s after attempt 0: None"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "retrying in 1.50s after attempt 2: HTTP 502",
+        "retrying in 0.00s after attempt 0: None",
+    ]

@@ -252,6 +252,9 @@ async def test_found_after_a_resend(pauses: list[float]) -> None:
 async def test_a_failed_lookup_stops_the_resends(pauses: list[float]) -> None:
     find = Finder(oh.APIConnectionError("down"))
     send = Sender(lost())
-    with pytest.raises(oh.StartUnconfirmedError):
+    with pytest.raises(oh.StartUnconfirmedError) as info:
         await SafeStart(CID, find, url=URL, retry_delay=1.0).send(send, max_resends=5)
     assert send.calls == 1
+    # The message names the failure that lost the answer, then the failed look-up.
+    assert "may have reached the server (connection reset)" in info.value.message
+    assert "looking for it failed (down)" in info.value.message
