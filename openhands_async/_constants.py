@@ -27,3 +27,8 @@ DEFAULT_BATCH_CONCURRENCY = 4
 
 # Clock-skew margin when looking for a start task whose response was lost.
 START_LOOKUP_SKEW = 120.0
+
+# Shared (PostgreSQL) batch journal: a worker's hold on the jobs it runs lasts this long
+# unless renewed (every third of it); after it lapses, another worker of the same account
+# adopts them. It must outlast one start request, retries included.
+DEFAULT_LEASE_SECONDS = 60.0
