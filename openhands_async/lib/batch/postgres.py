@@ -240,11 +240,18 @@ class PostgresJournal:
         assert record is not None
         return Remaining(int(record[0]), int(record[1]), record[2])
 
+    async def listen(self) -> None:
+        """Start hearing of freed slots (before the claim that may fail, so that a slot freed
+        between that claim and `wait_for_slot` is not missed)."""
+        if self._listener is None:
+            listener = await _connect(self.dsn, f"openhands-async {self.worker} listen")
+            await listener.execute("LISTEN openhands_batch")
+            self._listener = listener
+
     async def wait_for_slot(self, timeout: float) -> bool:
         """Until another worker frees a slot or hands a job back (True), or `timeout`."""
-        if self._listener is None:
-            self._listener = await _connect(self.dsn, f"openhands-async {self.worker} listen")
-            await self._listener.execute("LISTEN openhands_batch")
+        await self.listen()
+        assert self._listener is not None
         async for notify in self._listener.notifies(timeout=timeout):
             if notify.payload == self.batch_name:
                 return True
