@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from openhands_async.lib.batch.postgres import PostgresJournal  # noqa: E402
+from openhands_async.lib.batch.postgres import PostgresJournal
 
 
 async def run(dsn: str, workers: int, jobs: int, cap: int) -> dict[str, float]:
@@ -55,7 +55,7 @@ async def run(dsn: str, workers: int, jobs: int, cap: int) -> dict[str, float]:
     began = time.perf_counter()
     await asyncio.gather(*(work(j) for j in journals))
     wall = time.perf_counter() - began
-    trips = sum(j.round_trips - b for j, b in zip(journals, base))
+    trips = sum(j.round_trips - b for j, b in zip(journals, base, strict=True))
     for journal in journals:
         await journal.close()
     latencies.sort()
