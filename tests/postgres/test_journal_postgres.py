@@ -367,3 +367,22 @@ def test_bad_arguments_are_refused_up_front(kwargs: dict[str, object], message: 
     args: dict[str, object] = {"batch_name": "b", "account": "a", "max_running": 1, **kwargs}
     with pytest.raises(ValueError, match=message):
         PostgresJournal("postgresql://x@127.0.0.1:1/db", **args)  # type: ignore[arg-type]
+
+
+async def test_mark_starting_claims_the_job_read_or_resends_a_held_one(open_journal: Open) -> None:
+    one, two = await open_journal(max_running=1), await open_journal(max_running=1)
+    await one.add_many(jobs(2))
+    minted = cid()
+    row = await one.mark_starting("k000", minted)
+    assert row is not None
+    assert row.conversation_id == minted
+    assert await two.mark_starting("k000", cid()) is None  # taken by one
+    assert await two.mark_starting("k001", cid()) is None  # no slot: cap 1
+    # Sending again with the recorded id (the server never took it) keeps its slot.
+    again = await one.mark_starting("k000", minted)
+    assert again is not None
+    assert again.attempts == 1
+    assert await one.mark_starting("k000", cid()) is None  # never a second id for it
+    running = await one.mark_running("k000", "task")
+    assert running.state == "running"
+    assert running.start_task_id == "task"

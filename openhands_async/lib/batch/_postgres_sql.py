@@ -83,6 +83,19 @@ CREATE OR REPLACE FUNCTION openhands_batch_claim(
 DECLARE
     used integer;
 BEGIN
+    -- Sending again the start of a job this worker holds, with its recorded id (the server
+    -- provably never took it): it has its slot already.
+    IF p_key IS NOT NULL THEN
+        RETURN QUERY
+        UPDATE openhands_batch_jobs AS j
+           SET sent_at = now(), lease_until = now() + make_interval(secs => p_lease)
+         WHERE j.batch_name = p_batch AND j.key = p_key AND j.state = 'starting'
+           AND j.worker = p_worker AND j.conversation_id = p_conversation_id
+        RETURNING j.*;
+        IF FOUND THEN
+            RETURN;
+        END IF;
+    END IF;
     PERFORM 1 FROM openhands_batch_accounts
         WHERE batch_name = p_batch AND account = p_account FOR UPDATE;
     IF NOT FOUND THEN
@@ -187,13 +200,15 @@ UPDATE openhands_batch_jobs SET lease_until = now()
 
 # Every transition below is fenced by `worker`: a worker that lost a job's lease cannot
 # write over its new owner's record. Ends and refusals free a slot: tell the waiters.
-MARK_RUNNING: LiteralString = """
+MARK_RUNNING: LiteralString = (
+    """
 UPDATE openhands_batch_jobs SET state = 'running', start_task_id = %(start_task_id)s,
        running_at = now()
  WHERE batch_name = %(batch)s AND key = %(key)s AND worker = %(worker)s
    AND state IN ('starting', 'running')
-RETURNING key
-"""
+RETURNING """
+    + COLUMNS
+)
 
 MARK_PENDING: LiteralString = """
 WITH freed AS (

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -171,6 +171,9 @@ class PostgresJournal:
             await self._conn.close()
             self._conn = None
 
+    async def aclose(self) -> None:
+        await self.close()
+
     async def __aenter__(self) -> Self:
         return await self.open()
 
@@ -259,8 +262,15 @@ class PostgresJournal:
 
     # ------------------------------------------------------------------ transitions
 
-    async def mark_running(self, key: str, start_task_id: str) -> None:
-        await self._fenced(key, sql.MARK_RUNNING, {"start_task_id": start_task_id})
+    async def mark_starting(self, key: str, conversation_id: str) -> SharedJobRow | None:
+        """Claim the job `key` (read by this worker) with its minted id, or send again the
+        start of a job this worker holds with its recorded id. None: not this worker's to
+        start now (another worker took it, or the account has no free slot: see `get`)."""
+        return await self.claim(conversation_id, key=key)
+
+    async def mark_running(self, key: str, start_task_id: str) -> SharedJobRow:
+        record = await self._fenced(key, sql.MARK_RUNNING, {"start_task_id": start_task_id})
+        return _row(record)
 
     async def mark_pending(self, key: str) -> None:
         """The server provably did not take the start: the job and its slot are free again."""
@@ -318,7 +328,7 @@ class PostgresJournal:
         record = await cursor.fetchone()
         return None if record is None else _row(record)
 
-    async def rows(self, *states: JobState) -> list[SharedJobRow]:
+    async def rows(self, *states: JobState) -> Sequence[SharedJobRow]:
         params = {"batch": self.batch_name, "states": list(states) or None}
         cursor = await self._execute(sql.ROWS, params)
         return [_row(record) for record in await cursor.fetchall()]
@@ -349,12 +359,14 @@ class PostgresJournal:
         self.round_trips += 1
         return await self._require().execute(query, params)
 
-    async def _fenced(self, key: str, query: LiteralString, params: Mapping[str, Any]) -> None:
+    async def _fenced(self, key: str, query: LiteralString, params: Mapping[str, Any]) -> Any:
         cursor = await self._execute(query, {**self._ids(), "key": key, **params})
-        if await cursor.fetchone() is None:
+        record = await cursor.fetchone()
+        if record is None:
             self.held.discard(key)
             self.lost.add(key)
             raise errors.JournalLeaseLost(key, self.worker)
+        return record
 
 
 async def _connect(dsn: str, application_name: str) -> psycopg.AsyncConnection[Any]:
