@@ -386,3 +386,20 @@ async def test_mark_starting_claims_the_job_read_or_resends_a_held_one(open_jour
     running = await one.mark_running("k000", "task")
     assert running.state == "running"
     assert running.start_task_id == "task"
+
+
+async def test_workers_opening_at_once_on_a_fresh_database_all_get_in(pg_dsn: str) -> None:
+    # The schema is created under an advisory lock: concurrent CREATE ... IF NOT EXISTS
+    # and CREATE OR REPLACE FUNCTION would otherwise fail for some of them.
+    journals = [
+        PostgresJournal(pg_dsn, batch_name="b", account=f"acct-{i % 2}", max_running=1)
+        for i in range(6)
+    ]
+    await asyncio.gather(*(j.open() for j in journals))
+    try:
+        status = await journals[0].status()
+        assert len(status.workers) == 6
+        with pytest.raises(RuntimeError, match="open already"):
+            await journals[0].open()
+    finally:
+        await asyncio.gather(*(j.close() for j in journals))

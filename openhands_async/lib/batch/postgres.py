@@ -139,19 +139,26 @@ class PostgresJournal:
     # ------------------------------------------------------------------ lifetime
 
     async def open(self) -> Self:
+        if self._conn is not None:
+            raise RuntimeError("the journal is open already")
         self._conn = await _connect(self.dsn, f"openhands-async {self.worker}")
-        async with self._conn.transaction():
-            await self._execute("SELECT pg_advisory_xact_lock(%s)", (sql.SCHEMA_LOCK,))
-            await self._execute(sql.SCHEMA)
-        await self._execute(
-            sql.REGISTER_WORKER,
-            {
-                **self._ids(),
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "max_running": self.max_running,
-            },
-        )
+        try:
+            async with self._conn.transaction():
+                await self._execute("SELECT pg_advisory_xact_lock(%s)", (sql.SCHEMA_LOCK,))
+                await self._execute(sql.SCHEMA)
+            await self._execute(
+                sql.REGISTER_WORKER,
+                {
+                    **self._ids(),
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "max_running": self.max_running,
+                },
+            )
+        except BaseException:
+            await self._conn.close()
+            self._conn = None
+            raise
         self._heartbeat = asyncio.get_running_loop().create_task(self._renew_forever())
         return self
 
