@@ -38,3 +38,8 @@ START_LOOKUPS_BEFORE_RESEND = 3
 DEFAULT_STREAM_POLL_INTERVAL = 1.0
 # Conversations running at once in a batch (the Cloud's older documented account cap).
 DEFAULT_MAX_RUNNING = 3
+
+# Shared (PostgreSQL) batch journal: a worker's hold on the jobs it runs lasts this long
+# unless renewed (every third of it); after it lapses, another worker of the same account
+# adopts them. It must outlast one start request, retries included.
+DEFAULT_LEASE_SECONDS = 60.0

@@ -1,0 +1,1 @@
+"""The batch runner and its journals (SQLite embedded, PostgreSQL shared)."""
