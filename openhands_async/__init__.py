@@ -5,7 +5,6 @@ from __future__ import annotations
 from ._http import Timeouts
 from ._retry import RetryPolicy
 from ._version import __version__
-from .batch import BatchProgress, BatchRun, Job, JobResult
 from .client import OpenHandsClient
 from .errors import (
     APIConnectionError,
@@ -18,6 +17,7 @@ from .errors import (
     ConflictError,
     GoneError,
     InternalServerError,
+    JournalLockedError,
     NotFoundError,
     OpenHandsError,
     PermissionDeniedError,
@@ -29,7 +29,9 @@ from .errors import (
     StreamError,
     UnprocessableEntityError,
 )
-from .helpers import wait_until_ready
+from .lib.batch import BatchProgress, BatchRun, Job, JobResult, Journal, SQLiteJournal
+from .lib.helpers import wait_until_ready
+from .lib.poller import ChangeFeed, ConversationPoller, PollerStats, StatusChange
 from .models import (
     Conversation,
     Event,
@@ -48,7 +50,6 @@ from .models import (
     User,
 )
 from .pagination import AsyncPager
-from .poller import ConversationPoller, PollerStats, StatusChange
 from .streaming import StartTaskStream
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "BadRequestError",
     "BatchProgress",
     "BatchRun",
+    "ChangeFeed",
     "ConcurrencyLimitError",
     "ConflictError",
     "Conversation",
@@ -73,6 +75,8 @@ __all__ = [
     "InternalServerError",
     "Job",
     "JobResult",
+    "Journal",
+    "JournalLockedError",
     "Message",
     "NotFoundError",
     "OpenHandsClient",
@@ -83,6 +87,7 @@ __all__ = [
     "RateLimitError",
     "ResponseValidationError",
     "RetryPolicy",
+    "SQLiteJournal",
     "Sandbox",
     "SandboxStatus",
     "SendMessageResult",

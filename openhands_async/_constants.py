@@ -27,3 +27,16 @@ DEFAULT_BATCH_CONCURRENCY = 4
 
 # Clock-skew margin when looking for a start task whose response was lost.
 START_LOOKUP_SKEW = 120.0
+
+# -- poller and batch runner (lib/poller.py, lib/batch/) --
+# A conservative default: OpenHands Cloud's per-account cap is 10 (older docs say 3).
+DEFAULT_MAX_RUNNING = 3
+# The poller's base seconds between two reads of one item (it reads changed items sooner
+# and quiet ones later); the batch runner reads at this fixed period.
+DEFAULT_POLLER_INTERVAL = 5.0
+DEFAULT_BATCH_POLL_INTERVAL = 5.0
+# Batch reads one poller may have in flight at once.
+DEFAULT_POLLER_MAX_IN_FLIGHT = 4
+# How long the batch runner waits before trying a refused start again when none of its
+# own conversations is running (the slots are held by conversations outside the batch).
+BATCH_CAP_RETRY_DELAY = 5.0

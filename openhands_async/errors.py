@@ -225,3 +225,10 @@ class StartTaskFailed(OpenHandsError):
         super().__init__(
             f"start task {task.id} ended in ERROR: {self.detail or '(no detail given)'}"
         )
+
+
+class JournalLockedError(OpenHandsError):
+    """Another run holds this batch journal: two runs on one journal would start jobs twice."""
+
+
+__all__ += ["JournalLockedError"]

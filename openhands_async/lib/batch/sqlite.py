@@ -1,8 +1,10 @@
-"""The batch runner's journal: one SQLite row per job, so a crash loses nothing.
+"""`SQLiteJournal`: the batch journal in a SQLite file, one row per job, for one machine.
 
 The conversation id is minted and committed *before* a start request is sent, so after a
 crash at any point the journal holds enough to find out what the server did. Inspect it
-with `sqlite3 run.db 'select key, state, conversation_id from jobs'`.
+with `sqlite3 run.db 'select key, state, conversation_id from jobs'`. One run holds the
+file at a time (an OS lock on `<path>.lock`). SQLite calls take microseconds on a local
+file, so the async methods run them inline.
 """
 
 from __future__ import annotations
@@ -12,16 +14,16 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+import typing
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import attrs
 
-from .errors import OpenHandsError
+from ...errors import JournalLockedError
+from .journal import JobState, JournalRow
 
-JobState = Literal["pending", "starting", "running", "finished", "failed"]
-TERMINAL_STATES: frozenset[str] = frozenset({"finished", "failed"})
+__all__ = ["JournalLockedError", "SQLiteJournal"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,29 +46,8 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 """
 
 
-class JournalLockedError(OpenHandsError):
-    """Another run holds this journal: two runs on one journal would start jobs twice."""
-
-
-@attrs.frozen
-class JournalRow:
-    key: str
-    seq: int
-    job: dict[str, Any]
-    state: JobState
-    conversation_id: str | None
-    start_task_id: str | None
-    sandbox_status: str | None
-    execution_status: str | None
-    error: str | None
-    created_at: float
-    sent_at: float | None
-    running_at: float | None
-    ended_at: float | None
-
-
-class Journal:
-    """A SQLite (WAL) journal of a batch, held exclusively by one run at a time.
+class SQLiteJournal:
+    """A SQLite (WAL) journal of a batch (see `Journal`), held by one run at a time.
 
     The exclusive hold is an OS file lock on `<path>.lock`: the kernel releases it when the
     process dies, even by SIGKILL, so a crashed run never leaves the journal locked.
@@ -97,24 +78,40 @@ class Journal:
             ) from None
 
     def close(self) -> None:
+        """Close the database and release the lock. Safe to call twice."""
         self._db.close()
-        if self._lock_file is not None:
+        if self._lock_file is not None and not self._lock_file.closed:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
             self._lock_file.close()
 
-    def __enter__(self) -> Journal:
+    async def aclose(self) -> None:
+        self.close()
+
+    def __enter__(self) -> SQLiteJournal:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> SQLiteJournal:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ reads
 
-    def get(self, key: str) -> JournalRow | None:
+    async def get(self, key: str) -> JournalRow | None:
+        return self._get(key)
+
+    def _get(self, key: str) -> JournalRow | None:
         row = self._db.execute("SELECT * FROM jobs WHERE key = ?", (key,)).fetchone()
         return _row(row) if row else None
 
-    def rows(self, *states: JobState) -> Iterator[JournalRow]:
+    async def rows(self, *states: JobState) -> list[JournalRow]:
+        return self._rows(*states)
+
+    def _rows(self, *states: JobState) -> list[JournalRow]:
         if states:
             marks = ",".join("?" for _ in states)
             cursor = self._db.execute(
@@ -122,40 +119,39 @@ class Journal:
             )
         else:
             cursor = self._db.execute("SELECT * FROM jobs ORDER BY seq")
-        for row in cursor:
-            yield _row(row)
+        return [_row(row) for row in cursor]
 
-    def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(("pending", "starting", "running", "finished", "failed"), 0)
+    async def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(typing.get_args(JobState), 0)
         for state, n in self._db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
             counts[state] = n
         return counts
 
     # ------------------------------------------------------------------ writes (each commits)
 
-    def add(self, key: str, seq: int, job: dict[str, Any]) -> JournalRow:
+    async def add(self, key: str, seq: int, job: dict[str, Any]) -> JournalRow:
         """Record a job as pending, or return the row a previous run left for this key."""
         self._db.execute(
             "INSERT OR IGNORE INTO jobs (key, seq, job, state, created_at) "
             "VALUES (?, ?, ?, 'pending', ?)",
             (key, seq, json.dumps(job, sort_keys=True), time.time()),
         )
-        row = self.get(key)
-        assert row is not None
-        return row
+        return self._must_get(key)
 
-    def mark_starting(self, key: str, conversation_id: str) -> None:
+    async def mark_starting(self, key: str, conversation_id: str) -> JournalRow:
         """Commit the minted conversation id before the start request leaves."""
         self._update(key, state="starting", conversation_id=conversation_id, sent_at=time.time())
+        return self._must_get(key)
 
-    def mark_pending(self, key: str) -> None:
+    async def mark_pending(self, key: str) -> None:
         """The server provably did not take the start (e.g. its concurrency cap refused it)."""
         self._update(key, state="pending", conversation_id=None, sent_at=None)
 
-    def mark_running(self, key: str, start_task_id: str) -> None:
+    async def mark_running(self, key: str, start_task_id: str) -> JournalRow:
         self._update(key, state="running", start_task_id=start_task_id, running_at=time.time())
+        return self._must_get(key)
 
-    def mark_ended(
+    async def mark_ended(
         self,
         key: str,
         state: Literal["finished", "failed"],
@@ -173,6 +169,12 @@ class Journal:
             ended_at=time.time(),
         )
 
+    def _must_get(self, key: str) -> JournalRow:
+        row = self._get(key)
+        if row is None:
+            raise KeyError(f"no job with key {key!r} in journal {self.path}")
+        return row
+
     def _update(self, key: str, **fields: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in fields)
         cursor = self._db.execute(
@@ -185,7 +187,7 @@ class Journal:
         """Write every job's outcome as one JSON object per line; returns the count."""
         n = 0
         with open(path, "w", encoding="utf-8") as out:
-            for row in self.rows():
+            for row in self._rows():
                 out.write(json.dumps(attrs.asdict(row), sort_keys=True) + "\n")
                 n += 1
         return n

@@ -1,0 +1,1 @@
+"""Hand-written helpers on top of the resources: streaming start, poller, batch runner."""
