@@ -157,13 +157,16 @@ class OpenHandsClient:
         fail_fast: bool = False,
         poll_interval: float = DEFAULT_BATCH_POLL_INTERVAL,
         on_progress: Callable[[BatchProgress], None] | None = None,
+        retry_failed: bool = False,
+        out: str | os.PathLike[str] | None = None,
     ) -> BatchRun:
         """Run many jobs, at most `max_running` conversations at once; yields `JobResult`s.
 
         `journal` is a SQLite file (or any `Journal`) recording every job: run the same
         batch again with it after a crash and finished jobs are skipped, started ones
-        tracked (never started again), and only never-submitted ones started. See
-        `openhands_async.lib.batch`.
+        tracked (never started again), and only never-submitted ones started;
+        `retry_failed=True` starts failed ones again. `out`: write the whole batch's results
+        there (JSONL) when the run ends. A 401/403 stops the batch. See `BatchRun`.
         """
         return BatchRun(
             self,
@@ -174,6 +177,8 @@ class OpenHandsClient:
             fail_fast=fail_fast,
             poll_interval=poll_interval,
             on_progress=on_progress,
+            retry_failed=retry_failed,
+            out=out,
         )
 
     def poller(

@@ -97,7 +97,7 @@ def test_poll_interval_is_the_one_name_and_interval_a_deprecated_alias(
         poller = client.poller(interval=3.0)
     assert seen[0].filename == __file__  # points at the caller, not the SDK
     assert (poller.poll_interval, poller.interval, poller.min_interval) == (3.0, 3.0, 0.75)
-    with pytest.warns(DeprecationWarning) as seen:
+    with pytest.warns(DeprecationWarning, match="poll_interval") as seen:
         direct = oh.ConversationPoller(client, interval=4.0)
     assert seen[0].filename == __file__
     assert direct.poll_interval == 4.0

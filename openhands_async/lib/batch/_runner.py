@@ -13,54 +13,27 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncGenerator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import attrs
 
 from ... import errors
 from ..._constants import BATCH_CAP_RETRY_DELAY
 from ..._sansio import normalize_uuid
+from ..._start_request import make_start_request
 from ...models import Conversation, SandboxStatus, StartTask, StartTaskStatus
-from .._polling import PollerHost, StatusChange
+from .._polling import StatusChange
 from ..poller import ConversationPoller
-from .jobs import BatchProgress, Job, JobResult, JobsInput, aiter_jobs, ended, failed
+from ._config import BatchHost, Settings
+from ._intake import Intake
+from .jobs import BatchProgress, Job, JobResult, JobsInput, ended, failed
 from .journal import Journal, JournalRow
-
-if TYPE_CHECKING:
-    from ...resources.conversations import Conversations
-    from ...resources.sandboxes import Sandboxes
-    from ...resources.start_tasks import StartTasks
 
 log = logging.getLogger("openhands_async")
 
 __all__ = ["BatchHost", "Runner", "Settings"]
-
-
-class BatchHost(PollerHost, Protocol):
-    """What the runner needs of a client: the resources it calls, and what a poller needs."""
-
-    @property
-    def conversations(self) -> Conversations: ...
-
-    @property
-    def start_tasks(self) -> StartTasks: ...
-
-    @property
-    def sandboxes(self) -> Sandboxes: ...
-
-
-@attrs.frozen
-class Settings:
-    """A run's arguments, checked by `BatchRun`."""
-
-    max_running: int
-    start_limiter: AbstractAsyncContextManager[Any] | None
-    fail_fast: bool
-    poll_interval: float
-    on_progress: Callable[[BatchProgress], None] | None
 
 
 @attrs.define(eq=False)
@@ -77,7 +50,15 @@ class _Active:
     paused: bool = False
 
 
-_StartOutcome = _Active | JobResult | errors.ConcurrencyLimitError
+# 401/403: the credentials are wrong for every job, so the batch stops.
+_AUTH_ERRORS = (errors.AuthenticationError, errors.PermissionDeniedError)
+_StartOutcome = (
+    _Active
+    | JobResult
+    | errors.ConcurrencyLimitError
+    | errors.AuthenticationError
+    | errors.PermissionDeniedError
+)
 
 
 class Runner:
@@ -109,20 +90,32 @@ class Runner:
         self.target = settings.max_running
         self.hold_until = 0.0  # no new start before this loop time (a cap refusal)
         self.stop_starting = False
-        self.exhausted = False
-        self.seq = 0
+        # A 401/403 on a start: raised once the starts already sent are answered.
+        self.fatal: errors.APIStatusError | None = None
+        self.intake: Intake | None = None
+        self.recovered: set[str] = set()  # keys taken over from an earlier run
 
     async def results(self, jobs: JobsInput) -> AsyncGenerator[JobResult, None]:
         loop = asyncio.get_running_loop()
         self.next_change = loop.create_task(self.changes.get())
         await self._recover()
-        source = aiter_jobs(jobs)
+        self.intake = intake = Intake(
+            jobs,
+            self.journal,
+            self.progress,
+            retry_failed=self.settings.retry_failed,
+            recovered=frozenset(self.recovered),
+        )
         while True:
-            await self._fill(source)
+            if self.fatal is not None and not self.starting:
+                raise self.fatal
+            await self._fill(intake)
             while self.ended:
                 yield self.ended.pop(0)
             if not self.starting and not self.active:
-                if self.stop_starting or (self.exhausted and not self.queue):
+                if self.fatal is not None:
+                    continue
+                if self.stop_starting or (intake.exhausted and not self.queue):
                     return
                 # Refused at the cap with nothing of ours running: the slots are held by
                 # conversations outside this batch, so try again later.
@@ -144,50 +137,61 @@ class Runner:
 
     # ------------------------------------------------------------------ starting
 
-    async def _fill(self, jobs: AsyncIterator[Job]) -> None:
+    async def _fill(self, intake: Intake) -> None:
         """Use free slots: resume what the server paused first (older work), then start."""
         loop = asyncio.get_running_loop()
-        while len(self.starting) + self._running() < self.target and loop.time() >= self.hold_until:
+        while (
+            self.fatal is None
+            and len(self.starting) + self._running() < self.target
+            and loop.time() >= self.hold_until
+        ):
             if self.paused:
                 await self._resume_paused(self.paused[0])
                 continue
             if self.stop_starting:
                 break
-            item = await self._next_job(jobs)
+            item = await self._next_job(intake)
             if item is None:
                 break
             task = loop.create_task(self._start(*item))
             self.starting[task] = item
             self._report()
 
-    async def _next_job(self, jobs: AsyncIterator[Job]) -> tuple[JournalRow, Job] | None:
+    async def _next_job(self, intake: Intake) -> tuple[JournalRow, Job] | None:
         if self.queue:
             return self.queue.popleft()
-        while not self.exhausted:
-            try:
-                job = await anext(jobs)
-            except StopAsyncIteration:
-                self.exhausted = True
-                break
-            row = await self.journal.add(job.key, self.seq, job.to_dict())
-            self.seq += 1
-            if row.state == "pending":
-                return row, job
-            self.progress.skipped += 1
+        while not self.stop_starting:
+            item = await intake.next()
+            if not isinstance(item, JobResult):
+                return item
+            self._ended(item)  # decided when read: invalid, or a duplicate
         return None
 
     async def _start(self, row: JournalRow, job: Job) -> _StartOutcome:
         conversation_id = row.conversation_id or uuid.uuid4().hex
+        try:
+            request = make_start_request(
+                job.message, conversation_id=conversation_id, **job.start_options()
+            )
+        except (ValueError, TypeError) as exc:  # checked when read; kept for safety
+            await self.journal.mark_ended(row.key, "failed", error=str(exc))
+            return failed(job, None, None, str(exc), None)
         # Committed before the request leaves: a crash from here on is recoverable.
         row = await self.journal.mark_starting(row.key, conversation_id)
+        # The id that goes out is this job's alone: checked here, where the request is
+        # built, and not only by the journal (a repeated id breaks the first conversation).
+        holder = await self.journal.key_of(normalize_uuid(request.conversation_id or ""))
+        if holder != row.key:
+            raise AssertionError(
+                f"refusing to send conversation id {request.conversation_id} for job "
+                f"{row.key!r}: the journal holds it for job {holder!r}"
+            )
         try:
             if self.settings.start_limiter is not None:
                 async with self.settings.start_limiter:
                     pass
-            task = await self.client.conversations.start(
-                job.message, conversation_id=conversation_id, **job.start_options()
-            )
-        except errors.ConcurrencyLimitError as exc:
+            task = await self.client.conversations.send_start(request)
+        except (errors.ConcurrencyLimitError, *_AUTH_ERRORS) as exc:
             await self.journal.mark_pending(row.key)  # refused: the server did not take it
             return exc
         except errors.StartUnconfirmedError as exc:
@@ -204,6 +208,10 @@ class Runner:
         elif isinstance(outcome, errors.ConcurrencyLimitError):
             self.queue.appendleft((row, job))
             self._refused(outcome.limit)
+        elif isinstance(outcome, _AUTH_ERRORS):
+            # Stop at once: no further start; the job stays pending for the next run.
+            log.warning("batch stopped: %s", outcome)
+            self.fatal = self.fatal or outcome
         else:
             self._ended(outcome)
         self._report()
@@ -227,7 +235,8 @@ class Runner:
     async def _recover(self) -> None:
         """Pick up jobs an earlier run left starting or running (never start them twice)."""
         for row in await self.journal.rows("starting", "running"):
-            job = Job.from_dict({**row.job, "key": row.key})
+            self.recovered.add(row.key)
+            job = Job.from_dict({**row.job, "key": row.key}, source=row.source)
             task = await self._find(row)
             row = await self.journal.get(row.key) or row
             if task is None:
@@ -299,7 +308,7 @@ class Runner:
             )
             await self.journal.mark_ended(
                 entry.row.key,
-                result.state,
+                "finished" if result.ok else "failed",
                 sandbox_status=result.sandbox_status,
                 execution_status=result.execution_status,
                 error=result.error,
@@ -370,8 +379,10 @@ class Runner:
             self.paused.remove(entry)
 
     def _ended(self, result: JobResult) -> None:
-        if result.ok:
+        if result.state == "finished":
             self.progress.finished += 1
+        elif result.state == "skipped":
+            self.progress.skipped += 1
         else:
             self.progress.failed += 1
             if self.settings.fail_fast:

@@ -13,7 +13,12 @@ A job's life, one row per key:
                                          mark_ended("finished" | "failed") <--------------+
 
 The rule that makes a crash safe: the conversation id is committed by `mark_starting`
-*before* the start request leaves, so a later run can look for it on the server.
+*before* the start request leaves, so a later run can look for it on the server. A journal
+never lets two jobs hold one conversation id (`key_of` says whose an id is), and `retry`
+starts a failed job afresh: its old attempt, id included, moves to the row's `history`.
+
+Inputs that are not jobs of their own (invalid lines, duplicate keys) are recorded by their
+`source` (`reject`), so the whole batch's results (`rows` + `rejects`) list every input.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
-__all__ = ["TERMINAL_STATES", "JobState", "Journal", "JournalRow"]
+__all__ = ["TERMINAL_STATES", "JobState", "Journal", "JournalRow", "RejectRow"]
 
 JobState = Literal["pending", "starting", "running", "finished", "failed"]
 TERMINAL_STATES: frozenset[str] = frozenset({"finished", "failed"})
@@ -46,14 +51,34 @@ class JournalRow:
     sent_at: float | None
     running_at: float | None
     ended_at: float | None
+    #: Where the job was first read ("jobs.jsonl:2", "item 2"), if known.
+    source: str | None = None
+    #: Earlier attempts (oldest first), each the fields `retry` cleared.
+    history: tuple[dict[str, Any], ...] = ()
+
+
+@attrs.frozen
+class RejectRow:
+    """An input that is not a job of its own: invalid, or a duplicate of another key."""
+
+    source: str
+    seq: int
+    state: Literal["failed", "skipped"]
+    key: str | None
+    job: Any
+    error: str
+    recorded_at: float
 
 
 class Journal(Protocol):
     """A batch's record of its jobs, held by one run (or, for a shared backend, one worker
     per job) at a time."""
 
-    async def add(self, key: str, seq: int, job: dict[str, Any]) -> JournalRow:
-        """Record a job as pending, or return the row an earlier run left for this key."""
+    async def add(
+        self, key: str, seq: int, job: dict[str, Any], *, source: str | None = None
+    ) -> JournalRow:
+        """Record a job as pending, or return the row an earlier run left for this key (its
+        content may differ: the caller compares). A reject recorded at `source` goes."""
         ...
 
     async def get(self, key: str) -> JournalRow | None: ...
@@ -66,8 +91,13 @@ class Journal(Protocol):
         """Rows per state, every state present (0 if none)."""
         ...
 
+    async def key_of(self, conversation_id: str) -> str | None:
+        """The job that holds, or once held, this conversation id (32 hex digits)."""
+        ...
+
     async def mark_starting(self, key: str, conversation_id: str) -> JournalRow:
-        """Commit the minted conversation id before the start request leaves."""
+        """Commit the minted conversation id before the start request leaves. Raises
+        AssertionError if another job holds, or held, that id."""
         ...
 
     async def mark_pending(self, key: str) -> None:
@@ -85,6 +115,27 @@ class Journal(Protocol):
         execution_status: str | None = None,
         error: str | None = None,
     ) -> None: ...
+
+    async def retry(self, key: str) -> JournalRow:
+        """Make a failed job pending again, its attempt moved to `history`."""
+        ...
+
+    async def reject(
+        self,
+        source: str,
+        seq: int,
+        state: Literal["failed", "skipped"],
+        *,
+        error: str,
+        key: str | None = None,
+        job: Any = None,
+    ) -> None:
+        """Record (or replace) what was wrong with the input at `source`."""
+        ...
+
+    async def rejects(self) -> Sequence[RejectRow]:
+        """Every recorded reject, in input order."""
+        ...
 
     async def aclose(self) -> None:
         """Release the journal (and any hold on it). Safe to call twice."""

@@ -17,9 +17,11 @@ from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
 from ..._constants import DEFAULT_BATCH_POLL_INTERVAL, DEFAULT_MAX_RUNNING
-from ._runner import BatchHost, Runner, Settings
+from ._config import BatchHost, Settings
+from ._runner import Runner
 from .jobs import BatchProgress, JobResult, JobsInput
 from .journal import Journal
+from .results import BatchSummary, write_results
 from .sqlite import SQLiteJournal
 
 __all__ = ["BatchRun", "open_journal"]
@@ -38,9 +40,20 @@ def open_journal(spec: JournalSpec) -> Journal:
 
 
 class BatchRun:
-    """The async iterator `client.run_batch(...)` returns; yields a `JobResult` per job as it
-    ends. `progress` has live counts; `aclose()` (or leaving `async with`) stops it, leaving
-    the journal consistent: what was started stays recorded, for the next run to resume."""
+    """The async iterator `client.run_batch(...)` returns; yields a `JobResult` per input as
+    it ends (jobs ended in an earlier run are not yielded again). `progress` has live
+    counts; `aclose()` (or leaving `async with`) stops it, leaving the journal consistent:
+    what was started stays recorded, for the next run to resume.
+
+    However the run ends (done, an error, cancelled), `summary` then holds this run's and
+    the whole batch's counts, and with `out` the whole batch's results are written there
+    from the journal, one JSON line per input, atomically (see `write_results`).
+
+    A 401/403 on a start stops the batch: no further start is sent, the jobs not started
+    stay pending, and `AuthenticationError` / `PermissionDeniedError` is raised.
+    `retry_failed=True` starts jobs that failed in an earlier run again, each with a fresh
+    conversation id (the old attempt stays in the journal row's `history`).
+    """
 
     def __init__(
         self,
@@ -53,6 +66,8 @@ class BatchRun:
         fail_fast: bool = False,
         poll_interval: float = DEFAULT_BATCH_POLL_INTERVAL,
         on_progress: Callable[[BatchProgress], None] | None = None,
+        retry_failed: bool = False,
+        out: str | os.PathLike[str] | None = None,
     ) -> None:
         if isinstance(max_running, bool) or not isinstance(max_running, int) or max_running < 1:
             raise ValueError(f"max_running must be an int >= 1, got {max_running!r}")
@@ -73,9 +88,13 @@ class BatchRun:
             fail_fast=fail_fast,
             poll_interval=float(poll_interval),
             on_progress=on_progress,
+            retry_failed=retry_failed,
         )
         self._journal = journal
+        self._out = out
         self.progress = BatchProgress(target=max_running)
+        #: Set when the run has ended (however it ended): this run's and the batch's counts.
+        self.summary: BatchSummary | None = None
         self._iterator: AsyncIterator[JobResult] | None = None
 
     def __aiter__(self) -> AsyncIterator[JobResult]:
@@ -101,6 +120,11 @@ class BatchRun:
                 async for result in results:
                     yield result
         finally:
-            await runner.aclose()
-            if journal is not self._journal:  # opened here: closed here
-                await journal.aclose()
+            try:
+                await runner.aclose()
+                self.summary = await BatchSummary.of(self.progress, journal)
+                if self._out is not None:
+                    await write_results(journal, self._out)
+            finally:
+                if journal is not self._journal:  # opened here: closed here
+                    await journal.aclose()

@@ -9,19 +9,21 @@ file, so the async methods run them inline.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
 import sqlite3
 import time
 import typing
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Literal
 
 import attrs
 
 from ...errors import JournalLockedError
-from .journal import JobState, JournalRow
+from .journal import JobState, JournalRow, RejectRow
 
 __all__ = ["JournalLockedError", "SQLiteJournal"]
 
@@ -40,10 +42,28 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at       REAL NOT NULL,
     sent_at          REAL,
     running_at       REAL,
-    ended_at         REAL
+    ended_at         REAL,
+    source           TEXT,
+    history          TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
+-- Every conversation id ever minted, and its job: no id ever serves two jobs.
+CREATE TABLE IF NOT EXISTS conversation_ids (
+    conversation_id  TEXT PRIMARY KEY,
+    key              TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    source           TEXT PRIMARY KEY,
+    seq              INTEGER NOT NULL,
+    state            TEXT NOT NULL CHECK (state IN ('failed', 'skipped')),
+    key              TEXT,
+    job              TEXT,
+    error            TEXT NOT NULL,
+    recorded_at      REAL NOT NULL
+);
 """
+# Columns added after the first release: a journal written by it gains them on open.
+_ADDED_COLUMNS = {"source": "TEXT", "history": "TEXT NOT NULL DEFAULT '[]'"}
 
 
 class SQLiteJournal:
@@ -65,6 +85,14 @@ class SQLiteJournal:
         # NORMAL in WAL mode survives a process crash; only power loss can drop the last commit.
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, decl in _ADDED_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {decl}")
+        self._db.execute(
+            "INSERT OR IGNORE INTO conversation_ids SELECT conversation_id, key FROM jobs "
+            "WHERE conversation_id IS NOT NULL"
+        )
 
     def _lock(self) -> None:
         self._lock_file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 (held for the run)
@@ -129,18 +157,45 @@ class SQLiteJournal:
 
     # ------------------------------------------------------------------ writes (each commits)
 
-    async def add(self, key: str, seq: int, job: dict[str, Any]) -> JournalRow:
+    async def add(
+        self, key: str, seq: int, job: dict[str, Any], *, source: str | None = None
+    ) -> JournalRow:
         """Record a job as pending, or return the row a previous run left for this key."""
-        self._db.execute(
-            "INSERT OR IGNORE INTO jobs (key, seq, job, state, created_at) "
-            "VALUES (?, ?, ?, 'pending', ?)",
-            (key, seq, json.dumps(job, sort_keys=True), time.time()),
-        )
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO jobs (key, seq, job, state, created_at, source) "
+                "VALUES (?, ?, ?, 'pending', ?, ?)",
+                (key, seq, json.dumps(job, sort_keys=True), time.time(), source),
+            )
+            if source is not None:
+                self._db.execute("DELETE FROM rejects WHERE source = ?", (source,))
         return self._must_get(key)
+
+    async def key_of(self, conversation_id: str) -> str | None:
+        return self._key_of(conversation_id)
+
+    def _key_of(self, conversation_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT key FROM conversation_ids WHERE conversation_id = ?", (conversation_id,)
+        ).fetchone()
+        return None if row is None else str(row["key"])
 
     async def mark_starting(self, key: str, conversation_id: str) -> JournalRow:
         """Commit the minted conversation id before the start request leaves."""
-        self._update(key, state="starting", conversation_id=conversation_id, sent_at=time.time())
+        with self._transaction():  # the id is claimed and recorded together
+            self._db.execute(
+                "INSERT OR IGNORE INTO conversation_ids (conversation_id, key) VALUES (?, ?)",
+                (conversation_id, key),
+            )
+            holder = self._key_of(conversation_id)
+            if holder != key:
+                raise AssertionError(
+                    f"conversation id {conversation_id} belongs to job {holder!r} in journal "
+                    f"{self.path}: it is never sent for job {key!r}"
+                )
+            self._update(
+                key, state="starting", conversation_id=conversation_id, sent_at=time.time()
+            )
         return self._must_get(key)
 
     async def mark_pending(self, key: str) -> None:
@@ -169,6 +224,51 @@ class SQLiteJournal:
             ended_at=time.time(),
         )
 
+    async def retry(self, key: str) -> JournalRow:
+        row = self._must_get(key)
+        if row.state != "failed":
+            raise ValueError(f"job {key!r} is {row.state}, not failed: nothing to retry")
+        attempt = {name: getattr(row, name) for name in _ATTEMPT}
+        with self._transaction():
+            self._update(
+                key,
+                state="pending",
+                history=json.dumps([*row.history, attempt], sort_keys=True),
+                **dict.fromkeys(_ATTEMPT[1:]),
+            )
+        return self._must_get(key)
+
+    async def reject(
+        self,
+        source: str,
+        seq: int,
+        state: Literal["failed", "skipped"],
+        *,
+        error: str,
+        key: str | None = None,
+        job: Any = None,
+    ) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO rejects (source, seq, state, key, job, error, recorded_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (source, seq, state, key, json.dumps(job, sort_keys=True), error, time.time()),
+        )
+
+    async def rejects(self) -> list[RejectRow]:
+        cursor = self._db.execute("SELECT * FROM rejects ORDER BY seq")
+        return [RejectRow(**{**dict(r), "job": json.loads(r["job"])}) for r in cursor]
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # The connection is in autocommit mode (each statement commits): group these.
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def _must_get(self, key: str) -> JournalRow:
         row = self._get(key)
         if row is None:
@@ -193,7 +293,22 @@ class SQLiteJournal:
         return n
 
 
+# What one attempt at a job wrote (kept in `history` when the job is retried).
+_ATTEMPT = (
+    "state",
+    "conversation_id",
+    "start_task_id",
+    "sandbox_status",
+    "execution_status",
+    "error",
+    "sent_at",
+    "running_at",
+    "ended_at",
+)
+
+
 def _row(row: sqlite3.Row) -> JournalRow:
     values = dict(row)
     values["job"] = json.loads(values["job"])
+    values["history"] = tuple(json.loads(values["history"] or "[]"))
     return JournalRow(**values)
