@@ -52,18 +52,20 @@ def write_jsonl(path: Path, lines: list[Any]) -> Path:
 # -- 1. duplicate keys ------------------------------------------------------------------------
 
 
-async def test_a_duplicate_key_is_started_once_and_reported_once() -> None:
+@pytest.mark.parametrize("max_running", [1, 5])
+async def test_a_duplicate_key_is_started_once_and_reported_once(max_running: int) -> None:
     batch: list[Any] = [
         oh.Job("the job", key="D"),
         *(oh.Job(f"filler {i}") for i in range(3)),
-        # Same key, same content: read after the first has ended (max_running=1).
+        # Same key, same content: read after the first has ended (max_running=1), or
+        # while it is still starting (max_running=5).
         oh.Job("the job", key="D"),
         # Two identical lines without a key share the content-hash key.
         {"message": "same twice", "repository": "o/r"},
         {"message": "same twice", "repository": "o/r"},
     ]
     async with FakeCloud(time_scale=0.1) as cloud, client_for(cloud) as c:
-        results = await run(c, batch, max_running=1)
+        results = await run(c, batch, max_running=max_running)
     ids = sent_ids(cloud)
     assert len(ids) == len(set(ids)) == cloud.starts_received == 5
     assert cloud.duplicate_starts == 0
