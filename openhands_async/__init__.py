@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from ._http import Timeouts
-from ._retry import RetryPolicy
 from ._version import __version__
 from .client import OpenHandsClient
+from .config import RetryPolicy, Timeouts
 from .errors import (
     APIConnectionError,
     APIError,
@@ -27,8 +26,10 @@ from .errors import (
     StartTaskFailed,
     StartUnconfirmedError,
     StreamError,
+    StreamTruncated,
     UnprocessableEntityError,
 )
+from .lib import IJSON_BACKEND, StartTaskStream, iter_start_tasks
 from .lib.batch import BatchProgress, BatchRun, Job, JobResult, Journal, SQLiteJournal
 from .lib.helpers import wait_until_ready
 from .lib.poller import ChangeFeed, ConversationPoller, PollerStats, StatusChange
@@ -39,6 +40,7 @@ from .models import (
     ExposedUrl,
     ImageContent,
     Message,
+    MessageInput,
     Page,
     Sandbox,
     SandboxStatus,
@@ -50,9 +52,9 @@ from .models import (
     User,
 )
 from .pagination import AsyncPager
-from .streaming import StartTaskStream
 
 __all__ = [
+    "IJSON_BACKEND",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -78,6 +80,7 @@ __all__ = [
     "Journal",
     "JournalLockedError",
     "Message",
+    "MessageInput",
     "NotFoundError",
     "OpenHandsClient",
     "OpenHandsError",
@@ -100,10 +103,12 @@ __all__ = [
     "StartUnconfirmedError",
     "StatusChange",
     "StreamError",
+    "StreamTruncated",
     "TextContent",
     "Timeouts",
     "UnprocessableEntityError",
     "User",
     "__version__",
+    "iter_start_tasks",
     "wait_until_ready",
 ]

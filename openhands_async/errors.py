@@ -31,6 +31,7 @@ __all__ = [
     "StartTaskFailed",
     "StartUnconfirmedError",
     "StreamError",
+    "StreamTruncated",
     "UnprocessableEntityError",
 ]
 
@@ -79,13 +80,11 @@ class APITimeoutError(APIConnectionError):
         url: str = "",
         kind: str = "total",
         seconds: float | None = None,
-        attempts: int = 1,
         may_have_been_sent: bool = True,
     ) -> None:
         super().__init__(message, method=method, url=url, may_have_been_sent=may_have_been_sent)
         self.kind = kind
         self.seconds = seconds
-        self.attempts = attempts
 
 
 class StartUnconfirmedError(APIConnectionError):
@@ -214,6 +213,10 @@ class StreamError(APIError):
         self.offset = offset
         self.excerpt = excerpt
         self.items_received = items_received
+
+
+class StreamTruncated(StreamError):
+    """The body ended (cleanly, at EOF) in the middle of the array: a `StreamError`."""
 
 
 class StartTaskFailed(OpenHandsError):

@@ -6,6 +6,7 @@ Structuring and unstructuring live in `_converter.py`; nothing here knows JSON.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +19,7 @@ __all__ = [
     "ExposedUrl",
     "ImageContent",
     "Message",
+    "MessageInput",
     "Page",
     "Sandbox",
     "SandboxStatus",
@@ -125,6 +127,11 @@ class Message:
         return "\n".join(c.text for c in self.content if isinstance(c, TextContent))
 
 
+#: What `start`, `stream_start` and `send_message` take as the message: text, a list of
+#: text/image content (str items are text), a `Message`, or None (no initial message).
+MessageInput = str | Message | Sequence[str | TextContent | ImageContent] | None
+
+
 def _redact(value: dict[str, str] | None) -> str:
     return "None" if value is None else "{" + ", ".join(f"{k!r}: '***'" for k in value) + "}"
 
@@ -211,7 +218,8 @@ class Conversation:
 
     @property
     def is_terminal(self) -> bool:
-        """Done for a poller (see DESIGN.md): nothing more will happen by itself."""
+        """Done for a poller: nothing more will happen by itself (sandbox ERROR or MISSING;
+        execution finished, error, stuck, or waiting for a human's confirmation)."""
         if self.sandbox_status in (SandboxStatus.ERROR, SandboxStatus.MISSING):
             return True
         return self.execution_status in _TERMINAL_EXECUTION

@@ -16,11 +16,10 @@ import logging
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import attrs
 
-from .._batch import check_batch
 from ..errors import (
     APIConnectionError,
     APIError,
@@ -29,6 +28,10 @@ from ..errors import (
     ResponseValidationError,
 )
 from ..models import Conversation, StartTask, StartTaskStatus
+
+if TYPE_CHECKING:
+    from ..resources.conversations import Conversations
+    from ..resources.start_tasks import StartTasks
 
 __all__ = [
     "MISSING",
@@ -157,38 +160,35 @@ class PollerStats:
 
 
 class PollerHost(Protocol):
-    """What the poller needs of a client: the request pipeline, and a registry so that
-    closing the client stops its pollers."""
+    """What the poller needs of a client: the two resources it reads through, and a
+    registry so that closing the client stops its pollers."""
 
-    def url(self, path: str) -> str: ...
+    @property
+    def start_tasks(self) -> StartTasks: ...
 
-    async def request(self, method: str, path: str, *, params: Any = None) -> Any: ...
+    @property
+    def conversations(self) -> Conversations: ...
 
     def _register_poller(self, poller: Any) -> None: ...
 
     def _unregister_poller(self, poller: Any) -> None: ...
 
 
-# The routes of the two batch reads. The one place that knows them: when the resources
-# offer a raw batch reader (`start_tasks` / `conversations`), `read_raw` becomes one call.
-_PATHS: dict[Kind, str] = {
-    "start_task": "/api/v1/app-conversations/start-tasks",
-    "conversation": "/api/v1/app-conversations",
-}
+def _resource(client: PollerHost, kind: Kind) -> StartTasks | Conversations:
+    return client.start_tasks if kind == "start_task" else client.conversations
 
 
 async def read_raw(
     client: PollerHost, kind: Kind, ids: Sequence[str]
 ) -> list[dict[str, Any] | None] | APIError:
-    """One batch read of <= 99 ids as raw JSON objects (or None), in the order asked.
+    """One batch read of <= 99 ids as raw JSON objects (or None), in the order asked, by
+    the resource's raw batch reader (objects are structured only on a change: `parse`).
 
     A failure worth reading again later (connection, 429 after the client's retries, 5xx,
     an answer of the wrong shape) is returned, not raised; any other error is raised.
     """
-    path = _PATHS[kind]
     try:
-        data = await client.request("GET", path, params=[("ids", i) for i in ids])
-        return check_batch(data, len(ids), client.url(path))
+        return await _resource(client, kind).read_raw(ids)
     except (APIConnectionError, RateLimitError, ResponseValidationError) as exc:
         log.info("poller read of %d ids failed (%r); retrying later", len(ids), exc)
         return exc
@@ -199,8 +199,10 @@ async def read_raw(
         return exc
 
 
-def url_of(client: PollerHost, kind: Kind) -> str:
-    return client.url(_PATHS[kind])
+def parse(client: PollerHost, kind: Kind, raw: dict[str, Any]) -> Model:
+    """The model of one object `read_raw` returned (ResponseValidationError if it does not
+    fit)."""
+    return _resource(client, kind).parse_raw(raw)
 
 
 def bounds(

@@ -9,7 +9,7 @@ from ..errors import ResponseValidationError, StreamError
 from ..models import StartTaskStatus
 
 if TYPE_CHECKING:
-    from ..resources.conversations import Conversations
+    from .conversations import Conversations
 
 __all__ = ["wait_until_ready"]
 

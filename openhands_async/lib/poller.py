@@ -42,15 +42,13 @@ from typing import Any
 
 from .._batch import chunked, gather_bounded
 from .._constants import DEFAULT_POLLER_INTERVAL, DEFAULT_POLLER_MAX_IN_FLIGHT, MAX_BATCH_IDS
-from .._converter import structure
-from .._sansio import normalize_uuid
+from .._inputs import normalize_uuid
 from ..errors import ResponseValidationError
 from ..models import Conversation, StartTask, StartTaskStatus
 from ._polling import (
     _CLOSED,
     _IDLE,
     MISSING,
-    MODELS,
     ChangeFeed,
     Kind,
     Model,
@@ -61,11 +59,11 @@ from ._polling import (
     _Queued,
     bounds,
     final_change,
+    parse,
     raw_status,
     read_raw,
     resolve_poll_interval,
     status_of,
-    url_of,
 )
 
 __all__ = ["ChangeFeed", "ConversationPoller", "PollerHost", "PollerStats", "StatusChange"]
@@ -357,9 +355,7 @@ class ConversationPoller:
             self._back_off(item, now)
             return
         try:
-            model = structure(
-                raw, MODELS[item.kind], method="GET", url=url_of(self._client, item.kind)
-            )
+            model = parse(self._client, item.kind, raw)
         except ResponseValidationError as exc:  # one bad object: read it again later
             log.info("poller read of %s failed (%r); retrying later", item.id, exc)
             self._back_off(item, now)

@@ -12,21 +12,14 @@ from .._polling import PollerHost
 from .jobs import BatchProgress
 
 if TYPE_CHECKING:
-    from ...resources.conversations import Conversations
     from ...resources.sandboxes import Sandboxes
-    from ...resources.start_tasks import StartTasks
 
 __all__ = ["BatchHost", "Settings"]
 
 
 class BatchHost(PollerHost, Protocol):
-    """What the runner needs of a client: the resources it calls, and what a poller needs."""
-
-    @property
-    def conversations(self) -> Conversations: ...
-
-    @property
-    def start_tasks(self) -> StartTasks: ...
+    """What the runner needs of a client: what a poller needs (the start tasks and
+    conversations resources) and the sandboxes, to resume what the server paused."""
 
     @property
     def sandboxes(self) -> Sandboxes: ...

@@ -21,7 +21,7 @@ import attrs
 
 from ... import errors
 from ..._constants import BATCH_CAP_RETRY_DELAY
-from ..._sansio import normalize_uuid
+from ..._inputs import normalize_uuid
 from ..._start_request import make_start_request
 from ...models import Conversation, SandboxStatus, StartTask, StartTaskStatus
 from .._polling import StatusChange
