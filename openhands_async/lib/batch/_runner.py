@@ -52,13 +52,8 @@ class _Active:
 
 # 401/403: the credentials are wrong for every job, so the batch stops.
 _AUTH_ERRORS = (errors.AuthenticationError, errors.PermissionDeniedError)
-_StartOutcome = (
-    _Active
-    | JobResult
-    | errors.ConcurrencyLimitError
-    | errors.AuthenticationError
-    | errors.PermissionDeniedError
-)
+_Refusal = errors.ConcurrencyLimitError | errors.AuthenticationError | errors.PermissionDeniedError
+_StartOutcome = _Active | JobResult | _Refusal
 
 
 class Runner:
@@ -349,16 +344,8 @@ class Runner:
             error = f"paused by the server's running cap and not resumed: {exc}"
             row = entry.row
             await self.journal.mark_ended(row.key, "failed", sandbox_status="PAUSED", error=error)
-            self._ended(
-                failed(
-                    entry.job,
-                    row.conversation_id,
-                    entry.task,
-                    error,
-                    row.sent_at,
-                    sandbox_status="PAUSED",
-                )
-            )
+            args = (entry.job, row.conversation_id, entry.task, error, row.sent_at)
+            self._ended(failed(*args, sandbox_status="PAUSED"))
             return
         entry.paused = False
         self.paused.remove(entry)
