@@ -23,6 +23,7 @@ __all__ = [
     "GoneError",
     "InternalServerError",
     "JournalLeaseLost",
+    "JournalLockedError",
     "NotFoundError",
     "OpenHandsError",
     "PermissionDeniedError",
@@ -240,3 +241,8 @@ class JournalLeaseLost(OpenHandsError):
         super().__init__(f"job {key!r} is no longer held by worker {worker!r} (lease lapsed)")
         self.key = key
         self.worker = worker
+
+
+class JournalLockedError(OpenHandsError):
+    """Another run holds this batch journal: two runs on one journal would start jobs twice."""
+
