@@ -1,6 +1,7 @@
 """The batch runner: `BatchRun` (run.py) runs `Job`s (jobs.py; `read_jobs` for a JSONL
 file) under a running cap, recording each step in a `Journal` (journal.py; `SQLiteJournal`
-in sqlite.py; the shared `PostgresJournal` in postgres.py); the whole batch's results and summary come from the journal (results.py)."""
+in sqlite.py, the shared `PostgresJournal` in postgres.py); the whole batch's results and
+summary come from the journal (results.py)."""
 
 from __future__ import annotations
 
