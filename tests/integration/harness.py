@@ -72,12 +72,21 @@ def find_python312() -> str:
     candidates += sorted(glob.glob(f"{pyenv_root}/versions/3.12*/bin/python3.12"), reverse=True)
     candidates += [*sorted(glob.glob("/usr/local/bin/python3.12")), "/usr/bin/python3.12"]
     for path in candidates:
-        if path and os.access(path, os.X_OK):
+        # A pyenv shim is executable but fails unless 3.12 is the selected version: run it.
+        if path and os.access(path, os.X_OK) and _runs(path):
             return path
     raise SystemExit(
         "Python 3.12 not found (openhands-ai 1.x needs it): "
         "install it or set PY312=/path/to/python3.12"
     )
+
+
+def _runs(python: str) -> bool:
+    try:
+        done = subprocess.run([python, "-V"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def installed_version() -> str | None:
