@@ -11,9 +11,10 @@ runs for an hour. The poller uses a fixed interval (`interval = min_interval = m
 so every item it follows is due in every cycle, and a subscriber drains `changes()`.
 
 While the poller runs, the server process arms random faults on the conversations batch
-route, `--faults-per-cycle` (default 1.5, seeded RNG) for every cycle's worth of answered reads: a 5xx burst (500, 502,
-503 or 504, 2-5 answers in a row), a connection reset (before the answer or in the middle
-of the body, 1-3 in a row), or a 429 with `Retry-After: 1`. The client keeps its default
+route, `--faults-per-cycle` (default 1.5, seeded RNG) for every cycle's worth of answered
+reads: a 5xx burst (500, 502, 503 or 504, 2-5 answers in a row), a connection reset
+(before the answer or in the middle of the body, 1-3 in a row), or a 429 with
+`Retry-After: 1`. The client keeps its default
 retry policy (2 retries; 500 is not retried), so some reads fail for the poller, which must
 read those items again later.
 
@@ -258,7 +259,9 @@ async def _soak(spec: dict[str, Any]) -> dict[str, Any]:
         "rss_late": rss[cycles],
         "poller_requests": per_cycle[-1]["requests_total"],
         "formula": sum(formula),
-        "per_cycle_matches": all(c["requests"] == f for c, f in zip(per_cycle, formula)),
+        "per_cycle_matches": all(
+            c["requests"] == f for c, f in zip(per_cycle, formula, strict=True)
+        ),
         "requests_per_cycle": statistics.median(c["requests"] for c in per_cycle),
         "formula_per_cycle": statistics.median(formula),
         "failed_requests": failed_by_n,
@@ -407,9 +410,8 @@ def _report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
         f"| finishing conversations reported finished | {med('finished_reported'):,.0f} / "
         f"{med('finishing'):,.0f} | all |"
     )
-    print(
-        f"| still followed at the end | {med('still_followed'):,.0f} / {med('running'):,.0f} | all |"
-    )
+    followed = f"{med('still_followed'):,.0f} / {med('running'):,.0f}"
+    print(f"| still followed at the end | {followed} | all |")
     print(
         f"| poller requests per cycle / formula | {med('requests_per_cycle'):.0f} / "
         f"{med('formula_per_cycle'):.0f} | equal |"
@@ -422,9 +424,8 @@ def _report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> int:
         f"| server requests in cycles 1..{args.cycles} (retries included) | "
         f"{med('server_requests'):,.0f} | |"
     )
-    print(
-        f"| reads that failed for the poller (retried next cycle) | {med('failed_requests'):.0f} | |"
-    )
+    failed = med("failed_requests")
+    print(f"| reads that failed for the poller (read again next cycle) | {failed:.0f} | |")
     print(f"| poller CPU s | {med('cpu'):.1f} | |")
     print(f"\nFaults armed (all repeats): {dict(sorted(armed.items()))}")
     print(f"Faulted answers the server sent (all repeats): {dict(sorted(faulted.items()))}")
