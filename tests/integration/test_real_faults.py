@@ -8,7 +8,7 @@ in the fleet's sandbox A (a new sandbox costs ~15 s):
   its first element (a truncated chunk: no element arrived, the start must be looked up);
 - conversation F by `stream_start` through a proxy that stalls the stream after its first
   element (the connection stays open, nothing more arrives; idle timeout 3 s);
-- a poller following E's and F's start tasks (then their conversations) through a proxy
+- a poller following F's start task (then its conversation) through a proxy
   that cuts the first batch read of each kind mid-body and stalls the second (read
   timeout 3 s).
 
@@ -54,6 +54,7 @@ STREAM = b"POST /api/v1/app-conversations/stream-start "
 TASKS_BATCH = b"GET /api/v1/app-conversations/start-tasks?"
 CONVS_BATCH = b"GET /api/v1/app-conversations?"
 BOUND = 150.0  # seconds for a whole scenario on a loaded 2-core machine
+E_BOUND = 40.0  # a start in an existing sandbox is READY within ~10 s
 QUICK = oh.Timeouts(connect=5, read=3, total=30, stream_idle=3)
 
 
@@ -81,6 +82,7 @@ class Broken:
     e: str
     f: str
     e_tasks: list[oh.StartTask]
+    e_outcome: str  # "READY", the error it raised, or "hung"
     f_tasks: list[oh.StartTask]
     cut_proxy: BreakingProxy
     stall_proxy: BreakingProxy
@@ -98,6 +100,8 @@ async def broken(
     upstream = _port(base_url)
     e, f = uuid.uuid4().hex, uuid.uuid4().hex
     changes: dict[str, list[oh.StatusChange]] = {}
+    e_tasks: list[oh.StartTask] = []
+    f_tasks: list[oh.StartTask] = []
     began = time.monotonic()
     async with (
         # Cut 40 bytes into the first element: no element arrives, the SDK must look the
@@ -121,8 +125,9 @@ async def broken(
             async for change in poller.changes(until_idle=False):
                 changes.setdefault(change.id, []).append(change)
 
-        async def stream(proxy: BreakingProxy, cid: str, name: str) -> list[oh.StartTask]:
-            tasks: list[oh.StartTask] = []
+        async def stream(
+            proxy: BreakingProxy, cid: str, name: str, tasks: list[oh.StartTask], track: bool
+        ) -> list[oh.StartTask]:
             async with oh.OpenHandsClient(
                 base_url=proxy.base_url, session=http_session, timeout=QUICK
             ) as sc:
@@ -134,16 +139,27 @@ async def broken(
                     poll_interval=0.5,
                 ):
                     tasks.append(task)
-                    if len(tasks) == 1:
+                    if track and len(tasks) == 1:
                         poller.track_start_task(task.id)  # followed mid-start, through faults
             return tasks
+
+        async def bounded_e() -> str:
+            # The server drops a start whose stream connection closed (see the E test):
+            # recovery then polls a task stuck in WORKING, so E gets its own bound.
+            try:
+                await asyncio.wait_for(stream(cut_proxy, e, "E", e_tasks, False), E_BOUND)
+            except asyncio.TimeoutError:
+                return "hung"
+            except oh.OpenHandsError as exc:
+                return repr(exc)
+            return e_tasks[-1].status.value if e_tasks else "no task"
 
         with sdk_log_lines() as logs:
             consumer = asyncio.ensure_future(consume())
             await poller.start()
             try:
-                e_tasks, f_tasks = await asyncio.wait_for(
-                    asyncio.gather(stream(cut_proxy, e, "E"), stream(stall_proxy, f, "F")), BOUND
+                e_outcome, _ = await asyncio.wait_for(
+                    asyncio.gather(bounded_e(), stream(stall_proxy, f, "F", f_tasks, True)), BOUND
                 )
                 results = await poller.wait(timeout=BOUND)
             finally:
@@ -151,11 +167,23 @@ async def broken(
                 await asyncio.wait([consumer], timeout=5)
     seconds = time.monotonic() - began
     NOTES.append(
-        f"faults mid-stream/mid-cycle: {seconds:.1f}s; E (cut) saw {_statuses(e_tasks)}, "
+        f"faults mid-stream/mid-cycle: {seconds:.1f}s; E (cut) saw {_statuses(e_tasks)} "
+        f"and ended {e_outcome}, "
         f"F (stall) saw {_statuses(f_tasks)}; poller stats {poller.stats}"
     )
     yield Broken(
-        e, f, e_tasks, f_tasks, cut_proxy, stall_proxy, poll_proxy, changes, results, logs, seconds
+        e,
+        f,
+        e_tasks,
+        e_outcome,
+        f_tasks,
+        cut_proxy,
+        stall_proxy,
+        poll_proxy,
+        changes,
+        results,
+        logs,
+        seconds,
     )
 
 
@@ -174,11 +202,32 @@ def _check_recovered(
     assert any("broke" in m and client_tasks[0].id in m for m in logs), logs
 
 
-async def test_stream_start_cut_mid_element_recovers(
+async def test_stream_start_cut_is_looked_up_not_resent(
     client: oh.OpenHandsClient, broken: Broken
 ) -> None:
-    _check_recovered(broken.e_tasks, broken.e, broken.cut_proxy, broken.logs)
+    """The part that works: no element arrived, the SDK found the start and never resent it."""
+    (rule,) = broken.cut_proxy.breaks
+    assert rule.broken == 1, "the proxy never cut the stream: the scenario did not happen"
+    assert broken.cut_proxy.count(STREAM) == 1, "stream-start was sent again"
     assert starts_sent_with(await raw_start_tasks(client), broken.e) == 1
+    assert broken.e_tasks, "the SDK did not find the start after the cut"
+    assert any("broke; found task" in m and broken.e in m for m in broken.logs), broken.logs
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "SDK defect: openhands-ai 1.11.0 runs the start inside the stream-start response "
+        "(app_conversation_router._stream_app_conversation_start), so a cut stream ends the "
+        "start and its task stays WORKING for good; StartTaskStream's recovery "
+        "(streaming._poll) polls it with no bound and never ends or raises"
+    ),
+)
+async def test_stream_start_cut_mid_element_recovers(broken: Broken) -> None:
+    """A cut stream ends: READY, or a typed error saying the start stopped; never a hang."""
+    assert broken.e_outcome != "hung", (
+        f"stream_start polled a task stuck in {_statuses(broken.e_tasks)} for {E_BOUND:.0f}s"
+    )
 
 
 async def test_stream_start_stall_recovers(client: oh.OpenHandsClient, broken: Broken) -> None:
@@ -193,7 +242,7 @@ async def test_poller_cycle_cut_and_stall_miss_no_status(broken: Broken) -> None
         (CONVS_BATCH, "cut", 1),
         (CONVS_BATCH, "stall", 1),
     ], "a planned cut or stall did not happen"
-    task_ids = {broken.e_tasks[0].id: broken.e, broken.f_tasks[0].id: broken.f}
+    task_ids = {broken.f_tasks[0].id: broken.f}
     assert set(broken.results) == set(task_ids) | set(task_ids.values())
     for task_id, cid in task_ids.items():
         task = broken.results[task_id]
@@ -223,6 +272,23 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _continue_agent_servers(home: Path) -> None:
+    """SIGCONT the plain server's agent servers: a pause SIGSTOPs one, and the restarted
+    app server no longer knows it, so nothing would resume it before the harness stops it."""
+    sandboxes = str(home / "sandboxes") + "/"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if b"oh_loopback_agent_server" in cmdline and (cwd + "/").startswith(sandboxes):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGCONT)
 
 
 async def _restart(home: Path, port: int) -> str:
@@ -258,20 +324,20 @@ async def _restart(home: Path, port: int) -> str:
 async def test_poller_outlives_a_killed_server(fleet: Fleet, base_url: str) -> None:
     home = Path(os.environ.get("OH_REAL_HOME") or pytest.fail("OH_REAL_HOME is not set"))
     port = _port(base_url)
-    cids = [uuid.uuid4().hex for _ in range(3)]
+    cids = fleet.ids  # A, B, C, D: all in sandbox A
     changes: dict[str, list[oh.StatusChange]] = {}
     retry = oh.RetryPolicy(max_retries=1, initial_delay=0.2, max_delay=0.5)
     async with oh.OpenHandsClient(base_url=base_url, timeout=QUICK, retry_policy=retry) as c:
-        # run=False: the agent does not take the first turn, so each conversation stays
-        # RUNNING/idle (not terminal) until the server is gone.
-        tasks = await asyncio.gather(
-            *(
-                c.conversations.start(
-                    f"Wait ({i}).", conversation_id=cid, sandbox_id=fleet.a, run=False
-                )
-                for i, cid in enumerate(cids)
-            )
-        )
+        # The fleet's conversations are finished (terminal); with their sandbox paused they
+        # read PAUSED, which the poller follows on: something to follow through the outage.
+        await c.sandboxes.pause(fleet.a)
+
+        async def paused() -> bool | None:
+            convs = await c.conversations.get_many(cids)
+            ok = all(x is not None and x.sandbox_status is oh.SandboxStatus.PAUSED for x in convs)
+            return True if ok else None
+
+        await wait_for("sandbox A to pause", paused, bound=60)
         poller = c.poller(1.0, min_interval=0.5, max_interval=2.0)
 
         async def consume() -> None:
@@ -281,7 +347,7 @@ async def test_poller_outlives_a_killed_server(fleet: Fleet, base_url: str) -> N
         consumer = asyncio.ensure_future(consume())
         with sdk_log_lines() as logs:
             try:
-                poller.track_start_tasks(t.id for t in tasks)
+                poller.track_conversations(cids)
                 await poller.start()
 
                 async def all_followed() -> bool | None:
@@ -290,7 +356,7 @@ async def test_poller_outlives_a_killed_server(fleet: Fleet, base_url: str) -> N
                         assert not ch.terminal, f"ended before the kill: {ch}"
                     return True if len(last) == len(cids) else None
 
-                await wait_for("the poller to follow all three", all_followed, bound=BOUND)
+                await wait_for("the poller to follow all four", all_followed, bound=60)
                 before_kill = {cid: changes[cid][-1].new for cid in cids}
                 pid = int((home / "server.pid").read_text().strip())
                 failed_before = poller.stats.failed_requests
@@ -307,11 +373,9 @@ async def test_poller_outlives_a_killed_server(fleet: Fleet, base_url: str) -> N
                 await wait_for("the poller to see the outage", outage_seen, bound=60)
                 # Reported through the normal error path; nothing dropped, still running.
                 assert poller.running
-                assert poller.tracked == 3
-                assert {k for k, v in poller.results().items() if v is not None} == {
-                    t.id for t in tasks
-                }
-                assert any("poller read of 3 ids failed" in m for m in logs), logs
+                assert poller.tracked == len(cids)
+                assert poller.results() == {}
+                assert any(f"poller read of {len(cids)} ids failed" in m for m in logs), logs
                 outage = poller.stats.failed_requests - failed_before
 
                 t0 = time.monotonic()
@@ -322,13 +386,10 @@ async def test_poller_outlives_a_killed_server(fleet: Fleet, base_url: str) -> N
             finally:
                 await poller.aclose()
                 await asyncio.wait([consumer], timeout=5)
-    assert set(results) == {t.id for t in tasks} | set(cids)
+                _continue_agent_servers(home)
+    assert set(results) == set(cids)
     final = {}
-    for task, cid in zip(tasks, cids, strict=True):
-        done = results[task.id]
-        assert isinstance(done, oh.StartTask)
-        assert done.status is oh.StartTaskStatus.READY
-        _check_chain(changes[task.id])
+    for cid in cids:
         _check_chain(changes[cid])
         conv = results[cid]
         # The process sandbox keeps its registry in memory: the restarted server no longer
