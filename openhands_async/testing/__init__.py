@@ -17,7 +17,8 @@ Run one from a shell with `python -m openhands_async.testing --port 3000`.
 
 from __future__ import annotations
 
-from ._cloud import FakeCloud, RequestRecord
+from ._cloud import FakeCloud
+from ._context import RequestRecord
 from ._faults import Fault, FaultAction
 from ._plan import DEFAULT_START_TIMELINE, StreamBehavior
 
