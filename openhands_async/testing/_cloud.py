@@ -40,7 +40,7 @@ class FakeCloud:
     send-message (re-runs a finished conversation; 409 while its sandbox is not RUNNING, 410
     once the sandbox is deleted), update, delete, download (a zip), git changes/diff and file
     reads; events search / count / batch get (a small generated list per conversation, see
-    `_app_events`); sandboxes search / batch get / start / pause / resume / delete (pausing
+    `_events`); sandboxes search / batch get / start / pause / resume / delete (pausing
     freezes the conversation's timeline, resuming continues it); users/me; and the V0 routes
     under /api/conversations (create, search, get, delete, start, stop, events).
     Route names for `requests` and `Fault(route=...)`: see `ROUTE_NAMES` (e.g. "send_message",

@@ -210,10 +210,6 @@ class Context:
 
     # -- waiting -----------------------------------------------------------------------
 
-    @property
-    def stopping(self) -> bool:
-        return self._closing is not None and self._closing.done()
-
     async def sleep(self, seconds: float | None) -> bool:
         """Sleep (None: forever) unless the FakeCloud stops first; True if it is stopping."""
         closing = self._closing
