@@ -12,7 +12,7 @@ nox.options.sessions = ["tests", "lint", "typecheck"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """Install the package with its test extra and run the suite (warnings are errors)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,postgres]")
     session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 
@@ -29,7 +29,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    session.install("-e", ".[test]", "mypy")
+    session.install("-e", ".[test,postgres]", "mypy")
     session.run("mypy")
 
 

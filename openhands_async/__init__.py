@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ._version import __version__
-from .batch import BatchProgress, BatchRun, Job, JobResult
 from .client import OpenHandsClient
 from .config import RetryPolicy, Timeouts
 from .errors import (
@@ -17,6 +16,7 @@ from .errors import (
     ConflictError,
     GoneError,
     InternalServerError,
+    JournalLockedError,
     NotFoundError,
     OpenHandsError,
     PermissionDeniedError,
@@ -29,8 +29,10 @@ from .errors import (
     StreamTruncated,
     UnprocessableEntityError,
 )
-from .helpers import wait_until_ready
 from .lib import IJSON_BACKEND, StartTaskStream, iter_start_tasks
+from .lib.batch import BatchProgress, BatchRun, Job, JobResult, Journal, SQLiteJournal
+from .lib.helpers import wait_until_ready
+from .lib.poller import ChangeFeed, ConversationPoller, PollerStats, StatusChange
 from .models import (
     Conversation,
     Event,
@@ -50,7 +52,6 @@ from .models import (
     User,
 )
 from .pagination import AsyncPager
-from .poller import ConversationPoller, PollerStats, StatusChange
 
 __all__ = [
     "IJSON_BACKEND",
@@ -63,6 +64,7 @@ __all__ = [
     "BadRequestError",
     "BatchProgress",
     "BatchRun",
+    "ChangeFeed",
     "ConcurrencyLimitError",
     "ConflictError",
     "Conversation",
@@ -75,6 +77,8 @@ __all__ = [
     "InternalServerError",
     "Job",
     "JobResult",
+    "Journal",
+    "JournalLockedError",
     "Message",
     "MessageInput",
     "NotFoundError",
@@ -86,6 +90,7 @@ __all__ = [
     "RateLimitError",
     "ResponseValidationError",
     "RetryPolicy",
+    "SQLiteJournal",
     "Sandbox",
     "SandboxStatus",
     "SendMessageResult",

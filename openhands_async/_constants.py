@@ -38,3 +38,19 @@ START_LOOKUPS_BEFORE_RESEND = 3
 DEFAULT_STREAM_POLL_INTERVAL = 1.0
 # Conversations running at once in a batch (the Cloud's older documented account cap).
 DEFAULT_MAX_RUNNING = 3
+
+# Shared (PostgreSQL) batch journal: a worker's hold on the jobs it runs lasts this long
+# unless renewed (every third of it); after it lapses, another worker of the same account
+# adopts them. It must outlast one start request, retries included.
+DEFAULT_LEASE_SECONDS = 60.0
+
+# -- poller and batch runner (lib/poller.py, lib/batch/) --
+# The poller's base seconds between two reads of one item (it reads changed items sooner
+# and quiet ones later); the batch runner reads at this fixed period.
+DEFAULT_POLLER_INTERVAL = 5.0
+DEFAULT_BATCH_POLL_INTERVAL = 5.0
+# Batch reads one poller may have in flight at once.
+DEFAULT_POLLER_MAX_IN_FLIGHT = 4
+# How long the batch runner waits before trying a refused start again when none of its
+# own conversations is running (the slots are held by conversations outside the batch).
+BATCH_CAP_RETRY_DELAY = 5.0

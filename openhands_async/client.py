@@ -4,14 +4,22 @@ resources wired on it, and the `poller()` / `run_batch()` factories."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from ._base_client import BaseClient
-from .batch import DEFAULT_MAX_RUNNING, BatchProgress, BatchRun, Job
+from ._constants import (
+    DEFAULT_BATCH_POLL_INTERVAL,
+    DEFAULT_MAX_RUNNING,
+    DEFAULT_POLLER_INTERVAL,
+    DEFAULT_POLLER_MAX_IN_FLIGHT,
+)
+from .lib._polling import resolve_poll_interval
+from .lib.batch import BatchProgress, BatchRun, Job, Journal
 from .lib.conversations import Conversations
-from .poller import ConversationPoller
+from .lib.poller import ConversationPoller
 from .resources.events import Events
 from .resources.sandboxes import Sandboxes
 from .resources.start_tasks import StartTasks
@@ -80,16 +88,20 @@ class OpenHandsClient(BaseClient):
         *,
         max_running: int = DEFAULT_MAX_RUNNING,
         starts_per_second: float | None = None,
-        journal: str | None = None,
+        journal: str | os.PathLike[str] | Journal | None = None,
         fail_fast: bool = False,
-        poll_interval: float = 5.0,
+        poll_interval: float = DEFAULT_BATCH_POLL_INTERVAL,
         on_progress: Callable[[BatchProgress], None] | None = None,
+        retry_failed: bool = False,
+        out: str | os.PathLike[str] | None = None,
     ) -> BatchRun:
         """Run many jobs, at most `max_running` conversations at once; yields `JobResult`s.
 
-        `journal` is a SQLite file recording every job: run the same batch again with it
-        after a crash and finished jobs are skipped, started ones tracked (never started
-        again), and only never-submitted ones started. See `openhands_async.batch`.
+        `journal` is a SQLite file (or any `Journal`) recording every job: run the same
+        batch again with it after a crash and finished jobs are skipped, started ones
+        tracked (never started again), and only never-submitted ones started;
+        `retry_failed=True` starts failed ones again. `out`: write the whole batch's results
+        there (JSONL) when the run ends. A 401/403 stops the batch. See `BatchRun`.
         """
         return BatchRun(
             self,
@@ -100,25 +112,30 @@ class OpenHandsClient(BaseClient):
             fail_fast=fail_fast,
             poll_interval=poll_interval,
             on_progress=on_progress,
+            retry_failed=retry_failed,
+            out=out,
         )
 
     def poller(
         self,
-        interval: float = 5.0,
+        poll_interval: float | None = None,
         *,
         min_interval: float | None = None,
         max_interval: float | None = None,
-        max_in_flight: int = 4,
+        max_in_flight: int = DEFAULT_POLLER_MAX_IN_FLIGHT,
+        interval: float | None = None,
     ) -> ConversationPoller:
-        """A `ConversationPoller` reading through this client (see `openhands_async.poller`).
+        """A `ConversationPoller` reading through this client (see `openhands_async.lib.poller`).
 
-        `interval` is the base seconds between reads of one item; changed items are read
-        again after `min_interval` (default interval/4), quiet ones back off by doubling up
-        to `max_interval` (default interval*4). `max_in_flight` bounds concurrent requests.
+        `poll_interval` (default 5 s; `interval` is its deprecated name) is the base seconds
+        between reads of one item; changed items are read again after `min_interval`
+        (default a quarter of it), quiet ones back off by doubling up to `max_interval`
+        (default four times it). `max_in_flight` bounds concurrent requests.
         """
+        period = resolve_poll_interval(poll_interval, interval, DEFAULT_POLLER_INTERVAL)
         return ConversationPoller(
             self,
-            interval,
+            period,
             min_interval=min_interval,
             max_interval=max_interval,
             max_in_flight=max_in_flight,

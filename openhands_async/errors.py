@@ -22,6 +22,8 @@ __all__ = [
     "ConflictError",
     "GoneError",
     "InternalServerError",
+    "JournalLeaseLost",
+    "JournalLockedError",
     "NotFoundError",
     "OpenHandsError",
     "PermissionDeniedError",
@@ -228,3 +230,19 @@ class StartTaskFailed(OpenHandsError):
         super().__init__(
             f"start task {task.id} ended in ERROR: {self.detail or '(no detail given)'}"
         )
+
+
+class JournalLeaseLost(OpenHandsError):
+    """A shared journal's job is no longer this worker's: its lease lapsed and another
+    worker adopted it (this worker was stalled or cut off from the database). Stop following
+    the job; its new owner does."""
+
+    def __init__(self, key: str, worker: str) -> None:
+        super().__init__(f"job {key!r} is no longer held by worker {worker!r} (lease lapsed)")
+        self.key = key
+        self.worker = worker
+
+
+class JournalLockedError(OpenHandsError):
+    """Another run holds this batch journal: two runs on one journal would start jobs twice."""
+

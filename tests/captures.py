@@ -6,7 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
+# ../shared beside the checkout; a git worktree one level deeper (wt/<name>) finds it too.
+CAPTURES = next(
+    (
+        d / "shared" / "captures"
+        for d in Path(__file__).resolve().parents[1:]
+        if (d / "shared" / "captures").is_dir()
+    ),
+    Path(__file__).resolve().parents[2] / "shared" / "captures",
+)
 
 
 def body(name: str) -> Any:

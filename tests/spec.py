@@ -7,7 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openapi" / "openhands-cloud.json"
+_IN_SHARED = Path("shared", "openapi", "openhands-cloud.json")
+# ../shared beside the checkout; a git worktree one level deeper (wt/<name>) finds it too.
+SPEC = next(
+    (d / _IN_SHARED for d in Path(__file__).resolve().parents[1:] if (d / _IN_SHARED).exists()),
+    Path(__file__).resolve().parents[2] / _IN_SHARED,
+)
 
 
 def load_spec() -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Hand-written helpers on top of the resources: the streamed start (`streaming`, its
-parser `_stream_parser`) and the `Conversations` resource with `stream_start`.
+parser `_stream_parser`), the `Conversations` resource with `stream_start`, the poller
+(`poller`, `_polling`), the batch runner (`batch/`) and `helpers`.
 
 lib uses the resources and the base client, never `client.OpenHandsClient`, and nothing
 below it imports lib.
