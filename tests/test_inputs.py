@@ -74,7 +74,7 @@ def test_uuids() -> None:
         normalize_uuids(["bad"], "conversation_ids")
     for single in (DASHED, DASHED.encode()):
         with pytest.raises(TypeError) as type_info:
-            normalize_uuids(single)  # type: ignore[arg-type]
+            normalize_uuids(single)
         assert str(type_info.value) == "ids must be an iterable of ids, not a single string"
     with pytest.raises(TypeError, match=r"^task_ids must be an iterable"):
         normalize_uuids(HEX, "task_ids")
