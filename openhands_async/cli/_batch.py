@@ -10,9 +10,9 @@ import tempfile
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from ._display import Out
+from ._display import MISSING, Out, show
 from ._parser import EXIT_FAILED, EXIT_OK
-from ._progress import Progress
+from ._progress import BatchDisplay
 
 
 def _read_jobs(path: str) -> Iterator[dict[str, Any]]:
@@ -43,52 +43,85 @@ def _open_out(path: str | None) -> TextIO | None:
 
 
 async def cmd_batch(client: Any, args: argparse.Namespace, out: Out) -> int:
-    progress = Progress(out, sys.stderr)
+    # Read (and check) every job before starting any: a bad line is a usage error, not a
+    # surprise halfway through, and the total lets the display show how much is left.
+    jobs = list(_read_jobs(args.jobs))
+    await _check_key(client)
     results = []
     scratch = tempfile.TemporaryDirectory(prefix="openhands-async-")
     journal = args.journal or os.path.join(scratch.name, "journal.db")  # not ":memory:" (its
     # lock file would land in the working directory)
+    display = BatchDisplay(out, len(jobs), sys.stderr)
     run = client.run_batch(
-        _read_jobs(args.jobs),
+        jobs,
         max_running=args.max_running,
         journal=journal,
         poll_interval=args.interval,
-        on_progress=progress,
+        on_progress=display,
     )
     outf = _open_out(args.out)
     try:
-        async with run:
-            async for r in run:
-                results.append(r)
-                d = _result_dict(r)
-                if outf is not None:
-                    outf.write(json.dumps(d, default=str) + "\n")
-                    outf.flush()
-                if out.json:
-                    out.emit({"event": "result", **d}, "")
-                progress(run.progress)
+        with display:
+            async with run:
+                async for r in run:
+                    results.append(r)
+                    d = _result_dict(r)
+                    if outf is not None:
+                        outf.write(json.dumps(d, default=str) + "\n")
+                        outf.flush()
+                    if out.json:
+                        out.emit({"event": "result", **d}, "")
+                    display(run.progress)
     finally:
         if outf is not None:
             outf.close()
         scratch.cleanup()
-    progress(run.progress, final=True)
     p = run.progress
-    summary = {
-        "event": "summary",
-        "finished": p.finished,
-        "failed": p.failed,
-        "skipped": p.skipped,
-        "results": len(results),
-        "elapsed": round(out.elapsed(), 3),
-    }
-    lines = [f"{'key':<26} {'state':<9} {'conversation':<34} status"]
-    for r in results:
-        lines.append(
-            f"{r.job.key[:26]:<26} {r.state:<9} {r.conversation_id!s:<34} "
-            f"{r.error or f'{r.sandbox_status}/{r.execution_status}'}"
-        )
-    lines.append(
+    totals = (
         f"finished {p.finished}, failed {p.failed}, skipped {p.skipped} in {out.elapsed():.1f}s"
     )
-    out.emit(summary, "\n".join(lines))
+    if out.json:
+        out.emit(
+            {
+                "event": "summary",
+                "finished": p.finished,
+                "failed": p.failed,
+                "skipped": p.skipped,
+                "results": len(results),
+                "elapsed": round(out.elapsed(), 3),
+            },
+            "",
+        )
+    else:
+        if results:
+            out.table(
+                ["key", "state", "conversation", "status"],
+                [_row(r) for r in results],
+                keep=(1, 2),
+                middle=(0,),
+            )
+        out.line(totals)
     return EXIT_FAILED if any(not r.ok for r in results) else EXIT_OK
+
+
+async def _check_key(client: Any) -> None:
+    """One request before any start: without a valid key every job would fail alike; this
+    way the command stops at once with the hint (exit 3)."""
+    from .. import AuthenticationError, OpenHandsError
+
+    try:
+        await client.users.me()
+    except AuthenticationError:
+        raise
+    except OpenHandsError:
+        pass  # a server without this endpoint: the jobs will tell
+
+
+def _row(r: Any) -> list[str]:
+    if r.error:
+        status = r.error
+    elif r.sandbox_status is None:
+        status = MISSING
+    else:
+        status = f"{r.sandbox_status}/{show(r.execution_status)}"
+    return [r.job.key, r.state, show(r.conversation_id), status]

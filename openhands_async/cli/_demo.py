@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from typing import Any
 
-from ._display import Out
+from ._display import NO_REPLY, Out, show
 from ._parser import EXIT_OK
-from ._progress import Progress
+from ._progress import BatchDisplay
 
 
 async def cmd_demo(args: argparse.Namespace, out: Out) -> int:
@@ -37,38 +36,44 @@ async def cmd_demo(args: argparse.Namespace, out: Out) -> int:
             cid = task.app_conversation_id or cid
         say(f"   conversation {cid}", step="stream_start", conversation_id=cid)
         say("2) the poller: one batch read per cycle for every tracked item", step="poller")
-        poller = client.poller(interval=0.2)
+        poller = client.poller(0.2)
         assert cid is not None
         poller.track_conversation(cid)
         async for change in poller.changes():
-            say(f"   {change.id[:8]} {change.old} -> {change.new}", step="poller", new=change.new)
+            say(
+                f"   {change.id[:8]} {show(change.old)} -> {change.new}",
+                step="poller",
+                new=change.new,
+            )
             if change.terminal:
                 break
         await poller.aclose()
-        say(f"   agent said: {await client.events.last_agent_message(cid)}", step="poller")
+        reply = await client.events.last_agent_message(cid)
+        say(f"   agent said: {reply or NO_REPLY}", step="poller")
         say(f"3) the batch runner: {args.jobs} jobs, at most 2 running", step="batch")
         jobs = [
             {"message": f"Demo job {n}", "repository": "demo/repo"} for n in range(args.jobs - 1)
         ]
         jobs.append({"message": "Demo job that fails [fake:outcome=error]"})
-        progress = Progress(out, sys.stdout)
+        display = BatchDisplay(out, len(jobs), out.stream)
         scratch = tempfile.TemporaryDirectory(prefix="openhands-async-demo-")
         run = client.run_batch(
             jobs,
             max_running=2,
             poll_interval=0.2,
-            on_progress=progress,
+            on_progress=display,
             journal=os.path.join(scratch.name, "journal.db"),
         )
-        async with run:
-            async for r in run:
-                say(
-                    f"   {r.state:<8} {r.conversation_id} {r.execution_status}",
-                    step="batch",
-                    state=r.state,
-                )
+        with display:
+            async with run:
+                async for r in run:
+                    say(
+                        f"   {r.state:<8} {show(r.conversation_id)} {show(r.execution_status)}",
+                        step="batch",
+                        state=r.state,
+                    )
+                    display(run.progress)
         scratch.cleanup()
-        progress(run.progress, final=True)
         p = run.progress
         say(
             f"done: batch finished {p.finished}, failed {p.failed} (one fails on purpose); "
