@@ -8,6 +8,7 @@ import tempfile
 from typing import Any
 
 from ._display import NO_REPLY, Out, show
+from ._display import arrow as _arrow
 from ._parser import EXIT_OK
 from ._progress import BatchDisplay
 
@@ -41,7 +42,7 @@ async def cmd_demo(args: argparse.Namespace, out: Out) -> int:
         poller.track_conversation(cid)
         async for change in poller.changes():
             say(
-                f"   {change.id[:8]} {show(change.old)} -> {change.new}",
+                f"   {change.id[:8]} {_arrow(change)}",
                 step="poller",
                 new=change.new,
             )

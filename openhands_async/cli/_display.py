@@ -31,9 +31,14 @@ def show(value: object) -> str:
     return MISSING if value is None or value == "" else str(value)
 
 
+def one_line(text: str) -> str:
+    """Line breaks and tabs as spaces (a message's newlines would break a row apart)."""
+    return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ").replace("\t", " ")
+
+
 def fit(text: str, width: int | None) -> str:
     """`text` on one line of at most `width` characters ("…" marks a cut)."""
-    text = " ".join(text.split())
+    text = one_line(text)
     if width is None or len(text) <= width:
         return text
     return text[: max(0, width - 1)] + "…"
@@ -73,7 +78,10 @@ class Out:
         """One or more lines for people; each cut to the terminal's width."""
         if self.console is not None:
             for part in text.split("\n"):
-                self.console.print(Text(part, no_wrap=True, overflow="ellipsis"))
+                # Cut here too: rich wraps a Text whose own no_wrap is set.
+                self.console.print(
+                    Text(fit(part, self.console.width)), no_wrap=True, overflow="ellipsis"
+                )
             return
         width = self.width
         for part in text.split("\n"):
@@ -144,7 +152,7 @@ def _columns() -> int:
 
 def cut_middle(text: str, width: int) -> str:
     """`text` in at most `width` characters, the middle replaced by "…"."""
-    text = " ".join(text.split())
+    text = one_line(text)
     if len(text) <= width:
         return text
     head = (width - 1 + 1) // 2
@@ -163,8 +171,60 @@ def conv_status(conv: Any) -> str:
     return f"{s}/{conv.execution_status}" if conv.execution_status is not None else s
 
 
+def arrow(change: Any) -> str:
+    """`old -> new`, or just `new` on the first read (there is no old status yet)."""
+    return change.new if change.old is None else f"{change.old} -> {change.new}"
+
+
 def clock(seconds: float) -> str:
     """0:05, 12:34, 1:02:03."""
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def event_text(event: Any) -> str:
+    """What an event says, for a person: a message's text, an action's summary (or its
+    command, or the agent's thought), an observation's output, a state change."""
+    text = event.text
+    if text:
+        return str(text)
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    for found in (
+        payload.get("summary"),
+        _action_text(payload.get("action")),
+        _blocks(payload.get("thought")),
+        _observation_text(payload.get("observation")),
+        payload.get("error"),
+        payload.get("detail"),
+    ):
+        if isinstance(found, str) and found.strip():
+            return found
+    if "key" in payload:
+        return f"{payload['key']} = {payload.get('value')}"
+    return MISSING
+
+
+def _action_text(action: object) -> str | None:
+    if not isinstance(action, dict):
+        return None
+    for field in ("command", "message", "path", "code", "url", "query"):
+        value = action.get(field)
+        if isinstance(value, str) and value.strip():
+            return f"{action.get('kind') or 'action'}: {value}"
+    return None
+
+
+def _observation_text(observation: object) -> str | None:
+    if not isinstance(observation, dict):
+        return None
+    return _blocks(observation.get("content")) or _blocks(observation.get("output"))
+
+
+def _blocks(value: object) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [b["text"] for b in value if isinstance(b, dict) and isinstance(b.get("text"), str)]
+        return "\n".join(parts) or None
+    return None

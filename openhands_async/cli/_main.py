@@ -19,6 +19,7 @@ from ._demo import cmd_demo
 from ._display import Out
 from ._parser import (
     EXIT_AUTH,
+    EXIT_BROKEN_PIPE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NETWORK,
@@ -58,14 +59,35 @@ async def _run(args: argparse.Namespace, out: Out) -> int:
 
     # The client resolves the base URL and key from the environment and decides, with the
     # SDK's own loopback rule, whether a request without a key may be sent at all.
-    async with OpenHandsClient(
-        api_key=getattr(args, "api_key", None), base_url=getattr(args, "base_url", None)
-    ) as client:
+    insecure = bool(getattr(args, "allow_insecure_http", False))
+    try:
+        client = OpenHandsClient(
+            api_key=getattr(args, "api_key", None),
+            base_url=getattr(args, "base_url", None),
+            allow_insecure_http=insecure,
+        )
+    except ValueError as exc:
+        if "http://" in str(exc) and not insecure:
+            raise ValueError(
+                "refusing plain http:// to a host that is not this machine: your API key "
+                "would travel unencrypted. Use https://, or pass --allow-insecure-http if "
+                "you must."
+            ) from None
+        raise
+    async with client:
         return await _COMMANDS[args.command](client, args, out)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current sys.stderr: a live display redirects it to print above."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def _log_requests() -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("openhands_async")
     logger.addHandler(handler)
@@ -86,7 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"openhands-async: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
+        if out.following:
+            print(
+                "\nStopped following. The agent keeps running on the server; to follow it "
+                f"again:\n  openhands-async watch {' '.join(out.following)}",
+                file=sys.stderr,
+            )
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): stop quietly. Point stdout at devnull so
+        # the interpreter's last flush at exit does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except _errors.OpenHandsError as exc:
         if isinstance(exc, _errors.AuthenticationError):
             code, kind = EXIT_AUTH, "auth"

@@ -12,7 +12,7 @@ import time
 from types import TracebackType
 from typing import Any, TextIO
 
-from ._display import Out, clock
+from ._display import Out, clock, fit
 
 try:  # the optional `cli` extra
     from rich.console import Group, RenderableType
@@ -86,8 +86,8 @@ class BatchDisplay:
             completed=float(completed),
             width=max(10, width - len(head) - 2),
         )
-        grid.add_row(bar, Text(head))
-        return Group(grid, Text(counts, no_wrap=True, overflow="ellipsis"))
+        grid.add_row(bar, Text(fit(head, width - 12)))
+        return Group(grid, Text(fit(counts, width - 1)))
 
     def __enter__(self) -> BatchDisplay:
         if self.out.console is not None:
