@@ -3,6 +3,7 @@ emulator (pyte), and what a pipe gets (plain lines). Against a FakeCloud in this
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import fcntl
 import json
@@ -264,7 +265,7 @@ async def test_events_columns_hold_long_kinds_and_actions_show_text(cloud: FakeC
 
 async def test_ctrl_c_on_watch_says_the_agent_keeps_running(cloud: FakeCloud) -> None:
     async with OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url) as client:
-        task = await client.conversations.start("Never ends [fake:outcome=stuck]")
+        task = await client.conversations.start("Never ends [fake:run_seconds=inf]")
     proc = await asyncio.create_subprocess_exec(
         *_argv(("watch", task.id, "--json"), True),
         env=_env(cloud),
@@ -276,7 +277,7 @@ async def test_ctrl_c_on_watch_says_the_agent_keeps_running(cloud: FakeCloud) ->
     assert first["event"] == "change"  # it is watching now
     proc.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err.decode()
     text = err.decode()
     assert "keeps running on the server" in text
     assert re.search(r"openhands-async watch [0-9a-f]{32}", text), text
@@ -335,3 +336,18 @@ def test_a_few_items_are_polled_promptly(items: int, expect_cap: bool) -> None:
         assert made["interval"] <= 1.0
     else:
         assert "max_interval" not in made
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["start"], ["watch"], ["batch"], ["list"], ["events"], ["send"], ["demo"]]
+)
+def test_help_fits_80_columns(command: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from openhands_async.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "80")  # argparse wraps its own text to $COLUMNS
+    parser = build_parser()
+    if command:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[command[0]]
+    text = parser.format_help()
+    assert all(len(line) <= COLUMNS for line in text.splitlines()), text

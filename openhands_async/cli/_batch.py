@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -52,6 +53,17 @@ async def cmd_batch(client: Any, args: argparse.Namespace, out: Out) -> int:
     journal = args.journal or os.path.join(scratch.name, "journal.db")  # not ":memory:" (its
     # lock file would land in the working directory)
     display = BatchDisplay(out, len(jobs), sys.stderr)
+    if args.journal:
+        again = " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "batch ..."
+        out.interrupt_hint = (
+            "Stopped. Conversations already started keep running on the server, and the\n"
+            f"journal remembers them. To resume:\n  openhands-async {again}"
+        )
+    else:
+        out.interrupt_hint = (
+            "Stopped. Conversations already started keep running on the server.\n"
+            "Without --journal this run cannot be resumed: pass one next time."
+        )
     run = client.run_batch(
         jobs,
         max_running=args.max_running,

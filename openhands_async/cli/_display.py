@@ -61,6 +61,8 @@ class Out:
         self.t0 = time.monotonic()
         #: Ids the command follows, named in the Ctrl-C message (the agent keeps running).
         self.following: list[str] = []
+        #: Or, for a batch, what to say on Ctrl-C.
+        self.interrupt_hint: str | None = None
 
     @property
     def width(self) -> int | None:

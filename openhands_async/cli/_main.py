@@ -108,9 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"openhands-async: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        if out.following:
+        if out.interrupt_hint:
+            print(f"\n{out.interrupt_hint}", file=sys.stderr)
+        elif out.following:
             print(
-                "\nStopped following. The agent keeps running on the server; to follow it "
+                "\nStopped following. The agent keeps running on the server. To follow it "
                 f"again:\n  openhands-async watch {' '.join(out.following)}",
                 file=sys.stderr,
             )

@@ -22,12 +22,12 @@ MANY_INTERVAL = 5.0
 BATCH_INTERVAL = 5.0
 
 BATCH_EPILOG = """\
-JOBS.jsonl: one job per line, a JSON object with "message" and any start argument
-("repository", "branch", "llm_model", ...); "key" names the job in the journal
-(default: a hash of the job). For example:
+JOBS.jsonl: one job per line, a JSON object with "message" and any start
+argument ("repository", "branch", "llm_model", ...); "key" names the job in
+the journal (default: a hash of the job). For example:
 
   {"key": "readme", "message": "Fix the README typos", "repository": "octo/app"}
-  {"message": "Add a test for parse()", "repository": "octo/app", "branch": "dev"}
+  {"message": "Add a test", "repository": "octo/app", "branch": "dev"}
 
 After a crash, run the same command with the same --journal: finished jobs are
 skipped, started ones followed, none started twice."""
@@ -113,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit codes: 0 ok, 1 a conversation failed or was not found, 2 usage, 3 auth, "
-        "4 network, 130 interrupted\n'openhands-async COMMAND --help' for a command's options",
+        epilog="exit codes: 0 ok, 1 a conversation failed or was not found, 2 usage,\n"
+        "3 auth, 4 network, 130 interrupted, 141 output closed (e.g. | head)\n\n"
+        "'openhands-async COMMAND --help' shows a command's options.",
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 

@@ -56,12 +56,18 @@ class BatchDisplay:
             queued = int(getattr(p, "queued", 0) or 0)
         return {"queued": queued, **c}
 
+    def _completed(self, c: dict[str, int]) -> int:
+        completed = c["finished"] + c["failed"] + c["skipped"]
+        # Never past the total: a resumed run may count a recovered job both as skipped
+        # (seen in the journal) and as finished (followed to its end).
+        return min(completed, self.total) if self.total is not None else completed
+
     def _texts(self) -> tuple[str, str]:
         c = self.counts()
         done = c["finished"] + c["failed"]
         elapsed = time.monotonic() - self.t0
         rate = done / elapsed * 60 if elapsed > 0 else 0.0
-        of = f"{done + c['skipped']}/{self.total if self.total is not None else '?'}"
+        of = f"{self._completed(c)}/{self.total if self.total is not None else '?'}"
         head = f"{of} done  {rate:.1f}/min  {clock(elapsed)}"
         shown = [
             f"{name} {n}"
@@ -77,7 +83,7 @@ class BatchDisplay:
         assert self.out.console is not None
         width = self.out.console.width
         c = self.counts()
-        completed = c["finished"] + c["failed"] + c["skipped"]
+        completed = self._completed(c)
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True)
         grid.add_column(no_wrap=True, overflow="ellipsis")
