@@ -4,7 +4,9 @@ It sends a request (`HTTPTransport.send`), opens a streamed response (`HTTPTrans
 a `ByteStream` whose `read`/`aclose` already speak the SDK's errors) and copies a body to a
 file (`ByteStream.copy_to`). Everything aiohttp raises is turned into the SDK's connection
 errors here, with a flag saying whether the request may have reached the server (starts
-depend on it). `Timeouts` become aiohttp's `ClientTimeout` here too.
+depend on it). `Timeouts` become aiohttp's `ClientTimeout` here too. `open_websocket` opens
+a WebSocket (a conversation's live events) whose `receive()` returns text frames and, at the
+end, the close code as data (`WSClose`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import IO, Any
 
 import aiohttp
 import attrs
+from yarl import URL
 
 from . import errors
 from .config import Timeouts
@@ -280,3 +283,149 @@ class HTTPTransport:
             raise connection_error(exc, method=method, url=url, timeouts=timeout) from exc
         log.debug("%s %s -> %d (streaming)", method, url, resp.status)
         return ByteStream(resp, method=method, url=url, timeout=timeout)
+
+    async def websocket(self, url: str, *, params: Params, heartbeat: float | None) -> WebSocket:
+        """Open a WebSocket to `url` (another host: a conversation's agent server) with
+        only the User-Agent: the client's credentials never go there."""
+        headers = {"User-Agent": self._headers.get("User-Agent", "openhands-async")}
+        return await open_websocket(
+            self._get_session(),
+            url,
+            params=params,
+            headers=headers,
+            connect_timeout=self.timeouts.connect,
+            heartbeat=heartbeat,
+        )
+
+
+# -- WebSockets (issue 16: the agent server's live events) ----------------------------
+
+
+@attrs.frozen
+class WSClose:
+    """How a WebSocket ended, as data: the close code (None if the connection just broke
+    without a close frame) and its reason."""
+
+    code: int | None
+    reason: str = ""
+
+
+class WebSocket:
+    """An open WebSocket: `send_json`, `receive()` (the next text frame, or a `WSClose` once
+    it ended), `aclose()` (immediate; safe twice). Network failures and a missed heartbeat
+    pong are raised as the SDK's `APIConnectionError`/`APITimeoutError`; close codes are
+    returned, not raised, so the caller decides what 4001 or 4004 mean."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse[bool], *, url: str) -> None:
+        self._ws = ws
+        self._url = url
+
+    async def send_json(self, obj: Any) -> None:
+        try:
+            await self._ws.send_json(obj)
+        except _NETWORK_ERRORS as exc:
+            raise self._broken(exc) from exc
+
+    async def receive(self) -> str | WSClose:
+        try:
+            msg = await self._ws.receive()
+        except _NETWORK_ERRORS as exc:
+            raise self._broken(exc) from exc
+        kind = msg.type
+        if kind is aiohttp.WSMsgType.TEXT:
+            return str(msg.data)
+        if kind is aiohttp.WSMsgType.BINARY:
+            return bytes(msg.data).decode("utf-8", "replace")
+        if kind is aiohttp.WSMsgType.ERROR:
+            failure = msg.data if isinstance(msg.data, BaseException) else OSError(str(msg.data))
+            raise self._broken(failure) from failure
+        # CLOSE / CLOSING / CLOSED: aiohttp answered the close already (autoclose).
+        code = self._ws.close_code
+        if kind is aiohttp.WSMsgType.CLOSE and isinstance(msg.data, int):
+            code = msg.data
+        reason = msg.extra if isinstance(msg.extra, str) else ""
+        # 1006 (abnormal closure) means no close frame came: the connection broke.
+        return WSClose(None if code == 1006 else code, reason or "")
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a close frame (sync: for finalizers)."""
+        response = getattr(self._ws, "_response", None)
+        if response is not None:
+            response.close()
+
+    async def aclose(self) -> None:
+        if not self._ws.closed:
+            try:
+                await asyncio.wait_for(self._ws.close(), timeout=1.0)
+            except (*_NETWORK_ERRORS, RuntimeError):
+                pass
+
+    def _broken(self, exc: BaseException) -> errors.APIConnectionError:
+        if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+            return errors.APITimeoutError(
+                "websocket heartbeat: no pong from the server",
+                method="WS",
+                url=self._url,
+                kind="read",
+                seconds=None,
+            )
+        return errors.APIConnectionError(
+            f"websocket broke: {type(exc).__name__}: {exc}", method="WS", url=self._url
+        )
+
+
+def _host_port(url: str) -> tuple[str | None, int | None]:
+    parsed = URL(url)
+    return parsed.host, parsed.port
+
+
+async def open_websocket(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    params: Params,
+    headers: Mapping[str, str],
+    connect_timeout: float | None,
+    heartbeat: float | None,
+) -> WebSocket:
+    """Open a WebSocket on `session` sending only `headers` (no client credentials). A
+    redirect to another host is refused: the caller's first frame may carry a key."""
+    try:
+        ws = await asyncio.wait_for(
+            session.ws_connect(
+                url,
+                params=params,
+                headers=headers,
+                heartbeat=heartbeat,
+                autoping=True,
+                max_msg_size=0,  # an event can carry a whole file's content: no cap
+            ),
+            timeout=connect_timeout,
+        )
+    except aiohttp.WSServerHandshakeError as exc:
+        raise errors.APIConnectionError(
+            f"websocket handshake refused: HTTP {exc.status}",
+            method="WS",
+            url=url,
+            may_have_been_sent=False,
+        ) from exc
+    except _NETWORK_ERRORS as exc:
+        # A handshake that did not finish in time never carried anything: a connect timeout.
+        cause = aiohttp.ConnectionTimeoutError() if isinstance(exc, asyncio.TimeoutError) else exc
+        timeouts = aiohttp.ClientTimeout(sock_connect=connect_timeout)
+        raise connection_error(cause, method="WS", url=url, timeouts=timeouts) from exc
+    response = getattr(ws, "_response", None)
+    if response is not None and _host_port(str(response.url)) != _host_port(url):
+        await ws.close()
+        raise errors.APIConnectionError(
+            "websocket redirected to another host; refusing to authenticate there",
+            method="WS",
+            url=url,
+            may_have_been_sent=False,
+        )
+    log.debug("WS %s open", url)
+    return WebSocket(ws, url=url)

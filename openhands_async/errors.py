@@ -20,6 +20,8 @@ __all__ = [
     "BadRequestError",
     "ConcurrencyLimitError",
     "ConflictError",
+    "ConversationNotRunning",
+    "ConversationPaused",
     "GoneError",
     "InternalServerError",
     "JournalLeaseLost",
@@ -232,6 +234,21 @@ class StartTaskFailed(OpenHandsError):
         )
 
 
+class ConversationNotRunning(OpenHandsError):
+    """The conversation's sandbox is not running (ERROR or MISSING; see `ConversationPaused`),
+    so it has no agent server to follow. Carries the id and the sandbox status."""
+
+    def __init__(self, message: str, *, conversation_id: str, sandbox_status: str) -> None:
+        super().__init__(message)
+        self.conversation_id = conversation_id
+        self.sandbox_status = sandbox_status
+
+
+class ConversationPaused(ConversationNotRunning):
+    """The conversation's sandbox is PAUSED (its agent server is stopped, its session key
+    null). `events.follow(..., resume=True)` resumes it instead of raising this."""
+
+
 class JournalLeaseLost(OpenHandsError):
     """A shared journal's job is no longer this worker's: its lease lapsed and another
     worker adopted it (this worker was stalled or cut off from the database). Stop following
@@ -245,4 +262,3 @@ class JournalLeaseLost(OpenHandsError):
 
 class JournalLockedError(OpenHandsError):
     """Another run holds this batch journal: two runs on one journal would start jobs twice."""
-

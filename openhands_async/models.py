@@ -277,7 +277,9 @@ class Event:
 
     Events have many kinds (MessageEvent, ActionEvent, ObservationEvent,
     ConversationStateUpdateEvent, ...); only the common fields are typed. `role` and `text`
-    read a MessageEvent's `llm_message`.
+    read a MessageEvent's `llm_message`; `command`, `path`, `output` and
+    `execution_status` read what an action, an observation or a state update carries
+    (None where the event has no such thing). Unknown kinds and fields are kept in `payload`.
     """
 
     id: str
@@ -314,6 +316,80 @@ class Event:
             if isinstance(block, dict) and isinstance(block.get("text"), str)
         ]
         return "\n".join(parts)
+
+    # -- conveniences for live events (issue 16) --
+
+    @property
+    def action(self) -> dict[str, Any] | None:
+        """An ActionEvent's action object (its `kind` says which: TerminalAction, ...)."""
+        action = self.payload.get("action")
+        return action if isinstance(action, dict) else None
+
+    @property
+    def observation(self) -> dict[str, Any] | None:
+        observation = self.payload.get("observation")
+        return observation if isinstance(observation, dict) else None
+
+    @property
+    def command(self) -> str | None:
+        """The command an action runs (a terminal action) or an observation answers."""
+        for part in (self.action, self.observation):
+            if part is not None and isinstance(part.get("command"), str):
+                return str(part["command"])
+        return None
+
+    @property
+    def path(self) -> str | None:
+        """The file an action or observation is about (the file editor's `path`)."""
+        for part in (self.action, self.observation):
+            if part is not None and isinstance(part.get("path"), str):
+                return str(part["path"])
+        return None
+
+    @property
+    def output(self) -> str | None:
+        """An observation's text output (its text content joined), or an agent error's
+        message; None for other events."""
+        observation = self.observation
+        if observation is not None:
+            content = observation.get("content")
+            if isinstance(content, list):
+                return "".join(
+                    block["text"]
+                    for block in content
+                    if isinstance(block, dict) and isinstance(block.get("text"), str)
+                )
+            for key in ("output", "content", "text"):
+                if isinstance(observation.get(key), str):
+                    return str(observation[key])
+            return None
+        error = self.payload.get("error")
+        return error if isinstance(error, str) else None
+
+    @property
+    def is_snapshot(self) -> bool:
+        """A full-state snapshot (the agent server sends one, with a new id, on connect)."""
+        return self.kind == "ConversationStateUpdateEvent" and self.payload.get("key") == (
+            "full_state"
+        )
+
+    @property
+    def execution_status(self) -> ExecutionStatus | None:
+        """The execution status a state update sets (or a snapshot reports), else None."""
+        if self.kind != "ConversationStateUpdateEvent":
+            return None
+        key, value = self.payload.get("key"), self.payload.get("value")
+        if key == "full_state" and isinstance(value, dict):
+            value = value.get("execution_status")
+        elif key != "execution_status":
+            return None
+        return ExecutionStatus(value) if isinstance(value, str) else None
+
+    @property
+    def is_terminal(self) -> bool:
+        """A state update putting the agent in a terminal status (finished, error, stuck,
+        waiting_for_confirmation): nothing more happens until a person acts."""
+        return self.execution_status in _TERMINAL_EXECUTION
 
 
 @attrs.frozen
