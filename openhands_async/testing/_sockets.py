@@ -25,6 +25,9 @@ class SocketBook:
     stalled: int = 0
     #: Every query string a connection was opened with (tests check no key is in one).
     queries: list[str] = attrs.Factory(list)
+    #: Connections that came with an Authorization or X-Session-API-Key header (the SDK
+    #: sends its keys to no agent server: the session key goes in the first frame only).
+    credential_headers: int = 0
     _dead: socket.socket | None = None
 
     @property

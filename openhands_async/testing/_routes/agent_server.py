@@ -39,6 +39,8 @@ class AgentServerRoutes(RouteGroup):
         ctx = self.ctx
         book = ctx.sockets
         book.queries.append(request.query_string)
+        if "Authorization" in request.headers or "X-Session-API-Key" in request.headers:
+            book.credential_headers += 1
         ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
         await ws.prepare(request)
         book.opened += 1
