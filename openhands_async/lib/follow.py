@@ -63,7 +63,7 @@ from ..resources.events import Events
 
 log = logging.getLogger("openhands_async")
 
-__all__ = ["EventStream", "Transport", "agent_socket_url"]
+__all__ = ["EventStream", "Transport", "agent_socket_url", "event_gist"]
 
 Transport = Literal["auto", "websocket", "poll"]
 _TRANSPORTS = ("auto", "websocket", "poll")
@@ -203,6 +203,26 @@ class EventStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def event_gist(event: Event, width: int = 100) -> str:
+    """One line saying what an event is about: the command run, the file edited, the first
+    line of an observation, the message text, the new execution status."""
+    if event.execution_status is not None:
+        gist = f"status -> {event.execution_status}"
+    elif event.kind == "ActionEvent":
+        action = event.action or {}
+        what = event.command or event.path or event.text
+        gist = f"{action.get('kind', 'action')}: {what}" if what else str(action.get("kind", ""))
+    elif event.kind == "ObservationEvent":
+        output = (event.output or "").strip()
+        gist = output.splitlines()[0] if output else "(no output)"
+    elif event.kind == "ConversationStateUpdateEvent":
+        gist = f"{event.payload.get('key')} updated"
+    else:
+        gist = event.text or event.output or ""
+    gist = " ".join(gist.split())
+    return gist if len(gist) <= width else gist[: width - 1] + "…"
 
 
 # ---------------------------------------------------------------------- the follow

@@ -129,15 +129,24 @@ class AgentServerRoutes(RouteGroup):
         sent: set[str] = set()
         wanted = _replay_filter(request, ctx.clock.wall_us)
         written = 0
+        events: list[dict[str, Any]] = []
+        known = -1
+        cursor = 0  # events[:cursor] are all sent (the list is in time order)
         while True:
             if not self._running(conv):
                 drop_connection(request, flush=False)  # the agent server went away
                 return
             now = ctx.now()
-            events = sorted(ensure_events(conv), key=lambda e: e["_at"])
+            current = ensure_events(conv)
+            if len(current) != known:  # a new run (send-message) appended events: re-sort
+                events = sorted(current, key=lambda e: e["_at"])
+                known, cursor = len(current), 0
             horizon = min(now, conv.paused_at)
-            due = [e for e in events if e["_at"] <= horizon and e["id"] not in sent]
-            for event in due:
+            while cursor < len(events) and events[cursor]["_at"] <= horizon:
+                event = events[cursor]
+                cursor += 1
+                if event["id"] in sent:
+                    continue
                 sent.add(event["id"])
                 if not wanted(event):
                     continue
@@ -156,8 +165,9 @@ class AgentServerRoutes(RouteGroup):
                 written += 1
             # Live from here on: every event after the replay is wanted.
             wanted = _everything
-            upcoming = [e["_at"] for e in events if e["id"] not in sent and e["_at"] > now]
-            deadline = min([now + _RECHECK, *upcoming])
+            deadline = now + _RECHECK
+            if cursor < len(events):
+                deadline = min(deadline, events[cursor]["_at"])
             if await ctx.sleep_until(deadline):
                 await ws.close()
                 return
