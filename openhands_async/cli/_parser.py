@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="follow the conversation to its end and print the agent's reply (default: "
         "return once it started)",
     )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="then print the agent's events live, one line each, to its outcome",
+    )
     _interval(p)
 
     p = _add(
@@ -192,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--limit", type=int, default=None, metavar="N", help="at most N events (default: all)"
+    )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="print the events live as the agent emits them, to its outcome",
     )
 
     p = _add(sub, "send", common, "send a follow-up message to a conversation")
