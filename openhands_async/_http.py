@@ -12,6 +12,7 @@ end, the close code as data (`WSClose`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -303,8 +304,8 @@ class HTTPTransport:
 
 @attrs.frozen
 class WSClose:
-    """How a WebSocket ended, as data: the close code (None if the connection just broke
-    without a close frame) and its reason."""
+    """How a WebSocket ended, as data: the close code (None: the connection just broke,
+    no close frame) and its reason."""
 
     code: int | None
     reason: str = ""
@@ -312,9 +313,9 @@ class WSClose:
 
 class WebSocket:
     """An open WebSocket: `send_json`, `receive()` (the next text frame, or a `WSClose` once
-    it ended), `aclose()` (immediate; safe twice). Network failures and a missed heartbeat
-    pong are raised as the SDK's `APIConnectionError`/`APITimeoutError`; close codes are
-    returned, not raised, so the caller decides what 4001 or 4004 mean."""
+    it ended), `aclose()`/`abort()`. Network failures and a missed heartbeat pong raise the
+    SDK's `APIConnectionError`; close codes are returned, so the caller decides what 4001
+    or 4004 mean."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse[bool], *, url: str) -> None:
         self._ws = ws
@@ -331,25 +332,18 @@ class WebSocket:
             msg = await self._ws.receive()
         except _NETWORK_ERRORS as exc:
             raise self._broken(exc) from exc
-        kind = msg.type
-        if kind is aiohttp.WSMsgType.TEXT:
+        if msg.type is aiohttp.WSMsgType.TEXT:
             return str(msg.data)
-        if kind is aiohttp.WSMsgType.BINARY:
+        if msg.type is aiohttp.WSMsgType.BINARY:
             return bytes(msg.data).decode("utf-8", "replace")
-        if kind is aiohttp.WSMsgType.ERROR:
+        if msg.type is aiohttp.WSMsgType.ERROR:
             failure = msg.data if isinstance(msg.data, BaseException) else OSError(str(msg.data))
             raise self._broken(failure) from failure
-        # CLOSE / CLOSING / CLOSED: aiohttp answered the close already (autoclose).
-        code = self._ws.close_code
-        if kind is aiohttp.WSMsgType.CLOSE and isinstance(msg.data, int):
-            code = msg.data
+        # CLOSE / CLOSING / CLOSED (aiohttp has answered a close already); 1006 means no
+        # close frame came: the connection broke.
+        code = msg.data if msg.type is aiohttp.WSMsgType.CLOSE else self._ws.close_code
         reason = msg.extra if isinstance(msg.extra, str) else ""
-        # 1006 (abnormal closure) means no close frame came: the connection broke.
-        return WSClose(None if code == 1006 else code, reason or "")
-
-    @property
-    def closed(self) -> bool:
-        return self._ws.closed
+        return WSClose(None if code in (None, 1006) else int(code), reason)
 
     def abort(self) -> None:
         """Drop the connection at once, without a close frame (sync: for finalizers)."""
@@ -359,28 +353,16 @@ class WebSocket:
 
     async def aclose(self) -> None:
         if not self._ws.closed:
-            try:
+            with contextlib.suppress(*_NETWORK_ERRORS, RuntimeError):
                 await asyncio.wait_for(self._ws.close(), timeout=1.0)
-            except (*_NETWORK_ERRORS, RuntimeError):
-                pass
 
     def _broken(self, exc: BaseException) -> errors.APIConnectionError:
         if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
             return errors.APITimeoutError(
-                "websocket heartbeat: no pong from the server",
-                method="WS",
-                url=self._url,
-                kind="read",
-                seconds=None,
+                "websocket heartbeat: no pong", method="WS", url=self._url, kind="read"
             )
-        return errors.APIConnectionError(
-            f"websocket broke: {type(exc).__name__}: {exc}", method="WS", url=self._url
-        )
-
-
-def _host_port(url: str) -> tuple[str | None, int | None]:
-    parsed = URL(url)
-    return parsed.host, parsed.port
+        message = f"websocket broke: {type(exc).__name__}: {exc}"
+        return errors.APIConnectionError(message, method="WS", url=self._url)
 
 
 async def open_websocket(
@@ -394,38 +376,23 @@ async def open_websocket(
 ) -> WebSocket:
     """Open a WebSocket on `session` sending only `headers` (no client credentials). A
     redirect to another host is refused: the caller's first frame may carry a key."""
+    connect = session.ws_connect(
+        url, params=params, headers=headers, heartbeat=heartbeat, max_msg_size=0
+    )  # max_msg_size=0: no cap, an event can carry a whole file
     try:
-        ws = await asyncio.wait_for(
-            session.ws_connect(
-                url,
-                params=params,
-                headers=headers,
-                heartbeat=heartbeat,
-                autoping=True,
-                max_msg_size=0,  # an event can carry a whole file's content: no cap
-            ),
-            timeout=connect_timeout,
-        )
+        ws = await asyncio.wait_for(connect, timeout=connect_timeout)
     except aiohttp.WSServerHandshakeError as exc:
-        raise errors.APIConnectionError(
-            f"websocket handshake refused: HTTP {exc.status}",
-            method="WS",
-            url=url,
-            may_have_been_sent=False,
-        ) from exc
+        message = f"websocket handshake refused: HTTP {exc.status}"
+        raise errors.APIConnectionError(message, method="WS", url=url) from exc
     except _NETWORK_ERRORS as exc:
         # A handshake that did not finish in time never carried anything: a connect timeout.
         cause = aiohttp.ConnectionTimeoutError() if isinstance(exc, asyncio.TimeoutError) else exc
         timeouts = aiohttp.ClientTimeout(sock_connect=connect_timeout)
         raise connection_error(cause, method="WS", url=url, timeouts=timeouts) from exc
-    response = getattr(ws, "_response", None)
-    if response is not None and _host_port(str(response.url)) != _host_port(url):
+    landed = URL(str(ws._response.url))
+    if (landed.host, landed.port) != (URL(url).host, URL(url).port):
         await ws.close()
-        raise errors.APIConnectionError(
-            "websocket redirected to another host; refusing to authenticate there",
-            method="WS",
-            url=url,
-            may_have_been_sent=False,
-        )
+        message = "websocket redirected to another host: refusing to authenticate there"
+        raise errors.APIConnectionError(message, method="WS", url=url)
     log.debug("WS %s open", url)
     return WebSocket(ws, url=url)

@@ -275,11 +275,9 @@ class SendMessageResult:
 class Event:
     """One conversation event. `payload` keeps the full raw object the server sent.
 
-    Events have many kinds (MessageEvent, ActionEvent, ObservationEvent,
-    ConversationStateUpdateEvent, ...); only the common fields are typed. `role` and `text`
-    read a MessageEvent's `llm_message`; `command`, `path`, `output` and
-    `execution_status` read what an action, an observation or a state update carries
-    (None where the event has no such thing). Unknown kinds and fields are kept in `payload`.
+    Events have many kinds (MessageEvent, ActionEvent, ObservationEvent, ...); only the
+    common fields are typed. `role`/`text` read a message; `command`, `path`, `output`,
+    `execution_status` an action, observation or state update (None where absent).
     """
 
     id: str
@@ -317,61 +315,47 @@ class Event:
         ]
         return "\n".join(parts)
 
-    # -- conveniences for live events (issue 16) --
-
     @property
     def action(self) -> dict[str, Any] | None:
         """An ActionEvent's action object (its `kind` says which: TerminalAction, ...)."""
-        action = self.payload.get("action")
-        return action if isinstance(action, dict) else None
+        return _object(self.payload.get("action"))
 
     @property
-    def observation(self) -> dict[str, Any] | None:
-        observation = self.payload.get("observation")
-        return observation if isinstance(observation, dict) else None
+    def observation(self) -> dict[str, Any] | None:  # an ObservationEvent's observation
+        return _object(self.payload.get("observation"))
 
-    @property
-    def command(self) -> str | None:
-        """The command an action runs (a terminal action) or an observation answers."""
+    def _field(self, name: str) -> str | None:
         for part in (self.action, self.observation):
-            if part is not None and isinstance(part.get("command"), str):
-                return str(part["command"])
+            if part is not None and isinstance(part.get(name), str):
+                return str(part[name])
         return None
 
     @property
-    def path(self) -> str | None:
-        """The file an action or observation is about (the file editor's `path`)."""
-        for part in (self.action, self.observation):
-            if part is not None and isinstance(part.get("path"), str):
-                return str(part["path"])
-        return None
+    def command(self) -> str | None:  # an action's command, or the observation's answering it
+        return self._field("command")
+
+    @property
+    def path(self) -> str | None:  # the file an action or observation is about
+        return self._field("path")
 
     @property
     def output(self) -> str | None:
-        """An observation's text output (its text content joined), or an agent error's
-        message; None for other events."""
+        """An observation's text (its content joined), or an agent error's message."""
         observation = self.observation
-        if observation is not None:
-            content = observation.get("content")
-            if isinstance(content, list):
-                return "".join(
-                    block["text"]
-                    for block in content
-                    if isinstance(block, dict) and isinstance(block.get("text"), str)
-                )
-            for key in ("output", "content", "text"):
-                if isinstance(observation.get(key), str):
-                    return str(observation[key])
-            return None
-        error = self.payload.get("error")
-        return error if isinstance(error, str) else None
+        if observation is None:
+            error = self.payload.get("error")
+            return error if isinstance(error, str) else None
+        content = observation.get("content")
+        if isinstance(content, list):
+            texts = (b.get("text") for b in content if isinstance(b, dict))
+            return "".join(t for t in texts if isinstance(t, str))
+        output = observation.get("output", content)
+        return output if isinstance(output, str) else None
 
     @property
     def is_snapshot(self) -> bool:
-        """A full-state snapshot (the agent server sends one, with a new id, on connect)."""
-        return self.kind == "ConversationStateUpdateEvent" and self.payload.get("key") == (
-            "full_state"
-        )
+        """A full-state snapshot (the agent server sends one, a new id, on connect)."""
+        return self.kind == "ConversationStateUpdateEvent" and self.payload.get("key") == _FULL
 
     @property
     def execution_status(self) -> ExecutionStatus | None:
@@ -379,7 +363,7 @@ class Event:
         if self.kind != "ConversationStateUpdateEvent":
             return None
         key, value = self.payload.get("key"), self.payload.get("value")
-        if key == "full_state" and isinstance(value, dict):
+        if key == _FULL and isinstance(value, dict):
             value = value.get("execution_status")
         elif key != "execution_status":
             return None
@@ -387,9 +371,15 @@ class Event:
 
     @property
     def is_terminal(self) -> bool:
-        """A state update putting the agent in a terminal status (finished, error, stuck,
-        waiting_for_confirmation): nothing more happens until a person acts."""
+        """A state update putting the agent in a terminal status (see `Conversation`)."""
         return self.execution_status in _TERMINAL_EXECUTION
+
+
+_FULL = "full_state"  # a state update's key for a whole-state snapshot
+
+
+def _object(value: object) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 @attrs.frozen

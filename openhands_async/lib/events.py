@@ -12,7 +12,8 @@ from .._constants import (
     DEFAULT_FOLLOW_SETTLE,
 )
 from ..resources.events import Events as _Events
-from .follow import ConversationReader, EventStream, SandboxResumer, Transport, _Deps
+from ._follow_run import _Deps
+from .follow import ConversationReader, EventStream, SandboxResumer, Transport
 
 __all__ = ["Events"]
 
