@@ -48,8 +48,9 @@ class Events(_Events):
         past events, or those at or after `since`), then live ones.
 
         - `until_done=True`: end after the state update putting the agent in a terminal
-          execution status (finished, error, stuck, waiting_for_confirmation); a run already
-          over ends once its replay has been yielded (the socket quiet for `settle` s).
+          execution status (finished, error, stuck, waiting_for_confirmation), yielded once
+          the socket has been quiet for `settle` s (replayed stragglers go first); a run
+          already over ends the same way after its replay.
           `until_done=False` follows until you stop.
         - Breaks: a dropped socket (or a heartbeat pong missing for `heartbeat`/2 s)
           reconnects with backoff and replays from the last event seen: nothing missed,
