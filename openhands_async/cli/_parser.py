@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--follow",
         action="store_true",
-        help="then print the agent's events live, one line each, to its outcome",
+        help="then print the agent's events live, one line each, to its outcome (default: "
+        "return once it started)",
     )
     _interval(p)
 
@@ -201,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--follow",
         action="store_true",
-        help="print the events live as the agent emits them, to its outcome",
+        help="print the events live as the agent emits them, to its outcome (default: "
+        "list those stored so far)",
     )
 
     p = _add(sub, "send", common, "send a follow-up message to a conversation")
