@@ -9,9 +9,10 @@ frame, and read one JSON event per frame.
 
 What this module promises:
 
-- Each event once, in the order the server sends it: ids already yielded are dropped, across the replay on connect
-  (`resend_mode=all`, or `since` the caller's time) and every reconnect (`since` the last
-  event seen; the server's `since` is inclusive, so the de-dup is what keeps it exact).
+- Each event once, in the order the server sends it: ids already yielded are dropped,
+  across the replay on connect (`resend_mode=all`, or `since` the caller's time) and every
+  reconnect (`since` the last event seen; the server's `since` is inclusive, so the de-dup
+  is what keeps it exact).
   The server interleaves its replay with live events, so the terminal state update is held
   until the socket has been quiet for `settle` (stragglers of the replay go first).
   The per-connection `full_state` snapshot (a new id every time) is not yielded; the latest
