@@ -325,10 +325,8 @@ class Event:
         return _object(self.payload.get("observation"))
 
     def _field(self, name: str) -> str | None:
-        for part in (self.action, self.observation):
-            if part is not None and isinstance(part.get(name), str):
-                return str(part[name])
-        return None
+        found = [p[name] for p in (self.action, self.observation) if p and name in p]
+        return next((str(v) for v in found if isinstance(v, str)), None)
 
     @property
     def command(self) -> str | None:  # an action's command, or the observation's answering it
