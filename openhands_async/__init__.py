@@ -14,6 +14,8 @@ from .errors import (
     BadRequestError,
     ConcurrencyLimitError,
     ConflictError,
+    ConversationNotRunning,
+    ConversationPaused,
     GoneError,
     InternalServerError,
     JournalLockedError,
@@ -29,7 +31,7 @@ from .errors import (
     StreamTruncated,
     UnprocessableEntityError,
 )
-from .lib import IJSON_BACKEND, StartTaskStream, iter_start_tasks
+from .lib import IJSON_BACKEND, EventStream, StartTaskStream, iter_start_tasks
 from .lib.batch import BatchProgress, BatchRun, Job, JobResult, Journal, SQLiteJournal
 from .lib.helpers import wait_until_ready
 from .lib.poller import ChangeFeed, ConversationPoller, PollerStats, StatusChange
@@ -68,8 +70,11 @@ __all__ = [
     "ConcurrencyLimitError",
     "ConflictError",
     "Conversation",
+    "ConversationNotRunning",
+    "ConversationPaused",
     "ConversationPoller",
     "Event",
+    "EventStream",
     "ExecutionStatus",
     "ExposedUrl",
     "GoneError",

@@ -3,7 +3,8 @@
 Configuration from arguments or the environment, auth headers, the credentials check,
 then for each request: the gate (request rate, 429 pauses), retries (`_retry`), the send
 (`_http`) and decoding (`_sansio`). `request`, `open_stream` and `download` are the only
-ways out. Resources and helpers type against this class, never against the facade.
+ways out to the API; `open_websocket` (no credentials, no retries) reaches an agent
+server. Resources and helpers type against this class, never against the facade.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from ._constants import (
     ENV_SESSION_API_KEY,
 )
 from ._gate import RequestGate
-from ._http import AIOHTTP_VERSION, ByteStream, ClientSession, HTTPTransport, Params
+from ._http import AIOHTTP_VERSION, ByteStream, ClientSession, HTTPTransport, Params, WebSocket
 from ._inputs import check_base_url, is_loopback_url
 from ._retry import Idempotency, attempts
 from ._sansio import decode_error_body, decode_json, encode_query, error_from_response
@@ -70,6 +71,8 @@ class BaseClient:
         )
         resolved_url = base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL
         self.base_url = check_base_url(resolved_url, allow_insecure_http)
+        #: Plain http/ws to non-loopback hosts allowed (the base URL and agent servers).
+        self.allow_insecure_http = allow_insecure_http
 
         if isinstance(timeout, Timeouts):
             timeouts = timeout
@@ -241,6 +244,16 @@ class BaseClient:
                         raise self._status_error(method, url, stream.status, stream.headers, body)
                     return stream
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
+
+    async def open_websocket(
+        self, url: str, *, params: Params = (), heartbeat: float | None = None
+    ) -> WebSocket:
+        """Open a WebSocket to an absolute ws:// or wss:// URL on another host (a
+        conversation's agent server). No client credentials are sent with it; the caller
+        authenticates in its first frame. Not retried: the caller owns reconnects."""
+        if not url.startswith(("ws://", "wss://")):
+            raise ValueError(f"not a WebSocket URL: {url!r}")
+        return await self._transport.websocket(url, params=params, heartbeat=heartbeat)
 
     async def health(self, *, ready: bool = False) -> bool:
         """True if the server is up (`/alive`; with `ready=True` also `/ready`), else raises.

@@ -54,3 +54,18 @@ DEFAULT_POLLER_MAX_IN_FLIGHT = 4
 # How long the batch runner waits before trying a refused start again when none of its
 # own conversations is running (the slots are held by conversations outside the batch).
 BATCH_CAP_RETRY_DELAY = 5.0
+
+# -- live events (lib/follow.py) --
+# Seconds between WebSocket pings to the agent server; a pong missing for half of it
+# counts as a broken connection (an agent may rightly be silent for minutes).
+DEFAULT_FOLLOW_HEARTBEAT = 20.0
+# Reconnects in a row (with backoff) before a follow gives up (or, with
+# transport="auto", falls back to polling).
+DEFAULT_FOLLOW_MAX_RECONNECTS = 6
+FOLLOW_RECONNECT_INITIAL_DELAY = 0.2
+FOLLOW_RECONNECT_MAX_DELAY = 5.0
+# Polling fallback (and waiting for a STARTING sandbox): seconds between reads.
+DEFAULT_FOLLOW_POLL_INTERVAL = 1.0
+# After a snapshot already showing a terminal status, how long a quiet socket means the
+# replay is over (the real server sends the replay at once, then nothing more).
+DEFAULT_FOLLOW_SETTLE = 1.0

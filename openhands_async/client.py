@@ -19,8 +19,8 @@ from ._constants import (
 from .lib._polling import resolve_poll_interval
 from .lib.batch import BatchProgress, BatchRun, Job, Journal
 from .lib.conversations import Conversations
+from .lib.events import Events
 from .lib.poller import ConversationPoller
-from .resources.events import Events
 from .resources.sandboxes import Sandboxes
 from .resources.start_tasks import StartTasks
 from .resources.users import Users
@@ -59,7 +59,7 @@ class OpenHandsClient(BaseClient):
 
     @functools.cached_property
     def events(self) -> Events:
-        return Events(self)
+        return Events(self, self.conversations, self.sandboxes)
 
     @functools.cached_property
     def sandboxes(self) -> Sandboxes:

@@ -20,6 +20,8 @@ __all__ = [
     "BadRequestError",
     "ConcurrencyLimitError",
     "ConflictError",
+    "ConversationNotRunning",
+    "ConversationPaused",
     "GoneError",
     "InternalServerError",
     "JournalLeaseLost",
@@ -230,6 +232,21 @@ class StartTaskFailed(OpenHandsError):
         super().__init__(
             f"start task {task.id} ended in ERROR: {self.detail or '(no detail given)'}"
         )
+
+
+class ConversationNotRunning(OpenHandsError):
+    """The conversation's sandbox is not running (ERROR or MISSING; see `ConversationPaused`),
+    so it has no agent server to follow. Carries the id and the sandbox status."""
+
+    def __init__(self, message: str, *, conversation_id: str, sandbox_status: str) -> None:
+        super().__init__(message)
+        self.conversation_id = conversation_id
+        self.sandbox_status = sandbox_status
+
+
+class ConversationPaused(ConversationNotRunning):
+    """The conversation's sandbox is PAUSED (its agent server is stopped, its session key
+    null). `events.follow(..., resume=True)` resumes it instead of raising this."""
 
 
 class JournalLeaseLost(OpenHandsError):

@@ -275,9 +275,9 @@ class SendMessageResult:
 class Event:
     """One conversation event. `payload` keeps the full raw object the server sent.
 
-    Events have many kinds (MessageEvent, ActionEvent, ObservationEvent,
-    ConversationStateUpdateEvent, ...); only the common fields are typed. `role` and `text`
-    read a MessageEvent's `llm_message`.
+    Events have many kinds (MessageEvent, ActionEvent, ObservationEvent, ...); only the
+    common fields are typed. `role`/`text` read a message; `command`, `path`, `output`,
+    `execution_status` an action, observation or state update (None where absent).
     """
 
     id: str
@@ -314,6 +314,70 @@ class Event:
             if isinstance(block, dict) and isinstance(block.get("text"), str)
         ]
         return "\n".join(parts)
+
+    @property
+    def action(self) -> dict[str, Any] | None:
+        """An ActionEvent's action object (its `kind` says which: TerminalAction, ...)."""
+        return _object(self.payload.get("action"))
+
+    @property
+    def observation(self) -> dict[str, Any] | None:  # an ObservationEvent's observation
+        return _object(self.payload.get("observation"))
+
+    def _field(self, name: str) -> str | None:
+        found = [p[name] for p in (self.action, self.observation) if p and name in p]
+        return next((str(v) for v in found if isinstance(v, str)), None)
+
+    @property
+    def command(self) -> str | None:  # an action's command, or the observation's answering it
+        return self._field("command")
+
+    @property
+    def path(self) -> str | None:  # the file an action or observation is about
+        return self._field("path")
+
+    @property
+    def output(self) -> str | None:
+        """An observation's text (its content joined), or an agent error's message."""
+        observation = self.observation
+        if observation is None:
+            error = self.payload.get("error")
+            return error if isinstance(error, str) else None
+        content = observation.get("content")
+        if isinstance(content, list):
+            texts = (b.get("text") for b in content if isinstance(b, dict))
+            return "".join(t for t in texts if isinstance(t, str))
+        output = observation.get("output", content)
+        return output if isinstance(output, str) else None
+
+    @property
+    def is_snapshot(self) -> bool:
+        """A full-state snapshot (the agent server sends one, a new id, on connect)."""
+        return self.kind == "ConversationStateUpdateEvent" and self.payload.get("key") == _FULL
+
+    @property
+    def execution_status(self) -> ExecutionStatus | None:
+        """The execution status a state update sets (or a snapshot reports), else None."""
+        if self.kind != "ConversationStateUpdateEvent":
+            return None
+        key, value = self.payload.get("key"), self.payload.get("value")
+        if key == _FULL and isinstance(value, dict):
+            value = value.get("execution_status")
+        elif key != "execution_status":
+            return None
+        return ExecutionStatus(value) if isinstance(value, str) else None
+
+    @property
+    def is_terminal(self) -> bool:
+        """A state update putting the agent in a terminal status (see `Conversation`)."""
+        return self.execution_status in _TERMINAL_EXECUTION
+
+
+_FULL = "full_state"  # a state update's key for a whole-state snapshot
+
+
+def _object(value: object) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
 
 
 @attrs.frozen

@@ -118,6 +118,7 @@ def test_route_names_partition() -> None:
     assert not PROBES & API_ROUTES
     assert {
         "conversation_page",
+        "agent_events_socket",  # checks the key in its first frame itself
         "not_found",
         "method_not_allowed",
     } == ROUTE_NAMES - PROBES - API_ROUTES

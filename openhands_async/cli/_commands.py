@@ -68,6 +68,8 @@ async def cmd_start(client: Any, args: argparse.Namespace, out: Out) -> int:
     out.following = [cid]
     url = f"{client.base_url}/conversations/{cid}"
     out.emit({"event": "conversation", "id": cid, "url": url}, f"conversation {cid}\n{url}")
+    if args.follow:
+        return await follow_events(client, cid, out)
     if not args.wait:
         return EXIT_OK
     poller = _poller(client, 1, args.interval)
@@ -185,32 +187,63 @@ async def cmd_list(client: Any, args: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
+def _event_row(e: Any, width: int | None) -> str:
+    kind = fit(e.kind, _KIND_WIDTH)
+    source = fit(show(e.source), _SOURCE_WIDTH)
+    row = f"{e.timestamp:%H:%M:%S}  {kind:<{_KIND_WIDTH}}  {source:<{_SOURCE_WIDTH}}  "
+    text = event_text(e)
+    return row + (fit(text, width - len(row)) if width else one_line(text))
+
+
+def _event_json(e: Any) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "kind": e.kind,
+        "timestamp": e.timestamp,
+        "source": e.source,
+        "text": event_text(e),
+    }
+
+
+async def follow_events(client: Any, cid: str, out: Out) -> int:
+    """Print a conversation's events live, one line each, then the outcome (`--follow`)."""
+    out.following = [cid]
+    last = None
+    async with client.events.follow(cid) as stream:
+        async for e in stream:
+            last = e
+            if out.json:
+                record = _event_json(e)
+                if e.execution_status is not None:
+                    record["execution_status"] = str(e.execution_status)
+                out.emit({"event": "agent_event", **record, "payload": e.payload}, "")
+            else:
+                out.line(_event_row(e, out.width))
+    out.following = []
+    status = str(last.execution_status) if last is not None and last.is_terminal else None
+    ok = status == "finished"
+    out.emit(
+        {"event": "outcome", "id": cid, "status": status, "ok": ok, "via": stream.transport},
+        f"outcome: {status or 'unknown'}",
+    )
+    return EXIT_OK if ok else EXIT_FAILED
+
+
 async def cmd_events(client: Any, args: argparse.Namespace, out: Out) -> int:
+    if args.follow:
+        return await follow_events(client, args.id, out)
     seen = 0
     day = None
     width = out.width
     async for e in client.events.search(args.id, kind=args.kind, limit=args.limit):
         seen += 1
         if out.json:
-            out.emit(
-                {
-                    "id": e.id,
-                    "kind": e.kind,
-                    "timestamp": e.timestamp,
-                    "source": e.source,
-                    "text": event_text(e),
-                },
-                "",
-            )
+            out.emit(_event_json(e), "")
             continue
         if e.timestamp.date() != day:  # the date once, then times: rows stay short
             day = e.timestamp.date()
             out.line(f"{day.isoformat()}")
-        kind = fit(e.kind, _KIND_WIDTH)
-        source = fit(show(e.source), _SOURCE_WIDTH)
-        row = f"{e.timestamp:%H:%M:%S}  {kind:<{_KIND_WIDTH}}  {source:<{_SOURCE_WIDTH}}  "
-        text = event_text(e)
-        out.line(row + (fit(text, width - len(row)) if width else one_line(text)))
+        out.line(_event_row(e, width))
     if seen == 0:
         (conversation,) = await client.conversations.get_many([args.id])
         if conversation is None:

@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="follow the conversation to its end and print the agent's reply (default: "
         "return once it started)",
     )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="then print the agent's events live, one line each, to its outcome (default: "
+        "return once it started)",
+    )
     _interval(p)
 
     p = _add(
@@ -192,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--limit", type=int, default=None, metavar="N", help="at most N events (default: all)"
+    )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="print the events live as the agent emits them, to its outcome (default: "
+        "list those stored so far)",
     )
 
     p = _add(sub, "send", common, "send a follow-up message to a conversation")

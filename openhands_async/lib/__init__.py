@@ -1,6 +1,7 @@
 """Hand-written helpers on top of the resources: the streamed start (`streaming`, its
-parser `_stream_parser`), the `Conversations` resource with `stream_start`, the poller
-(`poller`, `_polling`), the batch runner (`batch/`) and `helpers`.
+parser `_stream_parser`), the `Conversations` resource with `stream_start`, `Events` with
+`follow` (live events, `follow`), the poller (`poller`, `_polling`), the batch runner
+(`batch/`) and `helpers`.
 
 lib uses the resources and the base client, never `client.OpenHandsClient`, and nothing
 below it imports lib.
@@ -10,6 +11,15 @@ from __future__ import annotations
 
 from ._stream_parser import IJSON_BACKEND, iter_start_tasks
 from .conversations import Conversations
+from .events import Events
+from .follow import EventStream
 from .streaming import StartTaskStream
 
-__all__ = ["IJSON_BACKEND", "Conversations", "StartTaskStream", "iter_start_tasks"]
+__all__ = [
+    "IJSON_BACKEND",
+    "Conversations",
+    "EventStream",
+    "Events",
+    "StartTaskStream",
+    "iter_start_tasks",
+]

@@ -27,10 +27,11 @@ from __future__ import annotations
 from ._cloud import FakeCloud
 from ._context import RequestRecord
 from ._faults import Fault, FaultAction
-from ._plan import DEFAULT_START_TIMELINE, StreamBehavior
+from ._plan import DEFAULT_START_TIMELINE, AgentServerBehavior, StreamBehavior
 
 __all__ = [
     "DEFAULT_START_TIMELINE",
+    "AgentServerBehavior",
     "FakeCloud",
     "Fault",
     "FaultAction",

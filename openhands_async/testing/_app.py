@@ -14,6 +14,7 @@ from ._context import Context, RequestRecord
 from ._faults import HANDLER_RUNS, drop_connection, truncate, unsendable
 from ._ratelimit import FixedWindowLimiter
 from ._responses import json_response
+from ._routes.agent_server import AgentServerRoutes
 from ._routes.conversations import ConversationRoutes
 from ._routes.events import EventRoutes
 from ._routes.legacy import LegacyRoutes
@@ -34,6 +35,7 @@ GROUPS: tuple[type[RouteGroup], ...] = (
     SandboxRoutes,
     UserRoutes,
     LegacyRoutes,
+    AgentServerRoutes,
 )
 _TABLE = tuple(route for group in GROUPS for route in group.table())
 PROBES = frozenset(route.name for route in _TABLE if route.access == "probe")

@@ -17,10 +17,12 @@ from ._faults import Fault
 from ._plan import (
     DEFAULT_ERROR_DETAIL,
     DEFAULT_START_TIMELINE,
+    AgentServerBehavior,
     StreamBehavior,
     check_timeline,
     plan_start,
 )
+from ._sockets import SocketBook
 from ._validation import parse_start_body
 from ._wire import NOT_RUNNING, json_bytes, uuid_hex
 
@@ -77,6 +79,16 @@ class FakeCloud:
       Cloud: 429 `{"error":"Rate limit exceeded: N per W second"}` with `Retry-After` and
       `X-RateLimit-Limit/Remaining/Reset`. Probes and non-API paths are exempt.
     - `latency=0.0`: seconds added before every response (not scaled).
+    - `agent_server`: an `AgentServerBehavior` making the agent servers' event WebSocket
+      drop, stall, refuse auth or be unreachable (see `agent_sockets` for its counters).
+
+    Agent servers: while a conversation's sandbox is RUNNING its `conversation_url` and
+    `session_api_key` are filled, and `<agent server>/sockets/events/<conversation id>`
+    speaks the real agent server's protocol: the first frame must be
+    `{"type": "auth", "session_api_key": ...}` (4001 otherwise; 4004 for an unknown
+    conversation; 1013 past `max_subscribers`), then a `full_state` snapshot (a new id each
+    time), the replay (`resend_mode=all`, or `since` with `after_timestamp`, inclusive), and
+    each event as its time comes. Pausing or deleting the sandbox cuts the socket.
 
     Per-start overrides go in the initial message's text as `[fake:key=value]` markers (several
     keys may share one marker, comma-separated), so one server can serve mixed outcomes:
@@ -114,6 +126,7 @@ class FakeCloud:
         cap_mode: Literal["pause", "refuse"] = "pause",
         rate_limit: tuple[int, float] | None = None,
         latency: float = 0.0,
+        agent_server: AgentServerBehavior | None = None,
     ) -> None:
         if auth not in ("bearer", "session"):
             raise ValueError(f"auth must be 'bearer' or 'session', got {auth!r}")
@@ -135,6 +148,7 @@ class FakeCloud:
         self.cap_mode = cap_mode
         self.rate_limit = rate_limit
         self.latency = latency
+        self.agent_server = agent_server or AgentServerBehavior()
         # The routes' view of this FakeCloud: its knobs (read live), state and counters.
         self._ctx = Context(self)
         plan_start(self._ctx.timing(), None)  # fail here, not on the first start, on bad knobs
@@ -245,6 +259,11 @@ class FakeCloud:
     @property
     def paused_by_cap(self) -> int:
         return self._store.paused_by_cap
+
+    @property
+    def agent_sockets(self) -> SocketBook:
+        """The agent-server WebSockets' counters (opened, open now, auth refused, faults)."""
+        return self._ctx.sockets
 
     @property
     def duplicate_starts(self) -> int:

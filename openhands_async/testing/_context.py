@@ -25,8 +25,9 @@ import attrs
 from aiohttp import web
 
 from ._faults import Fault, FaultBook
-from ._plan import StreamBehavior, Timing
+from ._plan import AgentServerBehavior, StreamBehavior, Timing
 from ._render import Renderer
+from ._sockets import SocketBook
 from ._state import ConversationRecord, Store
 from ._wire import NOT_RUNNING, Clock, uuid_hex
 
@@ -62,6 +63,8 @@ class Knobs(Protocol):
     def rate_limit(self) -> tuple[int, float] | None: ...
     @property
     def latency(self) -> float: ...
+    @property
+    def agent_server(self) -> AgentServerBehavior: ...
 
 
 @attrs.define
@@ -106,6 +109,8 @@ class Context:
         self.request_log: list[RequestRecord] = []
         #: Start POSTs (plain and stream) that reached their handler.
         self.starts_received = 0
+        #: The agent-server WebSockets' counters (issue 16).
+        self.sockets = SocketBook()
         self._closing: asyncio.Future[None] | None = None
         self._renderer: Renderer | None = None
 
@@ -126,6 +131,7 @@ class Context:
         """Wake every sleeper: the FakeCloud is stopping."""
         if self._closing is not None and not self._closing.done():
             self._closing.set_result(None)
+        self.sockets.close()
 
     # -- what handlers read ------------------------------------------------------------
 
@@ -134,9 +140,16 @@ class Context:
 
     @property
     def render(self) -> Renderer:
-        if self._renderer is None:
+        renderer = self._renderer
+        if renderer is None:
             raise RuntimeError(NOT_RUNNING)
-        return self._renderer
+        # Read live: `cloud.agent_server = AgentServerBehavior(unreachable=True)` moves the
+        # agent servers behind a port that refuses connections from the next read on.
+        if self.knobs.agent_server.unreachable:
+            renderer.agent_base = f"http://127.0.0.1:{self.sockets.dead_port()}"
+        else:
+            renderer.agent_base = renderer.base_url
+        return renderer
 
     def timing(self) -> Timing:
         knobs = self.knobs

@@ -8,6 +8,7 @@ that time has passed (frozen while paused). `send-message` appends a new run.
 
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any
 
@@ -101,6 +102,30 @@ def _action(task: str, parent: str | None) -> dict[str, Any]:
     }
 
 
+def _observation(action: dict[str, Any], step: int) -> dict[str, Any]:
+    command = action["action"]["command"]
+    return {
+        "id": _id(),
+        "source": "environment",
+        "parent_id": None,
+        "tool_name": "terminal",
+        "tool_call_id": action["tool_call_id"],
+        "observation": {
+            "content": [{"cache_prompt": False, "type": "text", "text": f"total {step}\n"}],
+            "is_error": False,
+            "command": command,
+            "exit_code": 0,
+            "timeout": False,
+            "metadata": {"exit_code": 0, "working_dir": "/workspace"},
+            "full_output_save_dir": None,
+            "kind": "TerminalObservation",
+        },
+        "action_id": action["id"],
+        "extended_content": [],
+        "kind": "ObservationEvent",
+    }
+
+
 def _at(at: float, event: dict[str, Any]) -> dict[str, Any]:
     return {"_at": at, **event}
 
@@ -117,7 +142,16 @@ def run_events(
         out.append(_at(message_at, user))
     if conv.running_at < INF:
         out.append(_at(conv.running_at, _state("execution_status", "running", parent)))
-        out.append(_at(conv.running_at + _TICK, _action(text or "the task", parent)))
+        steps = max(1, conv.task.plan.steps)
+        spacing = (conv.outcome_at - conv.running_at) / (steps + 1)
+        # A run that never ends still takes its steps, a second apart; and steps never
+        # crowd so close that an observation would overtake the next action.
+        spacing = max(spacing if math.isfinite(spacing) else 1.0, 3 * _TICK)
+        for step in range(steps):
+            at = conv.running_at + _TICK + step * spacing
+            action = _action(text or "the task", parent)
+            out.append(_at(at, action))
+            out.append(_at(at + _TICK, _observation(action, step)))
         end = conv.outcome_at
         if conv.outcome == "finished":
             reply = message_event("agent", "assistant", f"Done: {text or 'the task'}", parent)

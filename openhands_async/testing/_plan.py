@@ -8,6 +8,8 @@ one marker, separated by commas). They let one FakeCloud serve a batch with mixe
 - `run_seconds=S`, `idle_seconds=S`: the run timeline (before time_scale; `inf` never ends).
 - `stream_cut_after=K`, `stream_stall_after=K`, `stream_garbage_after=K`: stream-start
   misbehaviour for this start (see `StreamBehavior`).
+- `steps=N`: the agent's run takes N steps (an action and its observation each, spread
+  evenly over the run; default 1).
 
 An unknown key or a bad value answers 422, so a typo never silently runs the default.
 """
@@ -59,6 +61,31 @@ class StreamBehavior:
 
 
 @attrs.frozen
+class AgentServerBehavior:
+    """How the fake agent servers' event WebSocket misbehaves (counts are event frames
+    written on one connection, the snapshot not counted).
+
+    - `drop_after=k`: cut the connection abruptly after k events, for the first `drops`
+      connections made (the conversation carries on, so a client can reconnect).
+    - `stall_after=k`: after k events write nothing more and stop reading (pings go
+      unanswered), for the first `stalls` connections.
+    - `refuse_auth=n`: close the first n connections with 4001 after their auth frame, and
+      give the conversation a new session key each time (a re-read finds the fresh one).
+    - `unreachable=True`: conversation, start-task and sandbox URLs point the agent server
+      at a loopback port that refuses connections (a network only the app server is on).
+    - `max_subscribers=n`: a connection beyond n open ones to a conversation closes 1013.
+    """
+
+    drop_after: int | None = None
+    drops: int = 1
+    stall_after: int | None = None
+    stalls: int = 1
+    refuse_auth: int = 0
+    unreachable: bool = False
+    max_subscribers: int | None = None
+
+
+@attrs.frozen
 class Timing:
     """The FakeCloud-wide defaults a plan starts from."""
 
@@ -87,6 +114,8 @@ class StartPlan:
     run_seconds: float
     outcome: str
     stream: StreamBehavior
+    # Agent steps (an action and its observation each) spread over the run.
+    steps: int = 1
     statuses: tuple[str, ...] = attrs.field(init=False)
     offsets: tuple[float, ...] = attrs.field(init=False)
     # The first phase showing each field (len(phases): never). Phases, not times, decide
@@ -142,6 +171,7 @@ def plan_start(timing: Timing, message: str | None) -> StartPlan:
             garbage=stream.garbage or DEFAULT_GARBAGE,
             garbage_after=_count(marks, "stream_garbage_after"),
         )
+    steps = _count(marks, "steps") if "steps" in marks else 1
     if marks:
         raise MarkerError(f"unknown FakeCloud marker key(s): {sorted(marks)}")
     scale = timing.time_scale
@@ -153,6 +183,7 @@ def plan_start(timing: Timing, message: str | None) -> StartPlan:
         run_seconds=run * scale,
         outcome=outcome,
         stream=stream,
+        steps=steps,
     )
 
 

@@ -24,9 +24,11 @@ class Renderer:
         self.clock = clock
         self.base_url = base_url
         self.port = port
+        #: Where agent-server URLs point (the base URL, or a dead port: see `Context.render`).
+        self.agent_base = base_url
 
     def agent_server_url(self, sandbox_id: str) -> str:
-        return f"{self.base_url}/agent-server/{sandbox_id}"
+        return f"{self.agent_base}/agent-server/{sandbox_id}"
 
     def task(self, task: StartTaskRecord, phase: int, *, zulu: bool = True) -> dict[str, Any]:
         """The task as of one phase (`task.phase(t)` for "now").

@@ -15,7 +15,7 @@ add the class to `_app.GROUPS`. Route modules import the modules below them (`_c
 `_routing`, `_responses`, `_timeline`, `_events`, `_render`, `_state`, `_validation`,
 `_plan`, `_wire`, `_constants`), never each other, `_app` or `_cloud`. Planned:
 
-- `agent_server.py` (issue 16): the agent-server WebSocket of a running conversation,
+- `agent_server`: the agent-server WebSocket of a running conversation (issue 16),
   `/agent-server/{sandbox_id}/sockets/events/{conversation_id}` (conversation URLs already
   point there). `access="open"`: it checks the key in its first frame itself with
   `ctx.key_matches` (or the conversation's `session_api_key`); it can follow the

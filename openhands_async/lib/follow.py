@@ -1,0 +1,165 @@
+"""Live events: `EventStream` follows a conversation on its agent server's WebSocket.
+
+The app server has no streaming route for events, and its event store is fed by webhooks
+the agent server buffers (5 events or 30 s), so `events/search` lags. The live channel is
+`<agent server>/sockets/events/<conversation id>` (the web app and software-agent-sdk's
+`RemoteConversation` use it): read the conversation for its `conversation_url` and
+`session_api_key`, connect, send `{"type": "auth", "session_api_key": ...}` as the first
+frame, and read one JSON event per frame.
+
+What this module promises:
+
+- Each event once, in the order the server sends it: ids already yielded are dropped,
+  across the replay on connect (`resend_mode=all`, or `since` the caller's time) and every
+  reconnect (`since` the last event seen; the server's `since` is inclusive, so the de-dup
+  is what keeps it exact).
+  The server interleaves its replay with live events, so the terminal state update is held
+  until the socket has been quiet for `settle` (stragglers of the replay go first).
+  The per-connection `full_state` snapshot (a new id every time) is not yielded; the latest
+  is `EventStream.snapshot`.
+- Breaks: a dropped socket or a missed heartbeat reconnects with backoff; 4001 re-reads
+  the conversation once for a fresh key, then `AuthenticationError`; 4004 `NotFoundError`.
+  A PAUSED sandbox raises `ConversationPaused`, or with `resume=True` is resumed and then
+  followed; a STARTING one is waited for. With `transport="auto"` an agent server that
+  cannot be reached (or only over plain ws:// to another host) makes it poll the app
+  server's `events/search` instead, saying so in a warning.
+- Security: the session key goes only to the conversation's own agent server, in the first
+  frame: never in a URL, a header or a log; the client's account key is never sent there.
+  ws:// to a host that is not loopback is refused unless the client has
+  `allow_insecure_http=True`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from datetime import datetime
+from types import TracebackType
+
+from .._constants import (
+    DEFAULT_FOLLOW_HEARTBEAT,
+    DEFAULT_FOLLOW_MAX_RECONNECTS,
+    DEFAULT_FOLLOW_POLL_INTERVAL,
+    DEFAULT_FOLLOW_SETTLE,
+)
+from .._inputs import normalize_uuid
+from ..models import Event
+from ._follow_run import (
+    _TRANSPORTS,
+    ConversationReader,
+    SandboxResumer,
+    Transport,
+    _Deps,
+    _Options,
+    _run,
+    _State,
+    agent_socket_url,
+)
+
+__all__ = [
+    "ConversationReader",
+    "EventStream",
+    "SandboxResumer",
+    "Transport",
+    "agent_socket_url",
+    "event_gist",
+]
+
+
+class EventStream:
+    """A conversation's events as they happen (see `Events.follow`).
+
+    `async for event in client.events.follow(cid)`, or `async with ... as stream:`.
+    `break`, cancellation, leaving the `async with` and `aclose()` close the socket at once.
+    `transport` says what is in use ("websocket" or "poll", None before connecting),
+    `reconnects` how many times the socket was opened again, `snapshot` the latest
+    `full_state` state update the agent server sent on connect.
+    """
+
+    def __init__(
+        self,
+        deps: _Deps,
+        conversation_id: str,
+        *,
+        since: datetime | str | None = None,
+        until_done: bool = True,
+        resume: bool = False,
+        transport: Transport = "auto",
+        poll_interval: float = DEFAULT_FOLLOW_POLL_INTERVAL,
+        heartbeat: float | None = DEFAULT_FOLLOW_HEARTBEAT,
+        max_reconnects: int = DEFAULT_FOLLOW_MAX_RECONNECTS,
+        settle: float = DEFAULT_FOLLOW_SETTLE,
+    ) -> None:
+        if transport not in _TRANSPORTS:
+            raise ValueError(f"transport must be one of {_TRANSPORTS}, got {transport!r}")
+        if not poll_interval > 0:
+            raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
+        if max_reconnects < 0:
+            raise ValueError(f"max_reconnects must be >= 0, got {max_reconnects}")
+        self.conversation_id = normalize_uuid(conversation_id, "conversation_id")
+        options = _Options(
+            since, until_done, resume, transport, poll_interval, heartbeat, max_reconnects, settle
+        )
+        self._state = _State()
+        self._gen = _run(deps, self.conversation_id, self._state, options)
+        # A plain `async for ... break` drops the stream without closing it: drop the socket
+        # when the object goes away (a finalizer, so no reference cycle keeps it alive).
+        self._finalizer = weakref.finalize(self, self._state.release)
+
+    @property
+    def transport(self) -> str | None:
+        return self._state.transport
+
+    @property
+    def reconnects(self) -> int:
+        return self._state.reconnects
+
+    @property
+    def snapshot(self) -> Event | None:
+        return self._state.snapshot
+
+    @property
+    def last_event(self) -> Event | None:
+        """The last event yielded (its timestamp is where a later `since=` would resume)."""
+        return self._state.last_event
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop following: close the socket (the conversation itself carries on)."""
+        self._state.release()
+        await self._gen.aclose()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def event_gist(event: Event, width: int = 100) -> str:
+    """One line saying what an event is about: the command run, the file edited, the first
+    line of an observation, the message text, the new execution status."""
+    if event.execution_status is not None:
+        gist = f"status -> {event.execution_status}"
+    elif event.kind == "ActionEvent":
+        action = event.action or {}
+        what = event.command or event.path or event.text
+        gist = f"{action.get('kind', 'action')}: {what}" if what else str(action.get("kind", ""))
+    elif event.kind == "ObservationEvent":
+        output = (event.output or "").strip()
+        gist = output.splitlines()[0] if output else "(no output)"
+    elif event.kind == "ConversationStateUpdateEvent":
+        gist = f"{event.payload.get('key')} updated"
+    else:
+        gist = event.text or event.output or ""
+    gist = " ".join(gist.split())
+    return gist if len(gist) <= width else gist[: width - 1] + "…"
