@@ -218,3 +218,48 @@ def test_shared_arguments_are_checked_up_front(kwargs: dict[str, Any], message: 
     client = oh.OpenHandsClient(api_key="k", base_url="http://127.0.0.1:1")
     with pytest.raises(ValueError, match=message):
         client.run_batch([oh.Job("x")], **kwargs)
+
+
+async def test_an_adopted_start_is_found_or_sent_again_once_with_its_id(pg_dsn: str) -> None:
+    from openhands_async._start_request import make_start_request
+
+    async with FakeCloud(time_scale=0.1) as cloud:
+        label = account_label(cloud.api_key or "", cloud.base_url)
+        dead = PostgresJournal(pg_dsn, batch_name="b", account=label, max_running=5)
+        await dead.open()
+        taken, lost = uuid.uuid4().hex, uuid.uuid4().hex
+        for key, cid in (("A", taken), ("B", lost)):
+            await dead.add(key, ord(key), {"message": f"job {key}"}, source=f"item {key}")
+            assert await dead.mark_starting(key, cid) is not None
+        # A's start reached the server, then the worker died (no answer recorded); B's
+        # never left. Dying: no renewal, no hand-over; the leases lapse.
+        async with oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url) as c:
+            await c.conversations.send_start(make_start_request("job A", conversation_id=taken))
+        assert dead._heartbeat is not None
+        dead._heartbeat.cancel()
+        await db_rows(
+            pg_dsn,
+            "UPDATE openhands_batch_jobs SET lease_until = now() - interval '1 second'"
+            " RETURNING key",
+        )
+        policy = oh.RetryPolicy(max_retries=0)
+        async with oh.OpenHandsClient(
+            api_key=cloud.api_key,
+            base_url=cloud.base_url,
+            retry_policy=policy,
+            timeout=oh.Timeouts(total=0.3),  # the in-flight wait before B is sent again
+        ) as c:
+            jobs = [oh.Job("job A", key="A"), oh.Job("job B", key="B")]
+            results = [
+                r
+                async for r in c.run_batch(
+                    jobs, journal=pg_dsn, batch_name="b", lease_seconds=5, poll_interval=0.05
+                )
+            ]
+        assert sorted((r.job.key, r.state, r.conversation_id) for r in results) == [
+            ("A", "finished", taken),
+            ("B", "finished", lost),
+        ]
+        assert sent_ids(cloud) == [taken, lost]  # A followed, B sent once, with its id
+        assert cloud.duplicate_starts == 0
+        await dead.close()
