@@ -6,6 +6,7 @@ a SIGKILLed worker's jobs adopted by a survivor and followed to their end."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -263,3 +264,28 @@ async def test_an_adopted_start_is_found_or_sent_again_once_with_its_id(pg_dsn: 
         assert sent_ids(cloud) == [taken, lost]  # A followed, B sent once, with its id
         assert cloud.duplicate_starts == 0
         await dead.close()
+
+
+async def test_the_cli_runs_a_shared_batch_and_shows_its_status(
+    pg_dsn: str, tmp_path: Path
+) -> None:
+    from tests.test_cli import run as cli
+
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("".join(f'{{"message": "job {i}", "key": "k{i}"}}\n' for i in range(3)))
+    async with FakeCloud(time_scale=0.1) as cloud:
+        auth = ["--base-url", cloud.base_url, "--api-key", cloud.api_key or "", "--json"]
+        shared = ["--journal", pg_dsn, "--batch-name", "cli"]
+        code, out, err = await cli("batch", str(jobs), *shared, "--interval", "0.05", *auth)
+        assert code == 0, err
+        assert cloud.starts_received == 3
+        code, out, err = await cli("batch", "status", *shared, *auth)
+    assert code == 0, err
+    (status,) = [json.loads(line) for line in out.splitlines()]
+    assert status["counts"]["finished"] == 3
+    (worker,) = status["workers"]
+    assert worker["counts"] == {"finished": 3}
+    assert worker["alive"] is False  # it stopped cleanly
+    code, out, err = await cli("batch", "status", "--journal", "run.db", "--batch-name", "x")
+    assert code == 2
+    assert "postgresql://" in err

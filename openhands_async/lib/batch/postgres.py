@@ -38,7 +38,7 @@ from ._postgres_rows import (
     reject_row,
 )
 from ._postgres_rows import row as _row
-from ._postgres_status import STATES, BatchStatus, WorkerStatus, read_status
+from ._postgres_status import STATES, BatchStatus, WorkerStatus, batch_status, read_status
 from .journal import JobState, RejectRow, Remaining
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ __all__ = [
     "SharedJobRow",
     "WorkerStatus",
     "account_label",
+    "batch_status",
     "is_postgres_dsn",
 ]
 
