@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-name",
         metavar="NAME",
-        help="the shared batch to join or show (with a postgresql:// --journal)",
+        help="the shared batch to join or show, with a postgresql:// --journal (default: none)",
     )
     p.add_argument(
         "--out",
