@@ -17,7 +17,7 @@ from ._constants import (
     DEFAULT_POLLER_MAX_IN_FLIGHT,
 )
 from .lib._polling import resolve_poll_interval
-from .lib.batch import BatchProgress, BatchRun, Job, Journal
+from .lib.batch import BatchProgress, BatchRun, Job, Journal, account_label
 from .lib.conversations import Conversations
 from .lib.events import Events
 from .lib.poller import ConversationPoller
@@ -94,6 +94,8 @@ class OpenHandsClient(BaseClient):
         on_progress: Callable[[BatchProgress], None] | None = None,
         retry_failed: bool = False,
         out: str | os.PathLike[str] | None = None,
+        batch_name: str | None = None,
+        lease_seconds: float | None = None,
     ) -> BatchRun:
         """Run many jobs, at most `max_running` conversations at once; yields `JobResult`s.
 
@@ -102,6 +104,11 @@ class OpenHandsClient(BaseClient):
         tracked (never started again), and only never-submitted ones started;
         `retry_failed=True` starts failed ones again. `out`: write the whole batch's results
         there (JSONL) when the run ends. A 401/403 stops the batch. See `BatchRun`.
+
+        Several workers share one batch with `journal="postgresql://user@host:5432/db"` and
+        the same `batch_name` (extra `openhands-async[postgres]`): `max_running` then holds
+        per account (this client's API key) across them, and a dead worker's jobs are
+        adopted by a survivor once their lease (`lease_seconds`) lapses.
         """
         return BatchRun(
             self,
@@ -114,6 +121,9 @@ class OpenHandsClient(BaseClient):
             on_progress=on_progress,
             retry_failed=retry_failed,
             out=out,
+            batch_name=batch_name,
+            lease_seconds=lease_seconds,
+            account=account_label(self._api_key or self._session_api_key or "", self.base_url),
         )
 
     def poller(

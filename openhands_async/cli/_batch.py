@@ -44,6 +44,8 @@ def _open_out(path: str | None) -> TextIO | None:
 
 
 async def cmd_batch(client: Any, args: argparse.Namespace, out: Out) -> int:
+    if args.jobs == "status":  # a jobs file named so: pass ./status
+        return await _status(args, out)
     # Read (and check) every job before starting any: a bad line is a usage error, not a
     # surprise halfway through, and the total lets the display show how much is left.
     jobs = list(_read_jobs(args.jobs))
@@ -68,6 +70,7 @@ async def cmd_batch(client: Any, args: argparse.Namespace, out: Out) -> int:
         jobs,
         max_running=args.max_running,
         journal=journal,
+        batch_name=args.batch_name,
         poll_interval=args.interval,
         on_progress=display,
     )
@@ -137,3 +140,34 @@ def _row(r: Any) -> list[str]:
     else:
         status = f"{r.sandbox_status}/{show(r.execution_status)}"
     return [r.job.key, r.state, show(r.conversation_id), status]
+
+
+async def _status(args: argparse.Namespace, out: Out) -> int:
+    """`batch status`: a shared batch across its workers, per state and per worker."""
+    if not (args.journal or "").startswith(("postgresql://", "postgres://")) or not (
+        args.batch_name
+    ):
+        raise ValueError("batch status needs --journal postgresql://... and --batch-name NAME")
+    from ..lib.batch.postgres import batch_status
+
+    status = await batch_status(args.journal, args.batch_name)
+    states = list(status.counts)
+    if out.json:
+        workers = [
+            {"worker": w.worker, "account": w.account, "alive": w.alive, "counts": w.counts}
+            for w in status.workers
+        ]
+        out.emit({"event": "status", "counts": status.counts, "workers": workers}, "")
+        return EXIT_OK
+    out.line(f"batch {status.batch_name}: " + ", ".join(f"{s} {status.counts[s]}" for s in states))
+    out.table(
+        ["worker", "account", "alive", *states],
+        [
+            [w.worker, w.account, "yes" if w.alive else "no"]
+            + [str(w.counts.get(s, 0)) for s in states]
+            for w in status.workers
+        ],
+        keep=(0,),
+        middle=(0,),
+    )
+    return EXIT_OK

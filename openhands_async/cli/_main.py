@@ -96,7 +96,12 @@ def _log_requests() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "jobs", None) and args.command == "batch" and not os.path.exists(args.jobs):
+    if (
+        getattr(args, "jobs", None)
+        and args.command == "batch"
+        and not os.path.exists(args.jobs)
+        and args.jobs != "status"
+    ):
         print(f"openhands-async: error: no such file: {args.jobs}", file=sys.stderr)
         return EXIT_USAGE
     out = Out(bool(getattr(args, "json", False)))

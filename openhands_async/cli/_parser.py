@@ -29,7 +29,12 @@ the journal (default: a hash of the job). For example:
   {"message": "Add a test", "repository": "octo/app", "branch": "dev"}
 
 After a crash, run the same command with the same --journal: finished jobs are
-skipped, started ones followed, none started twice."""
+skipped, started ones followed, none started twice.
+
+Several workers, one batch: on each, --journal postgresql://user@host:5432/db
+--batch-name NAME (extra openhands-async[postgres]); --max-running holds per
+account across them. `openhands-async batch status --journal postgresql://...
+--batch-name NAME` shows the batch per state and per worker."""
 
 DESCRIPTION = """\
 Start, follow and batch OpenHands Cloud conversations.
@@ -156,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run many jobs from a JSONL file, a few at a time",
         epilog=BATCH_EPILOG,
     )
-    p.add_argument("jobs", metavar="JOBS.jsonl", help="one job per line (see below)")
+    p.add_argument("jobs", metavar="JOBS.jsonl", help="one job per line (see below), or `status`")
     p.add_argument(
         "--max-running",
         type=int,
@@ -167,8 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--journal",
         metavar="FILE",
-        help="SQLite journal of every job: run again with it to resume (default: none, a "
-        "temporary one)",
+        help="SQLite journal of every job: run again with it to resume; or a "
+        "postgresql:// DSN shared by several workers (default: none, a temporary one)",
+    )
+    p.add_argument(
+        "--batch-name",
+        metavar="NAME",
+        help="the shared batch to join or show, with a postgresql:// --journal (default: none)",
     )
     p.add_argument(
         "--out",

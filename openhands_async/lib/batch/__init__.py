@@ -6,6 +6,7 @@ summary come from the journal (results.py)."""
 from __future__ import annotations
 
 from ...errors import JournalLockedError
+from ._postgres_rows import account_label
 from .jobs import (
     BatchProgress,
     InvalidJob,
@@ -15,7 +16,7 @@ from .jobs import (
     check_start_options,
     read_jobs,
 )
-from .journal import Journal, JournalRow, RejectRow
+from .journal import Journal, JournalRow, RejectRow, Remaining
 from .results import BatchSummary, batch_counts, result_records, write_results
 from .run import BatchRun, open_journal
 from .sqlite import SQLiteJournal
@@ -31,7 +32,9 @@ __all__ = [
     "JournalLockedError",
     "JournalRow",
     "RejectRow",
+    "Remaining",
     "SQLiteJournal",
+    "account_label",
     "batch_counts",
     "check_jobs",
     "check_start_options",

@@ -12,6 +12,7 @@ from .._polling import PollerHost
 from .jobs import BatchProgress
 
 if TYPE_CHECKING:
+    from ...config import RetryPolicy, Timeouts
     from ...resources.sandboxes import Sandboxes
 
 __all__ = ["BatchHost", "Settings"]
@@ -19,10 +20,17 @@ __all__ = ["BatchHost", "Settings"]
 
 class BatchHost(PollerHost, Protocol):
     """What the runner needs of a client: what a poller needs (the start tasks and
-    conversations resources) and the sandboxes, to resume what the server paused."""
+    conversations resources), the sandboxes, to resume what the server paused, and its
+    timeouts and retry policy (how long a start may stay in flight)."""
 
     @property
     def sandboxes(self) -> Sandboxes: ...
+
+    @property
+    def timeouts(self) -> Timeouts: ...
+
+    @property
+    def retry_policy(self) -> RetryPolicy: ...
 
 
 @attrs.frozen
@@ -35,3 +43,6 @@ class Settings:
     poll_interval: float
     on_progress: Callable[[BatchProgress], None] | None
     retry_failed: bool = False
+    #: How long one start (its attempts included) may stay in flight: an adopted start the
+    #: server has no trace of is sent again only after this (see `Journal.in_flight_window`).
+    start_timeout: float = 0.0

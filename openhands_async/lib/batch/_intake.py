@@ -8,7 +8,7 @@ journal with other content) is never started: the same content again is reported
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Set
 
 from .jobs import (
     BatchProgress,
@@ -36,9 +36,10 @@ class Intake:
         progress: BatchProgress,
         *,
         retry_failed: bool,
-        recovered: frozenset[str] = frozenset(),
+        recovered: Set[str] = frozenset(),
     ) -> None:
-        """`recovered`: keys of the jobs this run took over from an earlier one."""
+        """`recovered`: keys of the jobs this run took over from an earlier holder (a live
+        set: the runner adds to it as it adopts)."""
         self._source: AsyncIterator[Job | InvalidJob] = aiter_jobs(jobs)
         self._journal = journal
         self._progress = progress

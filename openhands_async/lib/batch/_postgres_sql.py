@@ -34,8 +34,11 @@ CREATE TABLE IF NOT EXISTS openhands_batch_jobs (
     execution_status text,
     error            text,
     attempts         integer NOT NULL DEFAULT 0,
-    -- Conversation ids of earlier attempts (a failed job retried gets a fresh id).
+    -- Earlier attempts, oldest first (a failed job retried gets a fresh id): each the
+    -- fields `retry` cleared, like the SQLite journal's.
     history          jsonb NOT NULL DEFAULT '[]',
+    -- Where the job was first read ("jobs.jsonl:2"), if known.
+    source           text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     sent_at          timestamptz,
     running_at       timestamptz,
@@ -50,6 +53,27 @@ CREATE INDEX IF NOT EXISTS openhands_batch_jobs_active
 -- original conversation on the server.
 CREATE UNIQUE INDEX IF NOT EXISTS openhands_batch_jobs_conversation
     ON openhands_batch_jobs (conversation_id) WHERE conversation_id IS NOT NULL;
+
+ALTER TABLE openhands_batch_jobs ADD COLUMN IF NOT EXISTS source text;
+-- Every conversation id ever minted, and its job: no id ever serves two jobs (a retried
+-- job's old id included). Ids are the server's, so unique across batches too.
+CREATE TABLE IF NOT EXISTS openhands_batch_conversations (
+    conversation_id text PRIMARY KEY,
+    batch_name      text NOT NULL,
+    key             text NOT NULL
+);
+-- Inputs that are not jobs of their own (invalid lines, duplicate keys), by where read.
+CREATE TABLE IF NOT EXISTS openhands_batch_rejects (
+    batch_name  text NOT NULL,
+    source      text NOT NULL,
+    seq         bigint NOT NULL,
+    state       text NOT NULL CHECK (state IN ('failed', 'skipped')),
+    key         text,
+    job         jsonb,
+    error       text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (batch_name, source)
+);
 
 -- One row per (batch, account): claims lock it, so slot counts are taken one at a time.
 CREATE TABLE IF NOT EXISTS openhands_batch_accounts (
@@ -82,6 +106,8 @@ CREATE OR REPLACE FUNCTION openhands_batch_claim(
 ) RETURNS SETOF openhands_batch_jobs LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     used integer;
+    claimed text;
+    holder record;
 BEGIN
     -- Sending again the start of a job this worker holds, with its recorded id (the server
     -- provably never took it): it has its slot already.
@@ -107,7 +133,6 @@ BEGIN
     IF used >= p_max_running THEN
         RETURN;
     END IF;
-    RETURN QUERY
     UPDATE openhands_batch_jobs AS j
        SET state = 'starting', account = p_account, worker = p_worker,
            conversation_id = p_conversation_id,
@@ -120,14 +145,29 @@ BEGIN
             ORDER BY p.seq, p.key
             LIMIT 1
               FOR UPDATE SKIP LOCKED)
-    RETURNING j.*;
+    RETURNING j.key INTO claimed;
+    IF claimed IS NULL THEN
+        RETURN;
+    END IF;
+    -- The id is this job's for good; an id another job holds or held is never sent.
+    INSERT INTO openhands_batch_conversations (conversation_id, batch_name, key)
+        VALUES (p_conversation_id, p_batch, claimed) ON CONFLICT DO NOTHING;
+    SELECT c.batch_name, c.key INTO holder FROM openhands_batch_conversations AS c
+        WHERE c.conversation_id = p_conversation_id;
+    IF holder.batch_name <> p_batch OR holder.key <> claimed THEN
+        RAISE EXCEPTION USING ERRCODE = 'unique_violation', MESSAGE = format(
+            'conversation id %s belongs to job %L of batch %L: it is never sent for job %L',
+            p_conversation_id, holder.key, holder.batch_name, claimed);
+    END IF;
+    RETURN QUERY SELECT * FROM openhands_batch_jobs AS j
+        WHERE j.batch_name = p_batch AND j.key = claimed;
 END
 $$;
 """
 
 # The columns a row is read with (times as seconds since the epoch, like the SQLite journal).
 COLUMNS: LiteralString = """
-    key, seq, job, state, account, worker, conversation_id, start_task_id, sandbox_status,
+    key, seq, job, source, state, account, worker, conversation_id, start_task_id, sandbox_status,
     execution_status, error, attempts, history,
     extract(epoch FROM created_at)::float8 AS created_at,
     extract(epoch FROM sent_at)::float8 AS sent_at,
@@ -146,6 +186,30 @@ VALUES (%(batch)s, %(worker)s, %(account)s, %(host)s, %(pid)s, %(max_running)s)
 ON CONFLICT (batch_name, worker) DO UPDATE
     SET seen_at = now(), stopped_at = NULL, max_running = EXCLUDED.max_running
 """
+
+# One job, and its row as the database has it (new, or what a key already held), in one
+# round trip; a reject recorded at its source goes (the line is a job now).
+ADD_ONE: LiteralString = (
+    """
+WITH ins AS (
+    INSERT INTO openhands_batch_jobs (batch_name, key, seq, job, source)
+    VALUES (%(batch)s, %(key)s, %(seq)s, %(job)s::jsonb, %(source)s)
+    ON CONFLICT (batch_name, key) DO NOTHING
+    RETURNING *
+), dropped AS (
+    DELETE FROM openhands_batch_rejects
+     WHERE batch_name = %(batch)s AND source = %(source)s
+)
+SELECT """
+    + COLUMNS
+    + """ FROM ins
+UNION ALL
+SELECT """
+    + COLUMNS
+    + """ FROM openhands_batch_jobs
+ WHERE batch_name = %(batch)s AND key = %(key)s AND NOT EXISTS (SELECT 1 FROM ins)
+"""
+)
 
 ADD: LiteralString = """
 INSERT INTO openhands_batch_jobs (batch_name, key, seq, job)
@@ -235,19 +299,49 @@ WITH ended AS (
 SELECT key, pg_notify('openhands_batch', %(batch)s) FROM ended
 """
 
-# Failed jobs go back to pending for another attempt; their old conversation id is kept
-# in `history` (and stays unusable: the unique index covers only the current id, so the
-# old one is checked against history before a start is built).
-RETRY_FAILED: LiteralString = """
-UPDATE openhands_batch_jobs
+# A failed job goes back to pending for another attempt; the attempt's fields move to
+# `history` (its conversation id stays this job's in openhands_batch_conversations).
+_RETRY_SET: LiteralString = """
    SET state = 'pending',
-       history = CASE WHEN conversation_id IS NULL THEN history
-                      ELSE history || to_jsonb(conversation_id) END,
+       history = history || jsonb_build_array(jsonb_build_object(
+           'state', state, 'conversation_id', conversation_id, 'start_task_id', start_task_id,
+           'sandbox_status', sandbox_status, 'execution_status', execution_status,
+           'error', error, 'sent_at', extract(epoch FROM sent_at)::float8,
+           'running_at', extract(epoch FROM running_at)::float8,
+           'ended_at', extract(epoch FROM ended_at)::float8)),
        conversation_id = NULL, start_task_id = NULL, sandbox_status = NULL,
        execution_status = NULL, error = NULL, sent_at = NULL, running_at = NULL,
        ended_at = NULL, worker = NULL, account = NULL
- WHERE batch_name = %(batch)s AND state = 'failed'
-RETURNING key
+"""
+
+RETRY_FAILED: LiteralString = (
+    "UPDATE openhands_batch_jobs"
+    + _RETRY_SET
+    + " WHERE batch_name = %(batch)s AND state = 'failed' RETURNING key"
+)
+
+RETRY: LiteralString = (
+    "UPDATE openhands_batch_jobs"
+    + _RETRY_SET
+    + " WHERE batch_name = %(batch)s AND key = %(key)s AND state = 'failed' RETURNING "
+    + COLUMNS
+)
+
+KEY_OF: LiteralString = """
+SELECT batch_name, key FROM openhands_batch_conversations WHERE conversation_id = %(cid)s
+"""
+
+REJECT: LiteralString = """
+INSERT INTO openhands_batch_rejects (batch_name, source, seq, state, key, job, error)
+VALUES (%(batch)s, %(source)s, %(seq)s, %(state)s, %(key)s, %(job)s::jsonb, %(error)s)
+ON CONFLICT (batch_name, source) DO UPDATE
+    SET seq = EXCLUDED.seq, state = EXCLUDED.state, key = EXCLUDED.key, job = EXCLUDED.job,
+        error = EXCLUDED.error, recorded_at = now()
+"""
+
+REJECTS: LiteralString = """
+SELECT source, seq, state, key, job, error, extract(epoch FROM recorded_at)::float8
+  FROM openhands_batch_rejects WHERE batch_name = %(batch)s ORDER BY seq, source
 """
 
 GET: LiteralString = (

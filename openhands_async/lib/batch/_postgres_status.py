@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..._constants import DEFAULT_LEASE_SECONDS
 from . import _postgres_sql as sql
+from ._postgres_rows import connect
 
 if TYPE_CHECKING:
     import psycopg
@@ -55,3 +57,20 @@ async def read_status(
             WorkerStatus(worker, account, host, pid, cap, started, seen, stopped, ago, alive, jobs)
         )
     return BatchStatus(batch_name, counts, workers)
+
+
+async def batch_status(
+    dsn: str, batch_name: str, *, lease_seconds: float = DEFAULT_LEASE_SECONDS
+) -> BatchStatus:
+    """The shared batch `batch_name` across its workers, read without joining it (no worker
+    is registered): what `openhands-async batch status` shows. Empty if the database holds
+    no batch yet."""
+    import psycopg
+
+    conn = await connect(dsn, "openhands-async status")
+    try:
+        return await read_status(conn, batch_name, lease_seconds)
+    except psycopg.errors.UndefinedTable:  # no worker has opened a journal here yet
+        return BatchStatus(batch_name, dict.fromkeys(STATES, 0), [])
+    finally:
+        await conn.close()

@@ -5,27 +5,30 @@ the server paused, and report each job as it ends.
 Slots: a job holds one from sending its start until it ends, except while the server has
 it paused. Starts go out concurrently (each commits its journal row first), so a wave of
 finished jobs is refilled in one round trip, not one per job.
+
+Shared journals (several workers): the journal may answer that a job is not this run's to
+start (another worker took it, or the account's slots are all taken: then the run waits for
+one), hands over jobs whose holder's lease lapsed (`adopt`, called again whenever a lease
+may lapse), offers pending jobs other workers fed once this run's input is exhausted, and
+refuses a transition on a job another worker took over (`JournalLeaseLost`: the job is let
+go). A one-run journal answers these trivially; the runner never asks which it has.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import deque
 from collections.abc import AsyncGenerator
-from datetime import datetime, timezone
 from typing import Any
-
-import attrs
 
 from ... import errors
 from ..._constants import BATCH_CAP_RETRY_DELAY
 from ..._inputs import normalize_uuid
-from ..._start_request import make_start_request
 from ...models import Conversation, SandboxStatus, StartTask, StartTaskStatus
 from .._polling import StatusChange
 from ..poller import ConversationPoller
+from ._claims import AUTH_ERRORS, Active, Claims, Lost, Resend, StartOutcome
 from ._config import BatchHost, Settings
 from ._intake import Intake
 from .jobs import BatchProgress, Job, JobResult, JobsInput, ended, failed
@@ -36,27 +39,7 @@ log = logging.getLogger("openhands_async")
 __all__ = ["BatchHost", "Runner", "Settings"]
 
 
-@attrs.define(eq=False)
-class _Active:
-    """A job the server took: followed by the poller until it ends."""
-
-    row: JournalRow
-    job: Job
-    task: StartTask
-    key: str = ""  # the start task id as the poller tracks it
-    conversation_id: str | None = None  # normalized, once known
-    sandbox_id: str | None = None
-    # The server paused it to make room under its running cap; it holds no slot meanwhile.
-    paused: bool = False
-
-
-# 401/403: the credentials are wrong for every job, so the batch stops.
-_AUTH_ERRORS = (errors.AuthenticationError, errors.PermissionDeniedError)
-_Refusal = errors.ConcurrencyLimitError | errors.AuthenticationError | errors.PermissionDeniedError
-_StartOutcome = _Active | JobResult | _Refusal
-
-
-class Runner:
+class Runner(Claims):
     """One run over one journal (see the module docs). `results(jobs)` yields each job's
     result as it ends; `aclose()` stops: starts in flight stay "starting" in the journal."""
 
@@ -76,10 +59,10 @@ class Runner:
         # batch follows no job (all ended, the next starting).
         self.changes = self.poller.changes(until_idle=False)
         self.next_change: asyncio.Task[StatusChange | None] | None = None
-        self.active: dict[str, _Active] = {}  # by start task id, as tracked
-        self.by_conversation: dict[str, _Active] = {}  # by normalized conversation id
-        self.paused: list[_Active] = []  # first paused first
-        self.starting: dict[asyncio.Task[_StartOutcome], tuple[JournalRow, Job]] = {}
+        self.active: dict[str, Active] = {}  # by start task id, as tracked
+        self.by_conversation: dict[str, Active] = {}  # by normalized conversation id
+        self.paused: list[Active] = []  # first paused first
+        self.starting: dict[asyncio.Task[StartOutcome], tuple[JournalRow, Job]] = {}
         self.queue: deque[tuple[JournalRow, Job]] = deque()
         self.ended: list[JobResult] = []  # to yield
         self.target = settings.max_running
@@ -88,34 +71,46 @@ class Runner:
         # A 401/403 on a start: raised once the starts already sent are answered.
         self.fatal: errors.APIStatusError | None = None
         self.intake: Intake | None = None
-        self.recovered: set[str] = set()  # keys taken over from an earlier run
+        self.recovered: set[str] = set()  # keys taken over from an earlier holder
+        # The account's running slots are all taken across workers (a shared journal): no
+        # claim until one frees (`slot_wait`), or a job of ours ends.
+        self.blocked = False
+        self.slot_wait: asyncio.Task[bool] | None = None
+        self.claimable = True  # worth asking the journal for a job fed by another worker
+        self.next_adopt = 0.0  # loop time at which `adopt` may find more
 
     async def results(self, jobs: JobsInput) -> AsyncGenerator[JobResult, None]:
         loop = asyncio.get_running_loop()
         self.next_change = loop.create_task(self.changes.get())
-        await self._recover()
+        await self._adopt()
         self.intake = intake = Intake(
             jobs,
             self.journal,
             self.progress,
             retry_failed=self.settings.retry_failed,
-            recovered=frozenset(self.recovered),
+            recovered=self.recovered,
         )
         while True:
             if self.fatal is not None and not self.starting:
                 raise self.fatal
+            if loop.time() >= self.next_adopt:
+                await self._adopt()
             await self._fill(intake)
             while self.ended:
                 yield self.ended.pop(0)
             if not self.starting and not self.active:
                 if self.fatal is not None:
                     continue
-                if self.stop_starting or (intake.exhausted and not self.queue):
+                if self.stop_starting:
                     return
-                # Refused at the cap with nothing of ours running: the slots are held by
-                # conversations outside this batch, so try again later.
-                await asyncio.sleep(max(0.0, self.hold_until - loop.time()))
-                continue
+                if intake.exhausted and not self.queue:
+                    if not self.blocked and await self._done_elsewhere():
+                        return
+                elif not self.blocked:
+                    # Refused at the cap with nothing of ours running: the slots are held by
+                    # conversations outside this batch, so try again later.
+                    await asyncio.sleep(max(0.0, self.hold_until - loop.time()))
+                    continue
             await self._wait()
             while self.ended:
                 yield self.ended.pop(0)
@@ -143,13 +138,21 @@ class Runner:
             if self.paused:
                 await self._resume_paused(self.paused[0])
                 continue
-            if self.stop_starting:
+            if self.stop_starting or self.blocked:
                 break
             item = await self._next_job(intake)
-            if item is None:
+            if item is not None:
+                claimed = await self._claim(*item)
+                if claimed is None:
+                    continue  # another worker's now, or no slot (then `blocked` is set)
+            elif intake.exhausted and self.claimable:
+                claimed = await self._claim_next()
+                if claimed is None:
+                    break
+            else:
                 break
-            task = loop.create_task(self._start(*item))
-            self.starting[task] = item
+            task = loop.create_task(self._send(*claimed))
+            self.starting[task] = claimed[:2]
             self._report()
 
     async def _next_job(self, intake: Intake) -> tuple[JournalRow, Job] | None:
@@ -162,48 +165,17 @@ class Runner:
             self._ended(item)  # decided when read: invalid, or a duplicate
         return None
 
-    async def _start(self, row: JournalRow, job: Job) -> _StartOutcome:
-        conversation_id = row.conversation_id or uuid.uuid4().hex
-        try:
-            request = make_start_request(
-                job.message, conversation_id=conversation_id, **job.start_options()
-            )
-        except (ValueError, TypeError) as exc:  # checked when read; kept for safety
-            await self.journal.mark_ended(row.key, "failed", error=str(exc))
-            return failed(job, None, None, str(exc), None)
-        # Committed before the request leaves: a crash from here on is recoverable.
-        row = await self.journal.mark_starting(row.key, conversation_id)
-        # The id that goes out is this job's alone: checked here, where the request is
-        # built, and not only by the journal (a repeated id breaks the first conversation).
-        holder = await self.journal.key_of(normalize_uuid(request.conversation_id or ""))
-        if holder != row.key:
-            raise AssertionError(
-                f"refusing to send conversation id {request.conversation_id} for job "
-                f"{row.key!r}: the journal holds it for job {holder!r}"
-            )
-        try:
-            if self.settings.start_limiter is not None:
-                async with self.settings.start_limiter:
-                    pass
-            task = await self.client.conversations.send_start(request)
-        except (errors.ConcurrencyLimitError, *_AUTH_ERRORS) as exc:
-            await self.journal.mark_pending(row.key)  # refused: the server did not take it
-            return exc
-        except errors.StartUnconfirmedError as exc:
-            # Left as "starting": the next run looks it up instead of guessing now.
-            return failed(job, conversation_id, None, str(exc), row.sent_at)
-        except (errors.APIError, ValueError, TypeError) as exc:
-            await self.journal.mark_ended(row.key, "failed", error=str(exc))
-            return failed(job, conversation_id, None, str(exc), row.sent_at)
-        return _Active(await self.journal.mark_running(row.key, task.id), job, task)
-
-    def _started(self, row: JournalRow, job: Job, outcome: _StartOutcome) -> None:
-        if isinstance(outcome, _Active):
+    def _started(self, row: JournalRow, job: Job, outcome: StartOutcome) -> None:
+        if isinstance(outcome, Active):
             self._follow(outcome)
+        elif isinstance(outcome, Resend):
+            self.queue.appendleft((row, job))
+        elif isinstance(outcome, Lost):
+            log.warning("job %s was taken over by another worker; letting it go", row.key)
         elif isinstance(outcome, errors.ConcurrencyLimitError):
             self.queue.appendleft((row, job))
             self._refused(outcome.limit)
-        elif isinstance(outcome, _AUTH_ERRORS):
+        elif isinstance(outcome, AUTH_ERRORS):
             # Stop at once: no further start; the job stays pending for the next run.
             log.warning("batch stopped: %s", outcome)
             self.fatal = self.fatal or outcome
@@ -220,64 +192,43 @@ class Runner:
             loop = asyncio.get_running_loop()
             self.hold_until = loop.time() + BATCH_CAP_RETRY_DELAY
 
-    def _follow(self, entry: _Active) -> None:
+    def _follow(self, entry: Active) -> None:
         entry.key = self.poller.track_start_task(entry.task.id)
         self.active[entry.key] = entry
         if entry.row.conversation_id:  # minted by us, and the server keeps it
             entry.conversation_id = normalize_uuid(entry.row.conversation_id)
             self.by_conversation[entry.conversation_id] = entry
 
-    async def _recover(self) -> None:
-        """Pick up jobs an earlier run left starting or running (never start them twice)."""
-        for row in await self.journal.rows("starting", "running"):
-            self.recovered.add(row.key)
-            job = Job.from_dict({**row.job, "key": row.key}, source=row.source)
-            task = await self._find(row)
-            row = await self.journal.get(row.key) or row
-            if task is None:
-                self.queue.append((row, job))
-            else:
-                self._follow(_Active(row, job, task))
-        self._report()
-
-    async def _find(self, row: JournalRow) -> StartTask | None:
-        """The start task of a job an earlier run started, or None if the server never took
-        it (then it is safe to send again, with the same conversation id)."""
-        if row.state == "running" and row.start_task_id:
-            task = await self.client.start_tasks.get_many([row.start_task_id])
-            if task[0] is not None:
-                return task[0]
-        assert row.conversation_id is not None
-        sent = datetime.fromtimestamp(row.sent_at or row.created_at, timezone.utc)
-        found = await self.client.conversations.find_start(row.conversation_id, created_after=sent)
-        if found is not None:
-            await self.journal.mark_running(row.key, found.id)
-            log.info("recovered job %s: its start task %s exists", row.key, found.id)
-        return found
-
-    # ------------------------------------------------------------------ following
-
     async def _wait(self) -> None:
         """Until a start is answered or the poller reports a change (or a hold ends)."""
+        loop = asyncio.get_running_loop()
         waiting: set[asyncio.Future[Any]] = set(self.starting)
         if self.next_change is not None:
             waiting.add(self.next_change)
+        adopt_in = self.next_adopt - loop.time()
+        if self.blocked:
+            if self.slot_wait is None:
+                bound = max(0.01, min(BATCH_CAP_RETRY_DELAY, adopt_in))
+                self.slot_wait = loop.create_task(self.journal.wait_for_slot(bound))
+            waiting.add(self.slot_wait)
         assert waiting, "jobs in hand but nothing to wait for"  # every active job is tracked
-        # A hold set while ours are all paused ends with no change to report.
-        hold = self.hold_until - asyncio.get_running_loop().time()
-        timeout = hold if hold > 0 else None
+        # A hold set while ours are all paused ends with no change to report; adoption is
+        # due when a lease may lapse.
+        hold = self.hold_until - loop.time()
+        timeouts = [t for t in (hold, adopt_in) if t > 0 and t != float("inf")]
+        timeout = min(timeouts) if timeouts else (None if adopt_in > 0 else 0)
         await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if self.slot_wait is not None and self.slot_wait.done():
+            self.slot_wait.result()  # raises the journal's error, if waiting failed
+            self.slot_wait = None
+            self.blocked, self.claimable = False, True
         for task in [t for t in self.starting if t.done()]:
             row, job = self.starting.pop(task)
             self._started(row, job, task.result())
         # One change at a time: a job that ended is refilled before the next change is read.
         if self.next_change is not None and self.next_change.done():
             change = self.next_change.result()  # raises the poller's error, if it stopped
-            self.next_change = (
-                None
-                if change is None
-                else asyncio.get_running_loop().create_task(self.changes.get())
-            )
+            self.next_change = None if change is None else loop.create_task(self.changes.get())
             if change is not None:
                 await self._on_change(change)
 
@@ -301,13 +252,17 @@ class Runner:
             result = ended(
                 entry.job, entry.row.conversation_id, entry.task, change, entry.row.sent_at
             )
-            await self.journal.mark_ended(
-                entry.row.key,
-                "finished" if result.ok else "failed",
-                sandbox_status=result.sandbox_status,
-                execution_status=result.execution_status,
-                error=result.error,
-            )
+            try:
+                await self.journal.mark_ended(
+                    entry.row.key,
+                    "finished" if result.ok else "failed",
+                    sandbox_status=result.sandbox_status,
+                    execution_status=result.execution_status,
+                    error=result.error,
+                )
+            except errors.JournalLeaseLost:  # its new holder records and reports it
+                log.warning("job %s was taken over by another worker", entry.row.key)
+                return
             self._ended(result)
             return
         if not isinstance(model, Conversation):
@@ -331,7 +286,7 @@ class Runner:
             self.paused.remove(entry)
         self._report()
 
-    async def _resume_paused(self, entry: _Active) -> None:
+    async def _resume_paused(self, entry: Active) -> None:
         sandbox_id = entry.sandbox_id or entry.conversation_id
         assert sandbox_id is not None  # it was read as a paused conversation
         try:
@@ -343,7 +298,12 @@ class Runner:
             self._forget(entry)
             error = f"paused by the server's running cap and not resumed: {exc}"
             row = entry.row
-            await self.journal.mark_ended(row.key, "failed", sandbox_status="PAUSED", error=error)
+            try:
+                await self.journal.mark_ended(
+                    row.key, "failed", sandbox_status="PAUSED", error=error
+                )
+            except errors.JournalLeaseLost:
+                return
             args = (entry.job, row.conversation_id, entry.task, error, row.sent_at)
             self._ended(failed(*args, sandbox_status="PAUSED"))
             return
@@ -356,7 +316,7 @@ class Runner:
             self.poller.track_conversation(entry.conversation_id)
         self._report()
 
-    def _forget(self, entry: _Active) -> None:
+    def _forget(self, entry: Active) -> None:
         self.active.pop(entry.key, None)
         self.poller.untrack(entry.key)
         if entry.conversation_id:
@@ -366,6 +326,7 @@ class Runner:
             self.paused.remove(entry)
 
     def _ended(self, result: JobResult) -> None:
+        self.blocked, self.claimable = False, True  # a slot of ours may be free
         if result.state == "finished":
             self.progress.finished += 1
         elif result.state == "skipped":
@@ -379,12 +340,16 @@ class Runner:
 
     async def aclose(self) -> None:
         """Stop: starts still in flight stay "starting" in the journal, for the next run."""
-        pending = [*self.starting, *([self.next_change] if self.next_change else [])]
+        pending = [
+            *self.starting,
+            *([self.next_change] if self.next_change else []),
+            *([self.slot_wait] if self.slot_wait else []),
+        ]
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
         self.starting.clear()
-        self.next_change = None
+        self.next_change = self.slot_wait = None
         await self.changes.aclose()
         await self.poller.aclose()

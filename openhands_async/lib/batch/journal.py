@@ -19,6 +19,15 @@ starts a failed job afresh: its old attempt, id included, moves to the row's `hi
 
 Inputs that are not jobs of their own (invalid lines, duplicate keys) are recorded by their
 `source` (`reject`), so the whole batch's results (`rows` + `rejects`) list every input.
+
+Sharing: a journal may be shared by several workers (`PostgresJournal`). The runner never
+asks which kind it has; the hooks below have trivial answers for a journal one run holds
+alone (`SQLiteJournal`): `mark_starting` may answer None (not this run's to start now),
+`adopt` hands over jobs whose holder is gone (for a one-run journal: the earlier run's, on
+the first call), `claim_next` takes a pending job this run did not read, `remaining` says
+what is left beyond this run's own input, `wait_for_slot` waits for another worker to free
+a running slot, and a transition on a job another worker took over raises
+`JournalLeaseLost` (the runner then lets it go).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
-__all__ = ["TERMINAL_STATES", "JobState", "Journal", "JournalRow", "RejectRow"]
+__all__ = ["TERMINAL_STATES", "JobState", "Journal", "JournalRow", "RejectRow", "Remaining"]
 
 JobState = Literal["pending", "starting", "running", "finished", "failed"]
 TERMINAL_STATES: frozenset[str] = frozenset({"finished", "failed"})
@@ -70,6 +79,18 @@ class RejectRow:
     recorded_at: float
 
 
+@attrs.frozen
+class Remaining:
+    """What is left of the batch beyond this run's own input (a one-run journal: nothing)."""
+
+    #: Pending jobs this run may claim (fed by other workers).
+    pending: int = 0
+    #: Jobs of this run's account other holders run: adopted here if their lease lapses.
+    held_elsewhere: int = 0
+    #: Seconds until `adopt` may find something (a lease lapses); None: never.
+    next_check: float | None = None
+
+
 class Journal(Protocol):
     """A batch's record of its jobs, held by one run (or, for a shared backend, one worker
     per job) at a time."""
@@ -95,9 +116,12 @@ class Journal(Protocol):
         """The job that holds, or once held, this conversation id (32 hex digits)."""
         ...
 
-    async def mark_starting(self, key: str, conversation_id: str) -> JournalRow:
-        """Commit the minted conversation id before the start request leaves. Raises
-        AssertionError if another job holds, or held, that id."""
+    async def mark_starting(self, key: str, conversation_id: str) -> JournalRow | None:
+        """Commit the minted conversation id before the start request leaves (or, for a job
+        this run holds in "starting" with that id, note that it is sent again). Raises
+        AssertionError if another job holds, or held, that id. None: the job is not this
+        run's to start now: another worker took it, or (the row is still pending) the
+        account's running slots are all taken across workers."""
         ...
 
     async def mark_pending(self, key: str) -> None:
@@ -135,6 +159,36 @@ class Journal(Protocol):
 
     async def rejects(self) -> Sequence[RejectRow]:
         """Every recorded reject, in input order."""
+        ...
+
+    # ------------------------------------------------------------------ sharing hooks
+
+    async def adopt(self) -> Sequence[JournalRow]:
+        """Starting/running jobs whose holder is gone, now this run's to look up on the
+        server and follow (never to start again unless the server has no trace of them).
+        A one-run journal: the rows an earlier run left, on the first call; then none."""
+        ...
+
+    async def claim_next(self, conversation_id: str) -> JournalRow | None:
+        """Take the first pending job this run did not read (another worker fed it) and
+        mark it starting with `conversation_id`; None if there is none or no free slot.
+        A one-run journal: None (a run starts the jobs it is given)."""
+        ...
+
+    async def remaining(self) -> Remaining:
+        """What is left beyond this run's own input (see `Remaining`)."""
+        ...
+
+    async def wait_for_slot(self, timeout: float) -> bool:
+        """Until another holder frees a running slot or hands a job back (True), or
+        `timeout` seconds (False)."""
+        ...
+
+    def in_flight_window(self, start_timeout: float) -> float:
+        """Seconds a start sent by an adopted job's earlier holder may still reach the
+        server: wait them out before sending it again. 0 when the earlier holder is
+        provably gone (a one-run journal's lock); else `start_timeout` (a worker cut off
+        from the database may still be sending)."""
         ...
 
     async def aclose(self) -> None:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -29,12 +27,19 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import attrs
-
 from ... import errors
 from ..._constants import DEFAULT_LEASE_SECONDS
 from . import _postgres_sql as sql
-from ._postgres_status import STATES, BatchStatus, WorkerStatus, read_status
+from ._postgres_rows import (
+    SharedJobRow,
+    account_label,
+    connect,
+    is_postgres_dsn,
+    reject_row,
+)
+from ._postgres_rows import row as _row
+from ._postgres_status import STATES, BatchStatus, WorkerStatus, batch_status, read_status
+from .journal import JobState, RejectRow, Remaining
 
 if TYPE_CHECKING:
     import psycopg
@@ -42,66 +47,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("openhands_async")
 
-__all__ = ["BatchStatus", "PostgresJournal", "SharedJobRow", "WorkerStatus", "account_label"]
-
-JobState = Literal["pending", "starting", "running", "finished", "failed"]
-# The HMAC key of account labels: not a secret (anyone may compute a label), it only keeps
-# a label from being a plain hash of the API key that other tools might also publish.
-_LABEL_KEY = b"openhands-async batch account label v1"
-
-
-def account_label(api_key: str, base_url: str) -> str:
-    """A stable name for the account behind `api_key` on `base_url`, safe to store and show:
-    HMAC-SHA256 over both, 80 bits in hex. API keys are long random strings, so the label
-    cannot be turned back into the key."""
-    digest = hmac.new(_LABEL_KEY, f"{base_url}\n{api_key}".encode(), hashlib.sha256)
-    return "acct-" + digest.hexdigest()[:20]
-
-
-def is_postgres_dsn(journal: str) -> bool:
-    return journal.startswith(("postgresql://", "postgres://"))
-
-
-@attrs.frozen
-class SharedJobRow:
-    """One job of a shared batch as the database holds it (times: seconds since the epoch,
-    the database's clock)."""
-
-    key: str
-    seq: int
-    job: dict[str, Any]
-    state: JobState
-    account: str | None
-    worker: str | None
-    conversation_id: str | None
-    start_task_id: str | None
-    sandbox_status: str | None
-    execution_status: str | None
-    error: str | None
-    attempts: int
-    history: list[str]
-    created_at: float
-    sent_at: float | None
-    running_at: float | None
-    ended_at: float | None
-    lease_until: float | None
-
-
-@attrs.frozen
-class Remaining:
-    """What stands between a worker and the end of the batch."""
-
-    pending: int
-    held_elsewhere: int  # this account's jobs other workers hold (adoptable if they die)
-    next_lapse: float | None  # seconds until the first of those leases lapses
+__all__ = [
+    "BatchStatus",
+    "PostgresJournal",
+    "SharedJobRow",
+    "WorkerStatus",
+    "account_label",
+    "batch_status",
+    "is_postgres_dsn",
+]
 
 
 class PostgresJournal:
     """`async with PostgresJournal(dsn, batch_name=..., account=...) as journal:`.
 
     One connection per worker for claims and updates (each one statement, autocommit), one
-    more while waiting for a slot (LISTEN). A background task renews the leases of the
-    worker's jobs every third of `lease_seconds`; `close()` hands them over at once.
+    more that LISTENs for freed slots (opened with the journal, so none is missed). A
+    background task renews the leases of the worker's jobs every third of `lease_seconds`;
+    `close()` hands them over at once.
     `round_trips` counts the statements sent (for benchmarks).
     """
 
@@ -141,23 +104,16 @@ class PostgresJournal:
     async def open(self) -> Self:
         if self._conn is not None:
             raise RuntimeError("the journal is open already")
-        self._conn = await _connect(self.dsn, f"openhands-async {self.worker}")
+        self._conn = await connect(self.dsn, f"openhands-async {self.worker}")
+        host = {"host": socket.gethostname(), "pid": os.getpid(), "max_running": self.max_running}
         try:
             async with self._conn.transaction():
                 await self._execute("SELECT pg_advisory_xact_lock(%s)", (sql.SCHEMA_LOCK,))
                 await self._execute(sql.SCHEMA)
-            await self._execute(
-                sql.REGISTER_WORKER,
-                {
-                    **self._ids(),
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "max_running": self.max_running,
-                },
-            )
+            await self._execute(sql.REGISTER_WORKER, {**self._ids(), **host})
+            await self.listen()
         except BaseException:
-            await self._conn.close()
-            self._conn = None
+            await self.close()
             raise
         self._heartbeat = asyncio.get_running_loop().create_task(self._renew_forever())
         return self
@@ -206,27 +162,40 @@ class PostgresJournal:
         )
         return cursor.rowcount
 
-    async def add(self, key: str, seq: int, job: Mapping[str, Any]) -> SharedJobRow:
-        """Insert one job (if its key is new) and return its row as the database has it."""
-        await self.add_many([(key, seq, job)])
-        row = await self.get(key)
-        assert row is not None
-        return row
+    async def add(
+        self, key: str, seq: int, job: Mapping[str, Any], *, source: str | None = None
+    ) -> SharedJobRow:
+        """Insert one job (if its key is new) and return its row as the database has it; a
+        reject recorded at `source` goes. One round trip."""
+        body = json.dumps(dict(job), sort_keys=True)
+        params = {"batch": self.batch_name, "key": key, "seq": seq, "source": source}
+        record = await (await self._execute(sql.ADD_ONE, {**params, "job": body})).fetchone()
+        if record is None:  # inserted by another worker after this statement's snapshot
+            found = await self.get(key)
+            assert found is not None
+            return found
+        return _row(record)
 
     async def claim(self, conversation_id: str, *, key: str | None = None) -> SharedJobRow | None:
         """Take the first pending job (or the one with `key`) and a slot of this account, and
         record `conversation_id` as its start's id: all in one transaction. None when no job
         is pending or the account's `max_running` slots are all taken."""
-        cursor = await self._execute(
-            sql.CLAIM,
-            {
-                **self._ids(),
-                "max_running": self.max_running,
-                "conversation_id": conversation_id,
-                "lease": self.lease_seconds,
-                "key": key,
-            },
-        )
+        import psycopg
+
+        params = {
+            **self._ids(),
+            "max_running": self.max_running,
+            "conversation_id": conversation_id,
+            "lease": self.lease_seconds,
+            "key": key,
+        }
+        try:
+            cursor = await self._execute(sql.CLAIM, params)
+        except psycopg.errors.UniqueViolation as exc:
+            # Another job holds, or held, this id: it is never sent (see `Journal`).
+            raise AssertionError(
+                f"conversation id {conversation_id} is not job {key!r}'s to send: {exc}"
+            ) from None
         record = await cursor.fetchone()
         if record is None:
             return None
@@ -245,16 +214,29 @@ class PostgresJournal:
         return rows
 
     async def remaining(self) -> Remaining:
+        """Pending jobs (anyone's to claim), this account's jobs other workers hold, and
+        when `adopt` is next worth calling: when the first of those leases lapses, else
+        within a lease (a worker that claims a job now and dies lapses no sooner)."""
         cursor = await self._execute(sql.REMAINING, self._ids())
         record = await cursor.fetchone()
         assert record is not None
-        return Remaining(int(record[0]), int(record[1]), record[2])
+        pending, held, lapse = int(record[0]), int(record[1]), record[2]
+        next_check = max(0.0, lapse) if held and lapse is not None else self.lease_seconds
+        return Remaining(pending, held, min(next_check, self.lease_seconds))
+
+    async def claim_next(self, conversation_id: str) -> SharedJobRow | None:
+        return await self.claim(conversation_id)
+
+    def in_flight_window(self, start_timeout: float) -> float:
+        # A lapsed lease does not prove its holder dead: cut off from the database, it may
+        # still be sending the start (retries included).
+        return start_timeout
 
     async def listen(self) -> None:
         """Start hearing of freed slots (before the claim that may fail, so that a slot freed
         between that claim and `wait_for_slot` is not missed)."""
         if self._listener is None:
-            listener = await _connect(self.dsn, f"openhands-async {self.worker} listen")
+            listener = await connect(self.dsn, f"openhands-async {self.worker} listen")
             await listener.execute("LISTEN openhands_batch")
             self._listener = listener
 
@@ -302,6 +284,18 @@ class PostgresJournal:
         await self._fenced(key, sql.MARK_ENDED, params)
         self.held.discard(key)
 
+    async def retry(self, key: str) -> SharedJobRow:
+        """Make the failed job `key` pending again (its attempt moved to `history`). If it is
+        no longer failed (another worker retried it first), its row as it is now."""
+        cursor = await self._execute(sql.RETRY, {"batch": self.batch_name, "key": key})
+        record = await cursor.fetchone()
+        if record is not None:
+            return _row(record)
+        found = await self.get(key)
+        if found is None:
+            raise KeyError(f"no job with key {key!r} in batch {self.batch_name!r}")
+        return found
+
     async def retry_failed(self) -> int:
         """Put every failed job back to pending (old conversation ids kept in `history`)."""
         cursor = await self._execute(sql.RETRY_FAILED, {"batch": self.batch_name})
@@ -347,6 +341,33 @@ class PostgresJournal:
             counts[state] = n
         return counts
 
+    async def key_of(self, conversation_id: str) -> str | None:
+        cursor = await self._execute(sql.KEY_OF, {"cid": conversation_id})
+        record = await cursor.fetchone()
+        if record is None:
+            return None
+        batch, key = record
+        # Another batch's id is never this batch's job's: name it so it matches no key here.
+        return str(key) if batch == self.batch_name else f"{batch}/{key}"
+
+    async def reject(
+        self,
+        source: str,
+        seq: int,
+        state: Literal["failed", "skipped"],
+        *,
+        error: str,
+        key: str | None = None,
+        job: Any = None,
+    ) -> None:
+        body = json.dumps(job, sort_keys=True)
+        values = {"source": source, "seq": seq, "state": state, "key": key, "error": error}
+        await self._execute(sql.REJECT, {"batch": self.batch_name, "job": body, **values})
+
+    async def rejects(self) -> list[RejectRow]:
+        cursor = await self._execute(sql.REJECTS, {"batch": self.batch_name})
+        return [reject_row(record) for record in await cursor.fetchall()]
+
     async def status(self) -> BatchStatus:
         return await read_status(self._require(), self.batch_name, self.lease_seconds)
 
@@ -374,26 +395,3 @@ class PostgresJournal:
             self.lost.add(key)
             raise errors.JournalLeaseLost(key, self.worker)
         return record
-
-
-async def _connect(dsn: str, application_name: str) -> psycopg.AsyncConnection[Any]:
-    try:
-        import psycopg
-    except ImportError:
-        raise ImportError(
-            "a postgresql:// journal needs psycopg: pip install 'openhands-async[postgres]'"
-        ) from None
-    return await psycopg.AsyncConnection.connect(
-        dsn, autocommit=True, application_name=application_name[:63]
-    )
-
-
-def _row(record: Any) -> SharedJobRow:
-    (key, seq, job, state, account, worker, conversation_id, start_task_id, sandbox_status,
-     execution_status, error, attempts, history, created_at, sent_at, running_at, ended_at,
-     lease_until) = record  # fmt: skip
-    return SharedJobRow(
-        key, seq, job, state, account, worker, conversation_id, start_task_id, sandbox_status,
-        execution_status, error, attempts, list(history), created_at, sent_at, running_at,
-        ended_at, lease_until,
-    )  # fmt: skip

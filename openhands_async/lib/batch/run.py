@@ -16,8 +16,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, aclosing
 from typing import Any
 
-from ..._constants import DEFAULT_BATCH_POLL_INTERVAL, DEFAULT_MAX_RUNNING
+from ..._constants import (
+    DEFAULT_BATCH_POLL_INTERVAL,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_RUNNING,
+    DEFAULT_TOTAL_TIMEOUT,
+)
 from ._config import BatchHost, Settings
+from ._postgres_rows import is_postgres_dsn
 from ._runner import Runner
 from .jobs import BatchProgress, JobResult, JobsInput
 from .journal import Journal
@@ -29,14 +35,49 @@ __all__ = ["BatchRun", "open_journal"]
 JournalSpec = str | os.PathLike[str] | Journal | None
 
 
-def open_journal(spec: JournalSpec) -> Journal:
-    """The journal a run records to: a `Journal` as given, a SQLite file path, or (None) a
+async def open_journal(
+    spec: JournalSpec,
+    *,
+    batch_name: str | None = None,
+    account: str | None = None,
+    max_running: int = DEFAULT_MAX_RUNNING,
+    lease_seconds: float | None = None,
+) -> Journal:
+    """The journal a run records to, open: a `Journal` as given, a shared `PostgresJournal`
+    for a `postgresql://` DSN (`batch_name` names the batch in the database, `account`
+    labels the API key's account: see `account_label`), a SQLite file path, or (None) a
     private in-memory one that keeps nothing."""
+    _check_spec(spec, batch_name, account, lease_seconds)
     if spec is None:
         return SQLiteJournal(":memory:")
+    if isinstance(spec, str) and is_postgres_dsn(spec):
+        from .postgres import PostgresJournal
+
+        assert batch_name is not None  # checked above
+        assert account is not None
+        shared = PostgresJournal(
+            spec,
+            batch_name=batch_name,
+            account=account,
+            max_running=max_running,
+            lease_seconds=DEFAULT_LEASE_SECONDS if lease_seconds is None else lease_seconds,
+        )
+        return await shared.open()
     if isinstance(spec, str | os.PathLike):
         return SQLiteJournal(spec)
     return spec
+
+
+def _check_spec(
+    spec: JournalSpec, batch_name: str | None, account: str | None, lease_seconds: float | None
+) -> None:
+    shared = isinstance(spec, str) and is_postgres_dsn(spec)
+    if shared and not batch_name:
+        raise ValueError("a postgresql:// journal needs batch_name=... (the batch to join)")
+    if shared and not account:
+        raise ValueError("a postgresql:// journal needs the account label of the API key")
+    if not shared and (batch_name is not None or lease_seconds is not None):
+        raise ValueError("batch_name and lease_seconds are for a postgresql:// journal only")
 
 
 class BatchRun:
@@ -53,6 +94,14 @@ class BatchRun:
     stay pending, and `AuthenticationError` / `PermissionDeniedError` is raised.
     `retry_failed=True` starts jobs that failed in an earlier run again, each with a fresh
     conversation id (the old attempt stays in the journal row's `history`).
+
+    Shared batches: with `journal="postgresql://..."` and a `batch_name`, any number of
+    workers (processes, machines) run one batch: each job is started by one of them,
+    `max_running` holds per account across them (`account`: the label of the client's API
+    key, which `client.run_batch` passes), and a worker that dies has its jobs adopted by a
+    survivor of the same account once their lease (`lease_seconds`, default 60) lapses:
+    looked up by their conversation id, never started again. This run yields (and counts)
+    the jobs it ended; `out` and `summary.batch` cover the whole batch.
     """
 
     def __init__(
@@ -68,6 +117,9 @@ class BatchRun:
         on_progress: Callable[[BatchProgress], None] | None = None,
         retry_failed: bool = False,
         out: str | os.PathLike[str] | None = None,
+        batch_name: str | None = None,
+        lease_seconds: float | None = None,
+        account: str | None = None,
     ) -> None:
         if isinstance(max_running, bool) or not isinstance(max_running, int) or max_running < 1:
             raise ValueError(f"max_running must be an int >= 1, got {max_running!r}")
@@ -75,6 +127,9 @@ class BatchRun:
             raise ValueError(f"starts_per_second must be > 0, got {starts_per_second!r}")
         if not poll_interval > 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval!r}")
+        _check_spec(journal, batch_name, account, lease_seconds)
+        if lease_seconds is not None and not lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds!r}")
         limiter: AbstractAsyncContextManager[Any] | None = None
         if starts_per_second is not None:
             from aiolimiter import AsyncLimiter
@@ -89,8 +144,10 @@ class BatchRun:
             poll_interval=float(poll_interval),
             on_progress=on_progress,
             retry_failed=retry_failed,
+            start_timeout=_start_timeout(client),
         )
         self._journal = journal
+        self._batch_name, self._account, self._lease_seconds = batch_name, account, lease_seconds
         self._out = out
         self.progress = BatchProgress(target=max_running)
         #: Set when the run has ended (however it ended): this run's and the batch's counts.
@@ -113,7 +170,13 @@ class BatchRun:
         await self.aclose()
 
     async def _run(self) -> AsyncIterator[JobResult]:
-        journal = open_journal(self._journal)
+        journal = await open_journal(
+            self._journal,
+            batch_name=self._batch_name,
+            account=self._account,
+            max_running=self._settings.max_running,
+            lease_seconds=self._lease_seconds,
+        )
         runner = Runner(self._client, journal, self._settings, self.progress)
         try:
             async with aclosing(runner.results(self._jobs)) as results:
@@ -128,3 +191,10 @@ class BatchRun:
             finally:
                 if journal is not self._journal:  # opened here: closed here
                     await journal.aclose()
+
+
+def _start_timeout(client: BatchHost) -> float:
+    """How long one start may stay in flight: an attempt's timeout, times the attempts."""
+    t = client.timeouts
+    attempt = t.total or ((t.connect or 0.0) + (t.read or 0.0)) or DEFAULT_TOTAL_TIMEOUT
+    return attempt * (1 + client.retry_policy.max_retries)

@@ -9,6 +9,7 @@ file, so the async methods run them inline.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -23,7 +24,7 @@ from typing import IO, Any, Literal
 import attrs
 
 from ...errors import JournalLockedError
-from .journal import JobState, JournalRow, RejectRow
+from .journal import JobState, JournalRow, RejectRow, Remaining
 
 __all__ = ["JournalLockedError", "SQLiteJournal"]
 
@@ -79,6 +80,7 @@ class SQLiteJournal:
         self._lock_file: IO[str] | None = None
         if str(path) != ":memory:":
             self._lock()
+        self._adopted = False  # the earlier run's starting/running rows handed over once
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -257,6 +259,28 @@ class SQLiteJournal:
     async def rejects(self) -> list[RejectRow]:
         cursor = self._db.execute("SELECT * FROM rejects ORDER BY seq")
         return [RejectRow(**{**dict(r), "job": json.loads(r["job"])}) for r in cursor]
+
+    # ------------------------------------------------------------------ sharing hooks
+    # One run holds the file (the lock), so these have trivial answers (see `Journal`).
+
+    async def adopt(self) -> list[JournalRow]:
+        if self._adopted:
+            return []
+        self._adopted = True
+        return self._rows("starting", "running")
+
+    async def claim_next(self, conversation_id: str) -> JournalRow | None:
+        return None
+
+    async def remaining(self) -> Remaining:
+        return Remaining()
+
+    async def wait_for_slot(self, timeout: float) -> bool:
+        await asyncio.sleep(timeout)
+        return False
+
+    def in_flight_window(self, start_timeout: float) -> float:
+        return 0.0  # the lock proves the run that sent it is gone
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
