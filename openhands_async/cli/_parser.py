@@ -28,8 +28,9 @@ the journal (default: a hash of the job). For example:
   {"key": "readme", "message": "Fix the README typos", "repository": "octo/app"}
   {"message": "Add a test", "repository": "octo/app", "branch": "dev"}
 
-After a crash, run the same command with the same --journal: finished jobs are
-skipped, started ones followed, none started twice."""
+A bad line fails as its own job ("jobs.jsonl:7: ...") and the batch goes on.
+After a crash or Ctrl-C, run the same command with the same --journal: finished
+jobs are skipped, started ones followed, none started twice."""
 
 DESCRIPTION = """\
 Start, follow and batch OpenHands Cloud conversations.
@@ -167,7 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         metavar="RESULTS.jsonl",
-        help="write each result as a JSON line to this file (default: none)",
+        help="write the whole batch's results to this file, one JSON line per job, "
+        "rewritten complete at the end of each run (default: none)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="start jobs that failed in an earlier run again, with a fresh conversation "
+        "(default: leave them alone)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check every line of JOBS.jsonl, start nothing (default: check and run)",
     )
     p.add_argument(
         "--interval",
