@@ -54,3 +54,7 @@ DEFAULT_POLLER_MAX_IN_FLIGHT = 4
 # How long the batch runner waits before trying a refused start again when none of its
 # own conversations is running (the slots are held by conversations outside the batch).
 BATCH_CAP_RETRY_DELAY = 5.0
+
+# conversations.ask: how long to wait for the agent's reply, and how often to look.
+DEFAULT_ASK_TIMEOUT = 600.0
+DEFAULT_ASK_POLL_INTERVAL = 1.0

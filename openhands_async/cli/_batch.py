@@ -225,5 +225,6 @@ def _row(r: Any) -> list[str]:
         status = MISSING
     else:
         status = f"{r.sandbox_status}/{show(r.execution_status)}"
-    key = r.key or os.path.basename(r.source or "") or MISSING
-    return [key, r.state, show(r.conversation_id), status]
+    # An input decided when read (invalid, a duplicate) is named by where it is.
+    key = os.path.basename(r.source) if _decided_when_read(r) else r.key
+    return [key or MISSING, r.state, show(r.conversation_id), status]

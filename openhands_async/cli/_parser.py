@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from .._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RUNNING, ENV_API_KEY, ENV_BASE_URL
+from .._constants import (
+    DEFAULT_ASK_TIMEOUT,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RUNNING,
+    ENV_API_KEY,
+    ENV_BASE_URL,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -210,6 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "send", common, "send a follow-up message to a conversation")
     p.add_argument("id", help="conversation id")
     p.add_argument("message", help="the message")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the agent's reply to this message and print it (default: return once sent)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_ASK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"with --wait, give up after this long (default: {DEFAULT_ASK_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=FEW_INTERVAL,
+        metavar="SECONDS",
+        help=f"with --wait, seconds between reads of the events (default: {FEW_INTERVAL:g})",
+    )
 
     p = _add(
         sub,
