@@ -150,7 +150,8 @@ async def test_a_401_on_the_first_starts_exits_3_and_a_rerun_finishes_all_once(
     assert "Traceback" not in err
     assert "--journal" in err  # how to go on once the key is right
     assert str(cloud.api_key) not in out + err  # the resume command leaves the key out
-    stopped = summary_of(out)
+    assert lines(out)[-1]["error"] == "auth"
+    stopped = summary_of(out.rsplit("\n", 2)[0])
     assert stopped["batch"]["pending"] + stopped["not_read"] == 7  # none failed or started
     assert stopped["batch"]["failed"] == 0
 

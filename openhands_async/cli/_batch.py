@@ -78,6 +78,8 @@ async def cmd_batch(client: Any, args: argparse.Namespace, out: Out) -> int:
                     display(run.progress)
     except _AUTH_ERRORS as exc:
         _summary(out, run, results, len(jobs))
+        if out.json:
+            out.emit({"error": "auth", "detail": str(exc)}, "")
         print(f"openhands-async: {type(exc).__name__}: {exc}", file=sys.stderr)
         print(
             "The batch stopped at once: no further job was started, and those not started "

@@ -228,7 +228,7 @@ async def cmd_send(client: Any, args: argparse.Namespace, out: Out) -> int:
         out.emit({"event": "sent", "id": args.id}, f"sent to {args.id}")
         return EXIT_OK
     if not out.json:
-        out.line(f"sending to {args.id}, then waiting for the agent's reply...")
+        out.line(f"sending to {args.id}; waiting for the reply")
     out.following = [args.id]  # Ctrl-C: the agent keeps running; say how to follow it
     try:
         reply = await client.conversations.ask(
