@@ -70,7 +70,9 @@ class Conversations(_Conversations):
         """Send a follow-up message and wait for the agent's reply to it: the text of its
         next message (or final answer), never one it gave before this message.
 
-        Returns None if the agent's run ends (finished, error, stuck) without a reply.
+        Returns None if the agent's run ends (finished, error, stuck) without a reply. Ask
+        an agent that is idle or done: one still working on an earlier message may answer
+        that one first, and its answer is what comes next.
         Raises `TimeoutError` after `timeout` seconds (None: wait as long as it takes),
         and what `send_message` raises (e.g. `ConflictError` for a paused sandbox). The
         events are read every `poll_interval` seconds.
