@@ -9,6 +9,8 @@ server. Resources and helpers type against this class, never against the facade.
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import os
 import platform
@@ -16,7 +18,9 @@ from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, TypeVar
+
+import attrs
 
 from . import errors
 from ._constants import (
@@ -38,6 +42,9 @@ from .config import RetryPolicy, Timeouts
 log = logging.getLogger("openhands_async")
 
 __all__ = ["BaseClient"]
+
+
+_Client = TypeVar("_Client", bound="BaseClient")
 
 
 class _Closeable(Protocol):
@@ -137,6 +144,40 @@ class BaseClient:
     def __repr__(self) -> str:
         auth = "bearer" if self._api_key else "session-key" if self._session_api_key else "none"
         return f"{type(self).__name__}(base_url={self.base_url!r}, auth={auth})"
+
+    def with_options(
+        self: _Client,
+        *,
+        timeout: float | Timeouts | None = None,
+        max_retries: int | None = None,
+    ) -> _Client:
+        """A copy of this client with other options, cheap enough to make per call:
+
+            await client.with_options(timeout=5, max_retries=0).conversations.count()
+
+        `timeout`: seconds for one attempt (the other timeouts kept), or a `Timeouts`;
+        `max_retries`: re-sends after a transient failure. The copy shares the session,
+        the credentials and the request gate (rate limit, 429 pauses) with this client.
+        Closing the copy closes nothing shared; closing this client closes the session,
+        and the copy with it.
+        """
+        clone = copy.copy(self)
+        # Resources made on first use are bound to the client that made them.
+        for klass in type(self).__mro__:
+            for name, attr in vars(klass).items():
+                if isinstance(attr, functools.cached_property):
+                    clone.__dict__.pop(name, None)
+        if isinstance(timeout, Timeouts):
+            timeouts = timeout
+        elif timeout is None:
+            timeouts = self.timeouts
+        else:
+            timeouts = attrs.evolve(self.timeouts, total=float(timeout))
+        clone._transport = self._transport.with_timeouts(timeouts)
+        if max_retries is not None:
+            clone.retry_policy = attrs.evolve(self.retry_policy, max_retries=max_retries)
+        clone._pollers = set()  # the copy's own, stopped when the copy closes
+        return clone
 
     # ------------------------------------------------------------------ config
 

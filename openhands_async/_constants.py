@@ -69,3 +69,7 @@ DEFAULT_FOLLOW_POLL_INTERVAL = 1.0
 # After a snapshot already showing a terminal status, how long a quiet socket means the
 # replay is over (the real server sends the replay at once, then nothing more).
 DEFAULT_FOLLOW_SETTLE = 1.0
+
+# conversations.ask: how long to wait for the agent's reply, and how often to look.
+DEFAULT_ASK_TIMEOUT = 600.0
+DEFAULT_ASK_POLL_INTERVAL = 1.0

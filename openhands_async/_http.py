@@ -205,10 +205,27 @@ class HTTPTransport:
         self._owns_session = session is None
         self._max_connections = max_connections
         self._closed = False
+        # A view (`with_timeouts`) sends through its owner's session and owns nothing.
+        self._owner: HTTPTransport | None = None
+
+    def with_timeouts(self, timeouts: Timeouts) -> HTTPTransport:
+        """A view of this transport with other timeouts: it sends through the same session
+        (made when either first sends), and closing it closes nothing."""
+        view = HTTPTransport(
+            headers=self._headers,
+            timeouts=timeouts,
+            session=None,
+            max_connections=self._max_connections,
+        )
+        view._owns_session = False
+        view._owner = self._owner or self
+        return view
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("the client is closed")
+        if self._owner is not None:
+            return self._owner._get_session()
         if self._session is None:
             # Created on first use, inside the running loop (aiohttp requires it).
             self._session = aiohttp.ClientSession(
@@ -218,7 +235,7 @@ class HTTPTransport:
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
-        return self._session
+        return self._owner.session if self._owner is not None else self._session
 
     async def aclose(self) -> None:
         self._closed = True

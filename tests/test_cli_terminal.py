@@ -144,7 +144,8 @@ async def test_batch_in_a_terminal_one_display_no_wrapping(
     assert all(ROW.match(row) for row in rows), rows
     assert {row.split()[0] for row in rows} >= {"bad-0"}
     assert any("…" in row.split()[0] for row in rows)  # the long keys were cut
-    assert seen[header + 7].startswith("finished 5, failed 1, skipped 0 in ")
+    assert seen[header + 7].startswith("this run: finished 5, failed 1, skipped 0 in ")
+    assert seen[header + 8] == "whole batch: 6 jobs, finished 5, failed 1"
     assert "None" not in "\n".join(seen)
 
 
@@ -189,7 +190,8 @@ async def test_batch_piped_plain_lines_no_redraws(cloud: FakeCloud, tmp_path: Pa
     lines = out.splitlines()
     assert lines[0].split() == ["key", "state", "conversation", "status"]
     assert all(ROW.match(row) for row in lines[1:5]), lines
-    assert lines[-1].startswith("finished 3, failed 1, skipped 0 in ")
+    assert lines[-2].startswith("this run: finished 3, failed 1, skipped 0 in ")
+    assert lines[-1] == "whole batch: 4 jobs, finished 3, failed 1"
     assert all(len(line) <= COLUMNS for line in lines)  # fits 80 columns in a file too
 
 

@@ -38,3 +38,19 @@ def test_fakecloud_example_tests_pass() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+def test_follow_up_with_an_id_but_no_key_explains_instead_of_crashing() -> None:
+    cid = "0" * 31 + "1"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "follow_up.py"), cid, "Now add tests"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "OPENHANDS_API_KEY" in done.stderr
+    assert cid in done.stderr
+    assert "without an id" in done.stderr

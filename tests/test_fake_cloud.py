@@ -278,7 +278,7 @@ async def test_start_task_and_conversation_advance_to_the_end() -> None:
         assert conv["sandbox_status"] == "RUNNING"
         assert conv["sandbox_id"] == task["sandbox_id"]
         assert len(conv["sandbox_id"]) == 22
-        assert conv["title"] == f"Conversation {conv_id[:5]}"
+        assert conv["title"] == "Fix the README"  # named after its message, as Cloud does
         assert conv["selected_repository"] == "owner/repo"
         assert conv["llm_model"] == "openai/fake"
         assert conv["conversation_url"].endswith(f"/api/conversations/{conv_id}")

@@ -256,6 +256,27 @@ async def cmd_events(client: Any, args: argparse.Namespace, out: Out) -> int:
 
 
 async def cmd_send(client: Any, args: argparse.Namespace, out: Out) -> int:
-    await client.conversations.send_message(args.id, args.message)
-    out.emit({"event": "sent", "id": args.id}, f"sent to {args.id}")
-    return EXIT_OK
+    if not args.wait:
+        await client.conversations.send_message(args.id, args.message)
+        out.emit({"event": "sent", "id": args.id}, f"sent to {args.id}")
+        return EXIT_OK
+    if not out.json:
+        out.line(f"sending to {args.id}; waiting for the reply")
+    out.following = [args.id]  # Ctrl-C: the agent keeps running; say how to follow it
+    try:
+        reply = await client.conversations.ask(
+            args.id, args.message, timeout=args.timeout, poll_interval=args.interval
+        )
+    except TimeoutError:
+        later = f"openhands-async events {args.id} --kind MessageEvent"
+        out.emit(
+            {"event": "no_reply", "id": args.id, "timeout": args.timeout},
+            f"no reply within {args.timeout:g} s; the agent may still answer. Read it "
+            f"later with:\n  {later}",
+        )
+        return EXIT_FAILED
+    out.emit(
+        {"event": "reply", "id": args.id, "reply": reply},
+        f"agent: {NO_REPLY + ' (its run ended without one)' if reply is None else reply}",
+    )
+    return EXIT_OK if reply is not None else EXIT_FAILED

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import errors as _errors
 from .._constants import ENV_API_KEY, ENV_SESSION_API_KEY
-from ._batch import cmd_batch
+from ._batch import cmd_batch, cmd_check
 from ._commands import cmd_events, cmd_list, cmd_send, cmd_start, cmd_watch
 from ._demo import cmd_demo
 from ._display import Out
@@ -55,6 +55,8 @@ def _has_key(args: argparse.Namespace) -> bool:
 async def _run(args: argparse.Namespace, out: Out) -> int:
     if args.command == "demo":
         return await cmd_demo(args, out)
+    if args.command == "batch" and args.check:
+        return cmd_check(args, out)  # no server, no key: the file alone
     from .. import OpenHandsClient
 
     # The client resolves the base URL and key from the environment and decides, with the
@@ -96,6 +98,7 @@ def _log_requests() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a resume command
     if (
         getattr(args, "jobs", None)
         and args.command == "batch"

@@ -6,7 +6,13 @@ import argparse
 import sys
 from typing import Any
 
-from .._constants import DEFAULT_BASE_URL, DEFAULT_MAX_RUNNING, ENV_API_KEY, ENV_BASE_URL
+from .._constants import (
+    DEFAULT_ASK_TIMEOUT,
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RUNNING,
+    ENV_API_KEY,
+    ENV_BASE_URL,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_NETWORK = 0, 1, 2, 3, 4
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -28,8 +34,9 @@ the journal (default: a hash of the job). For example:
   {"key": "readme", "message": "Fix the README typos", "repository": "octo/app"}
   {"message": "Add a test", "repository": "octo/app", "branch": "dev"}
 
-After a crash, run the same command with the same --journal: finished jobs are
-skipped, started ones followed, none started twice.
+A bad line fails as its own job ("jobs.jsonl:7: ...") and the batch goes on.
+After a crash or Ctrl-C, run the same command with the same --journal: finished
+jobs are skipped, started ones followed, none started twice.
 
 Several workers, one batch: on each, --journal postgresql://user@host:5432/db
 --batch-name NAME (extra openhands-async[postgres]); --max-running holds per
@@ -183,7 +190,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         metavar="RESULTS.jsonl",
-        help="write each result as a JSON line to this file (default: none)",
+        help="write the whole batch's results to this file, one JSON line per job, "
+        "rewritten complete at the end of each run (default: none)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="start jobs that failed in an earlier run again, with a fresh conversation "
+        "(default: leave them alone)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check every line of JOBS.jsonl, start nothing (default: check and run)",
     )
     p.add_argument(
         "--interval",
@@ -219,6 +238,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "send", common, "send a follow-up message to a conversation")
     p.add_argument("id", help="conversation id")
     p.add_argument("message", help="the message")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the agent's reply to this message and print it (default: return once sent)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_ASK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"with --wait, give up after this long (default: {DEFAULT_ASK_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=FEW_INTERVAL,
+        metavar="SECONDS",
+        help=f"with --wait, seconds between reads of the events (default: {FEW_INTERVAL:g})",
+    )
 
     p = _add(
         sub,

@@ -57,10 +57,9 @@ class BatchDisplay:
         return {"queued": queued, **c}
 
     def _completed(self, c: dict[str, int]) -> int:
-        completed = c["finished"] + c["failed"] + c["skipped"]
-        # Never past the total: a resumed run may count a recovered job both as skipped
-        # (seen in the journal) and as finished (followed to its end).
-        return min(completed, self.total) if self.total is not None else completed
+        # Each input is counted once by the batch (a job recovered from an earlier run is
+        # followed to its end, not also skipped), so this never passes the total.
+        return c["finished"] + c["failed"] + c["skipped"]
 
     def _texts(self) -> tuple[str, str]:
         c = self.counts()

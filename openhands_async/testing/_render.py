@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from ._events import message_text
 from ._state import ConversationRecord, SandboxRecord, StartTaskRecord
 from ._wire import Clock, uuid_hex
 
@@ -111,9 +113,22 @@ class Renderer:
 
 
 def conversation_title(conv: ConversationRecord) -> str:
-    # Without a title the server names it after the id ("Conversation 2bd44").
+    """The title given at the start; else, as OpenHands Cloud names a conversation after its
+    first message, that message's first line (markers removed, cut to `_TITLE_WIDTH`); with
+    no text at all, after the id ("Conversation 2bd44"), as a server without an LLM for
+    titles does."""
     title = conv.task.request.get("title")
-    return title if isinstance(title, str) and title else f"Conversation {conv.id[:5]}"
+    if isinstance(title, str) and title:
+        return title
+    text = _MARKER.sub("", message_text(conv.task.request) or "")
+    first = " ".join(next((line for line in text.splitlines() if line.strip()), "").split())
+    if not first:
+        return f"Conversation {conv.id[:5]}"
+    return first if len(first) <= _TITLE_WIDTH else first[: _TITLE_WIDTH - 3].rstrip() + "..."
+
+
+_TITLE_WIDTH = 50
+_MARKER = re.compile(r"\[fake:[^\]]*\]")
 
 
 def _metrics(tokens: dict[str, int]) -> dict[str, Any]:
