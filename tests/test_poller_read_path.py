@@ -69,7 +69,8 @@ async def test_no_model_is_built_for_a_change_no_feed_sees(
         (extra,) = _seed(fast_cloud, 1)
         poller.track_conversation(extra)
         change = await asyncio.wait_for(feed.get(), 5)
-        assert change is not None and change.id == extra
+        assert change is not None
+        assert change.id == extra
         assert isinstance(change.model, oh.Conversation)
         await poller.aclose()
 
