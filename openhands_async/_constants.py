@@ -54,3 +54,6 @@ DEFAULT_POLLER_MAX_IN_FLIGHT = 4
 # How long the batch runner waits before trying a refused start again when none of its
 # own conversations is running (the slots are held by conversations outside the batch).
 BATCH_CAP_RETRY_DELAY = 5.0
+#: Seconds a SQLite journal may hold writes that need not be durable at once (a job's
+#: add, running and end marks) before committing them; a start's mark commits at once.
+JOURNAL_COMMIT_DELAY = 0.1
