@@ -73,3 +73,7 @@ DEFAULT_FOLLOW_SETTLE = 1.0
 # conversations.ask: how long to wait for the agent's reply, and how often to look.
 DEFAULT_ASK_TIMEOUT = 600.0
 DEFAULT_ASK_POLL_INTERVAL = 1.0
+
+#: Seconds a SQLite journal may hold writes that need not be durable at once (a job's
+#: add, running and end marks) before committing them; a start's mark commits at once.
+JOURNAL_COMMIT_DELAY = 0.1
