@@ -257,3 +257,15 @@ def test_one_byte_reads_keep_the_prefix() -> None:
     got, err = parse_all([bad[i : i + 1] for i in range(len(bad))])
     assert got == body.tasks[:7]
     assert type(err) is oh.StreamError
+
+
+def test_the_generic_push_parser_keeps_the_prefix_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other ijson backends get ijson's public `items_coro` instead of the C stages chained
+    # directly; it must keep the elements of a failing read just the same.
+    from openhands_async.lib import _stream_parser
+
+    monkeypatch.setattr(_stream_parser, "IJSON_BACKEND", "python")
+    body = captured("stream-start.pretty.json")
+    got, err = parse_all([body.data + b"<html>oops</html>"])
+    assert got == body.tasks
+    assert type(err) is oh.StreamError

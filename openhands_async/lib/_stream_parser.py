@@ -203,6 +203,16 @@ class NestingGuard:
         if self.depth + opens <= MAX_DEPTH:
             self.depth += 2 * opens - len(shape)
             return True
+        # A big read holds far more than MAX_DEPTH opens. Drop matched `[]` pairs level by
+        # level (C speed, a few passes): `levels` passes leave `]`*a + `[`*b, and no point
+        # of the read nests deeper than depth + levels + b. Only past that, byte by byte.
+        reduced, levels = shape, 0
+        while b"[]" in reduced and self.depth + levels <= MAX_DEPTH:
+            reduced, levels = reduced.replace(b"[]", b""), levels + 1
+        unmatched_opens = reduced.count(b"[")
+        if self.depth + levels + unmatched_opens <= MAX_DEPTH:
+            self.depth += 2 * unmatched_opens - len(reduced)
+            return True
         for byte in shape:
             self.depth += 1 if byte == 0x5B else -1
             if self.depth > MAX_DEPTH:
@@ -223,6 +233,30 @@ class NestingGuard:
             else:
                 high = mid
         return low
+
+
+class _Next:
+    """Hands one of ijson's C coroutines the next stage itself as its "target.send".
+
+    `ijson.items_coro` chains the C stages through their bound `send` methods: a Python
+    call per JSON event, which doubled the parser's cost. Given the stage object, the C
+    code sees its own type and calls it directly (as `items_async` does inside)."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, target: object) -> None:
+        self.send = target
+
+
+def _push_parser(into: list[Any]) -> Any:
+    """A push parser: `.send(bytes)`, `.close()` at the end; appends each element of the
+    top-level array to `into` as soon as it is complete, before raising for bad bytes."""
+    if IJSON_BACKEND == "yajl2_c":
+        backend = ijson.get_backend("yajl2_c")
+        items = backend.items_basecoro(_Next(into), "item", None)
+        events = backend.parse_basecoro(_Next(items))
+        return backend.basic_parse_basecoro(_Next(events), use_float=True)
+    return ijson.items_coro(into, "item", use_float=True)  # `into`: a sendable_list
 
 
 _request_hook = converter.get_structure_hook(StartRequest)
@@ -268,7 +302,7 @@ async def iter_start_tasks(
     # Push-style: ijson appends each element it completes to `done`; a read that is
     # malformed after some elements raises only once those elements are in `done`.
     done = ijson.sendable_list()
-    push = ijson.items_coro(done, "item", use_float=True)
+    push = _push_parser(done)
     failure: BaseException | None = None
     truncated = False
     while failure is None:
