@@ -127,6 +127,18 @@ def test_bad_token_in_the_next_element_in_the_same_read_keeps_the_five() -> None
     assert err.items_received == 5
 
 
+def test_the_excerpt_shows_the_garbage_when_good_elements_follow_it_in_one_read() -> None:
+    # Garbage in place of element 2, then more elements, all in one read: the excerpt is
+    # taken around the error, not from the end of the read.
+    body = captured("stream-start.pretty.json")
+    bad = body.data[: body.ends[1]] + b",\n<html>oops</html>" + body.data[body.ends[2] :]
+    got, err = parse_all([bad])
+    assert got == body.tasks[:2]
+    assert type(err) is oh.StreamError
+    assert b"<html>oops" in err.excerpt
+    assert len(err.excerpt) <= 120
+
+
 def test_truncated_element_then_eof_keeps_the_five() -> None:
     body = captured("stream-start.pretty.json")
     cut = body.data[: body.ends[4]] + b',\n{"id": "x", "sta'

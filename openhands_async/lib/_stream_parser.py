@@ -285,13 +285,15 @@ async def iter_start_tasks(
     raw_request: object = None
     request: StartRequest | None = None
 
-    def fail(message: str, cls: type[StreamError] = StreamError) -> StreamError:
+    def fail(
+        message: str, cls: type[StreamError] = StreamError, excerpt: bytes | None = None
+    ) -> StreamError:
         return cls(
             message,
             method=method,
             url=url,
             offset=reader.offset,
-            excerpt=reader.excerpt(),
+            excerpt=reader.excerpt() if excerpt is None else excerpt,
             items_received=count,
         )
 
@@ -305,6 +307,7 @@ async def iter_start_tasks(
     push = _push_parser(done)
     failure: BaseException | None = None
     truncated = False
+    failed_read = b""
     while failure is None:
         try:
             data = await reader.read(_READ_SIZE)
@@ -323,6 +326,7 @@ async def iter_start_tasks(
             # a body cut short: every byte before it was valid.
             truncated = failure is _END
             failure = exc
+            failed_read = data
         if not done:
             continue
         for item in done:
@@ -365,4 +369,31 @@ async def iter_start_tasks(
         if reader.offset == 0:
             raise fail("stream-start body is empty", StreamTruncated)
         raise fail(f"stream-start body ended mid-array after {count} elements", StreamTruncated)
-    raise fail(f"stream-start body is not valid JSON: {reason}")
+    raise fail(
+        f"stream-start body is not valid JSON: {reason}",
+        excerpt=_excerpt_at_error(failure, failed_read),
+    )
+
+
+def _excerpt_at_error(exc: BaseException, data: bytes) -> bytes | None:
+    """The bytes around the error itself, when the parser says where it is.
+
+    yajl's message quotes the text near the error and points at it with a caret; the last
+    bytes read can be well past it (good elements may follow the garbage in one read).
+    None when the message has no such pointer (other backends) or the quote is not found.
+    """
+    lines = str(exc).split("\n")
+    if len(lines) < 3 or "^" not in lines[2]:
+        return None
+    quoted = lines[1].lstrip()
+    at = lines[2].index("^") - (len(lines[1]) - len(quoted))
+    # yajl writes whitespace in the quote as spaces.
+    spaced = data.translate(_WHITESPACE_AS_SPACE)
+    pos = spaced.find(quoted.encode("utf-8", "replace"))
+    if pos < 0 or at < 0:
+        return None
+    error = pos + at
+    return data[max(0, error - _EXCERPT // 3) : error + 2 * _EXCERPT // 3]
+
+
+_WHITESPACE_AS_SPACE = bytes.maketrans(b"\n\r\t", b"   ")
