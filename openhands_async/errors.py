@@ -245,4 +245,3 @@ class JournalLeaseLost(OpenHandsError):
 
 class JournalLockedError(OpenHandsError):
     """Another run holds this batch journal: two runs on one journal would start jobs twice."""
-
