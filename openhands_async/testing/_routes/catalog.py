@@ -43,7 +43,8 @@ def _registration_errors(index: int, item: Any) -> list[dict[str, Any]]:
     ]
     for key in ("name", "source", "ref", "repo_path"):
         value = item.get(key)
-        if value is not None and not isinstance(value, str):
+        required = key in _REQUIRED and key in item
+        if (value is not None or required) and not isinstance(value, str):
             msg = "Input should be a valid string"
             problems.append(error("string_type", ("body", index, key), msg, value))
     return problems

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from .._constants import MAX_PAGE_SIZE
-from .._responses import json_response, not_found, page_of
+from .._responses import json_response, page_of
 from .._routing import RouteGroup, route
 from .._validation import QueryReader, error
 from .secrets import PROVIDERS
@@ -84,9 +84,9 @@ class GitRoutes(RouteGroup):
         query.check()
         if not self._connected(provider):
             return _forbidden()
-        if not any(r["full_name"] == repository for r in self._repos(provider)):
-            return not_found(f"Repository {repository} not found")
-        branches = [_branch(b) for b in _BRANCHES if (text or "").lower() in b]
+        # An unknown repository has no branches (the provider's 404 is not passed on).
+        known = any(r["full_name"] == repository for r in self._repos(provider))
+        branches = [_branch(b) for b in _BRANCHES if known and (text or "").lower() in b]
         return json_response(page_of(branches, page_id, limit, dict))
 
     @route("GET", f"{BASE}/suggested-tasks/search", "search_suggested_tasks")

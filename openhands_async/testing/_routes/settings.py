@@ -107,8 +107,8 @@ def render_settings(account: Account) -> dict[str, Any]:
     return {
         **fields,
         "secrets_store": {"provider_tokens": {}},
-        "search_api_key": None,
-        "sandbox_api_key": None,
+        # The real server also writes search_api_key / sandbox_api_key as null; the spec
+        # marks them writeOnly, which a response may not carry, so they are left out.
         "agent_settings": {
             "schema_version": 4,
             "agent_kind": "openhands",
