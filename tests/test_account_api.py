@@ -160,7 +160,7 @@ async def test_secret_errors(client: oh.OpenHandsClient) -> None:
     await client.secrets.create("B", "2")
     with pytest.raises(oh.BadRequestError):
         await client.secrets.update("A", name="B")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="secret name"):
         await client.secrets.create("", "x")
 
 

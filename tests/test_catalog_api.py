@@ -191,9 +191,9 @@ async def test_queue_message_limits_and_inputs(client: oh.OpenHandsClient) -> No
         await client.conversations.queue_message(target, "hi")
     with pytest.raises(oh.RateLimitError):
         await client.conversations.queue_message(target, "one too many")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="UUID"):
         await client.conversations.queue_message("not-a-uuid", "hi")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="empty"):
         await client.conversations.queue_message(target, "   ")
     answer = await client.conversations.queue_message(target, "x", conversation=True)
     assert answer.position == 1  # a conversation id is its own queue
