@@ -51,3 +51,46 @@ def integration(session: nox.Session) -> None:
         interrupt_timeout=120.0,
         terminate_timeout=30.0,
     )
+
+
+# One version: mutmut 3's mutant names, config keys and results layout changed across 3.x.
+MUTMUT = "mutmut==3.8.1"
+
+
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the pure core (mutmut 3, configured in pyproject.toml).
+
+    `nox -s mutation` runs every module in [tool.mutmut] only_mutate; one module at a time:
+    `nox -s mutation -- "openhands_async._sansio.*"` (mutmut's mutant-name globs). Then a
+    killed/total line per module. `mutmut results` / `mutmut show NAME` (in the nox venv)
+    list and show the survivors. Slow and CPU-heavy: not in the default sessions or CI.
+    """
+    session.install("-e", ".[test]", MUTMUT)
+    # Two workers: the machines have two cores; mutmut forks one process per mutant.
+    session.run("mutmut", "run", "--max-children", "2", *session.posargs)
+    _mutation_scores(session, session.posargs)
+
+
+def _mutation_scores(session: nox.Session, globs: list[str]) -> None:
+    """killed/total per module from mutmut's results (mutants/**/*.meta)."""
+    import fnmatch
+    import json
+    from pathlib import Path
+
+    # mutmut's exit codes: 1 and 3 killed, 36/24/-24/152/255 timeout (counted as killed:
+    # the mutant made the tests hang), 0 survived, 5/33 no test reached it, None not run.
+    killed = {1, 3, 36, 24, -24, 152, 255, 37}
+    for meta in sorted(Path("mutants").rglob("*.py.meta")):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        if globs:
+            codes = {k: v for k, v in codes.items() if any(fnmatch.fnmatch(k, g) for g in globs)}
+        run = {k: v for k, v in codes.items() if v is not None}
+        if not run:
+            continue
+        dead = sum(1 for v in run.values() if v in killed)
+        survived = sorted(k for k, v in run.items() if v not in killed)
+        module = str(meta.relative_to("mutants"))[: -len(".meta")]
+        session.log(f"{module}: {dead}/{len(run)} killed ({100 * dead / len(run):.1f}%)")
+        for name in survived:
+            session.log(f"  survived (or no test): {name}")

@@ -12,8 +12,11 @@ import uuid
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
+# http(s) URLs may name a port (`host:8443/owner/repo`); in scp-like `git@host:owner/repo`
+# the colon starts the path, so a numeric owner is not taken for a port.
 _REPO_URL = re.compile(
-    r"^(?:https?://|git@)(?:[^/:@]+@)?[^/:]+[/:](?P<path>[^?#]+?)(?:\.git)?/?(?:[?#].*)?$"
+    r"^(?:https?://(?:[^/:@]+@)?[^/:]+(?::\d+)?/|git@[^/:]+[/:])"
+    r"(?P<path>[^?#]+?)(?:\.git)?/?(?:[?#].*)?$"
 )
 _REPO_SLUG = re.compile(r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+$")
 
