@@ -48,6 +48,14 @@ async def cmd_batch(client: Any, args: argparse.Namespace, out: Out) -> int:
     # surprise halfway through, and the total lets the display show how much is left.
     jobs = list(_read_jobs(args.jobs))
     await _check_key(client)
+    if getattr(args, "check", False):
+        from ._account import check_jobs
+
+        problems, warnings = await check_jobs(client, jobs)
+        for text in warnings:
+            print(f"openhands-async: warning: {text}", file=sys.stderr)
+        if problems:
+            raise ValueError("batch --check: " + "; ".join(problems))
     results = []
     scratch = tempfile.TemporaryDirectory(prefix="openhands-async-")
     journal = args.journal or os.path.join(scratch.name, "journal.db")  # not ":memory:" (its

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import errors as _errors
 from .._constants import ENV_API_KEY, ENV_SESSION_API_KEY
+from ._account import cmd_models, cmd_secrets
 from ._batch import cmd_batch
 from ._commands import cmd_events, cmd_list, cmd_send, cmd_start, cmd_watch
 from ._demo import cmd_demo
@@ -41,6 +42,8 @@ _COMMANDS: dict[str, Callable[[Any, argparse.Namespace, Out], Awaitable[int]]] =
     "list": cmd_list,
     "events": cmd_events,
     "send": cmd_send,
+    "secrets": cmd_secrets,
+    "models": cmd_models,
 }
 
 
