@@ -162,6 +162,8 @@ async def test_secret_errors(client: oh.OpenHandsClient) -> None:
         await client.secrets.update("A", name="B")
     with pytest.raises(ValueError, match="secret name"):
         await client.secrets.create("", "x")
+    with pytest.raises(oh.UnprocessableEntityError, match="Invalid secret name"):
+        await client.secrets.create("not-an-env-name", "x")  # secrets become env variables
 
 
 async def test_git_provider_tokens(client: oh.OpenHandsClient, cloud: FakeCloud) -> None:

@@ -4,6 +4,7 @@ descriptions only, as the real server does."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,18 @@ PROVIDERS = (
     "azure_devops",
     "enterprise_sso",
 )
+
+
+# Secrets become environment variables: the real server refuses other names (422).
+SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _name_error(name: str) -> dict[str, Any]:
+    msg = (
+        f"Value error, Invalid secret name '{name}'. Must start with a letter or underscore, "
+        "and contain only alphanumeric characters and underscores."
+    )
+    return error("value_error", ("body", "name"), msg, name)
 
 
 class SecretRoutes(RouteGroup):
@@ -102,6 +115,8 @@ class SecretRoutes(RouteGroup):
         name = text_field(body, "name", errors)
         value = text_field(body, "value", errors)
         description = text_field(body, "description", errors, required=False)
+        if name is not None and not SECRET_NAME.fullmatch(name):
+            errors.append(_name_error(name))
         check(errors)
         assert name is not None
         assert value is not None
@@ -118,6 +133,8 @@ class SecretRoutes(RouteGroup):
         errors: list[dict[str, Any]] = []
         name = text_field(body, "name", errors)
         description = text_field(body, "description", errors, required=False)
+        if name is not None and not SECRET_NAME.fullmatch(name):
+            errors.append(_name_error(name))
         check(errors)
         assert name is not None
         secrets = self.ctx.account.secrets
