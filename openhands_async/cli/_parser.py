@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--check",
         action="store_true",
         help="before starting, check each llm_model and repository against the server "
-        "(stop on an unknown one; a check the server cannot answer only warns)",
+        "(stop on an unknown one; a check the server cannot answer only warns; default: "
+        "no checks)",
     )
 
     p = _add(sub, "secrets", common, "list, set or delete your custom secrets")
@@ -197,14 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("name", help="the secret's name (the agents see it as this env variable)")
     q.add_argument("--description", help="what it is for (default: none)")
-    q.add_argument("--from-env", metavar="VAR", help="read the value from this env variable")
+    q.add_argument(
+        "--from-env",
+        metavar="VAR",
+        help="read the value from this env variable (default: stdin, else a prompt)",
+    )
     q = _add(acts, "delete", common, "delete a secret")
     q.add_argument("name", help="the secret's name")
 
     p = _add(sub, "models", common, "list the LLM models the server offers")
     p.add_argument("query", nargs="?", help="only names containing this (default: all)")
     p.add_argument("--provider", help="only this provider's models (default: all)")
-    p.add_argument("--verified", action="store_true", help="only verified models")
+    p.add_argument("--verified", action="store_true", help="only verified models (default: all)")
 
     p = _add(sub, "list", common, "list your conversations")
     p.add_argument("--title", metavar="TEXT", help="only titles containing TEXT (default: all)")
