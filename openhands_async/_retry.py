@@ -72,5 +72,6 @@ def _brief(exc: object) -> str:
     # back (a secret value sent in it), and this line is logged before the caller's
     # resource had a chance to mask it.
     if isinstance(exc, errors.APIStatusError):
-        return f"{type(exc).__name__} (HTTP {exc.status}, {exc.request_method} {exc.request_url})"
+        where = f" ({exc.request_method} {exc.request_url})" if exc.request_method else ""
+        return f"HTTP {exc.status}{where}"
     return str(exc)  # a connection error's message is the SDK's own
