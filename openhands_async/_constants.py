@@ -6,6 +6,9 @@ DEFAULT_BASE_URL = "https://app.all-hands.dev"
 ENV_API_KEY = "OPENHANDS_API_KEY"
 ENV_SESSION_API_KEY = "OPENHANDS_SESSION_API_KEY"
 ENV_BASE_URL = "OPENHANDS_BASE_URL"
+# The organisation a key not bound to one acts in (sent as X-Org-Id on every request).
+ENV_ORG_ID = "OPENHANDS_ORG_ID"
+ORG_ID_HEADER = "X-Org-Id"
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
