@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
 import nox
 
 nox.options.default_venv_backend = "venv"
@@ -47,3 +50,26 @@ def integration(session: nox.Session) -> None:
         interrupt_timeout=120.0,
         terminate_timeout=30.0,
     )
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the sdist and the wheel (into dist/, emptied first), check them with twine, and
+    check the wheel ships the type marker and the license but no tests."""
+    session.install("build", "twine")
+    dist = Path("dist")
+    for old in dist.glob("*"):
+        old.unlink()
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    session.run("twine", "check", "--strict", *(str(p) for p in sorted(dist.iterdir())))
+    (wheel,) = dist.glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    problems = []
+    if "openhands_async/py.typed" not in names:
+        problems.append("no openhands_async/py.typed")
+    if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
+        problems.append("no LICENSE in the dist-info")
+    problems += [f"ships {n}" for n in names if n.startswith(("tests/", "examples/", "benchmarks/"))]
+    if problems:
+        session.error(f"{wheel.name}: " + "; ".join(problems))
+    session.log(f"{wheel.name}: {len(names)} files, py.typed and LICENSE present, no tests")
