@@ -12,7 +12,12 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "lint", "typecheck"]
 
 
-@nox.session
+# Every Python the package supports (requires-python >= 3.10). `nox -s tests` runs the suite
+# on each one installed here and skips (with a note) the ones that are not.
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Install the package with its test extra and run the suite (warnings are errors)."""
     session.install("-e", ".[test]")

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
-CAPTURES = Path(__file__).resolve().parents[2] / "shared" / "captures"
+# OPENHANDS_ASYNC_SHARED as in tests/integration/harness.py (a worktree has no ../shared).
+SHARED = Path(
+    os.environ.get("OPENHANDS_ASYNC_SHARED") or Path(__file__).resolve().parents[2] / "shared"
+)
+CAPTURES = SHARED / "captures"
 
 
 def body(name: str) -> Any:

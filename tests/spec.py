@@ -4,10 +4,11 @@ generate from it (test_spec_conformance.py: requests; test_hostile.py: response 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "openapi" / "openhands-cloud.json"
+from .captures import SHARED
+
+SPEC = SHARED / "openapi" / "openhands-cloud.json"
 
 
 def load_spec() -> dict[str, Any]:
