@@ -37,4 +37,4 @@ def test_fakecloud_example_tests_pass() -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "1 passed" in done.stdout
+    assert "3 passed" in done.stdout
