@@ -74,7 +74,8 @@ def build(session: nox.Session) -> None:
         problems.append("no openhands_async/py.typed")
     if not any(n.endswith(".dist-info/licenses/LICENSE") for n in names):
         problems.append("no LICENSE in the dist-info")
-    problems += [f"ships {n}" for n in names if n.startswith(("tests/", "examples/", "benchmarks/"))]
+    not_shipped = ("tests/", "examples/", "benchmarks/")
+    problems += [f"ships {n}" for n in names if n.startswith(not_shipped)]
     if problems:
         session.error(f"{wheel.name}: " + "; ".join(problems))
     session.log(f"{wheel.name}: {len(names)} files, py.typed and LICENSE present, no tests")
