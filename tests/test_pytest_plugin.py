@@ -79,13 +79,17 @@ async def test_positional_marker_arguments_are_refused(fake_cloud):
 """
 
 
+# schemathesis' own plugin costs seconds of start-up on a busy machine and is not used here.
+QUIET = ["-p", "no:cacheprovider", "-p", "no:schemathesis"]
+
+
 def _run(project: Path, *args: str, pythonpath: str = "") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENHANDS_", "PYTEST_"))}
     # A real-looking key in the environment: the fixtures must never pick it up.
     env["OPENHANDS_API_KEY"] = "sk-from-the-environment"
     env["PYTHONPATH"] = pythonpath
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error", *args],
+        [sys.executable, "-m", "pytest", "-q", *QUIET, "-W", "error", *args],
         cwd=project,
         env=env,
         capture_output=True,

@@ -26,6 +26,7 @@ HEADING = re.compile(r"^#+ (.+)$", re.MULTILINE)
 
 PYTEST_FILE = re.compile(r"^(async )?def test_", re.MULTILINE)
 PYTEST_OPTIONS = ["-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function"]
+PYTEST_OPTIONS += ["-p", "no:schemathesis"]  # seconds of start-up, and unused here
 
 # What the README promises a snippet has: the asyncio REPL's `asyncio`, plus `oh` and `client`.
 REPL = """
