@@ -7,6 +7,7 @@ clients); `strict_converter` forbids extra keys and is for tests that watch for 
 
 from __future__ import annotations
 
+import copy
 import enum
 import json
 import types
@@ -173,11 +174,12 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
         User, lambda value, cls: attrs.evolve(user_hook(value, cls), payload=dict(value))
     )
     # Both keep the object the server sent: that object is their data, and reads back the
-    # same. One built by hand (no payload) writes its typed fields.
+    # same (a deep copy: changing the dict must not change the model). One built by hand
+    # (no payload) writes its typed fields.
     for with_payload in (Event, User):
         typed = make_dict_unstructure_fn(with_payload, conv, payload=override(omit=True))
         conv.register_unstructure_hook(
-            with_payload, lambda model, typed=typed: dict(model.payload) or typed(model)
+            with_payload, lambda model, typed=typed: copy.deepcopy(model.payload) or typed(model)
         )
     # A request sends only what the caller set, so the server's own defaults apply.
     conv.register_unstructure_hook(
@@ -189,6 +191,9 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
 
 converter = make_converter()
 strict_converter = make_converter(strict=True)
+
+# Content members are structured by the lenient converter in both modes: they are leaves.
+converter_for_content = converter
 
 
 class ModelCodec:
@@ -215,8 +220,6 @@ class ModelCodec:
 
 
 models._install_codec(ModelCodec())
-# Content members are structured by the lenient converter in both modes: they are leaves.
-converter_for_content = converter
 
 
 def structure(data: Any, cls: type[T], *, method: str = "", url: str = "") -> T:

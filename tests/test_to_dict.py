@@ -95,6 +95,12 @@ def test_events_and_users_give_back_what_the_server_sent() -> None:
     sent = body("events_search.txt")["items"][0]
     event = structure(sent, oh.Event)
     assert event.to_dict() == sent  # the whole object, its spelling of the timestamp included
+    written = event.to_dict()  # a deep copy: emptying it leaves the event as it was
+    nested = [value for value in written.values() if isinstance(value, dict)]
+    assert nested
+    for value in [*nested, written]:
+        value.clear()
+    assert event.to_dict() == sent
     again = oh.Event.from_dict(event.to_dict())
     assert again == event
     assert again.payload == sent
