@@ -120,7 +120,8 @@ def test_without_pytest_asyncio_the_fixtures_say_what_is_missing(tmp_path: Path)
     blocked = tmp_path / "blocked" / "pytest_asyncio"
     blocked.mkdir(parents=True)
     (blocked / "__init__.py").write_text("raise ImportError('pytest-asyncio is not installed')\n")
-    done = _run(project, "-p", "no:asyncio", pythonpath=str(blocked.parent))
+    # -rN: no short summary (its lines are cut to the terminal's width, or not).
+    done = _run(project, "-p", "no:asyncio", "-rN", pythonpath=str(blocked.parent))
     out = done.stdout + done.stderr
     assert "2 errors" in out, out
     assert out.count("need pytest-asyncio: pip install pytest-asyncio") == 2, out
