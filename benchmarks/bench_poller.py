@@ -9,7 +9,7 @@ repeat runs:
 
 1. Same work: N conversations that keep running, `--cycles` cycles `--interval` apart,
    every conversation read once a cycle, by three clients:
-   - `poller`: `client.poller(interval=I, min_interval=I, max_interval=I)` (no back-off,
+   - `poller`: `client.poller(poll_interval=I, min_interval=I, max_interval=I)` (no back-off,
      so every item is due every cycle);
    - `bare-batch`: bare aiohttp + `json.loads` sending the same batch reads (99 ids a
      request, 4 at once): the least CPU those reads can cost;
@@ -376,7 +376,7 @@ def _report(args: argparse.Namespace, runs: dict[tuple[int, str], list[dict[str,
 
     print(
         f"\nUntil done ({reps}): N conversations finishing over {args.window:g} s, "
-        f"poller(interval={args.interval:g}) with adaptive intervals\n"
+        f"poller(poll_interval={args.interval:g}) with adaptive intervals\n"
     )
     print(
         "| N | complete | cycles | requests (server) | formula | reads | changes "

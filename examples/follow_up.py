@@ -15,7 +15,7 @@ import openhands_async as oh
 
 
 async def wait_done(client: oh.OpenHandsClient, cid: str) -> None:
-    poller = client.poller(interval=1.0)
+    poller = client.poller(poll_interval=1.0)
     poller.track_conversation(cid)
     await poller.wait()
     await poller.aclose()

@@ -14,7 +14,7 @@ from _common import example_client
 
 async def main(ids: list[str]) -> None:
     async with example_client() as client:
-        poller = client.poller(interval=1.0)
+        poller = client.poller(poll_interval=1.0)
         if ids:
             poller.track_conversations(ids)
         else:

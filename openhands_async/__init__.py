@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from ._http import Timeouts
-from ._retry import RetryPolicy
 from ._version import __version__
-from .batch import BatchProgress, BatchRun, Job, JobResult
 from .client import OpenHandsClient
+from .config import RetryPolicy, Timeouts
 from .errors import (
     APIConnectionError,
     APIError,
@@ -18,6 +16,7 @@ from .errors import (
     ConflictError,
     GoneError,
     InternalServerError,
+    JournalLockedError,
     NotFoundError,
     OpenHandsError,
     PermissionDeniedError,
@@ -27,9 +26,13 @@ from .errors import (
     StartTaskFailed,
     StartUnconfirmedError,
     StreamError,
+    StreamTruncated,
     UnprocessableEntityError,
 )
-from .helpers import wait_until_ready
+from .lib import IJSON_BACKEND, StartTaskStream, iter_start_tasks
+from .lib.batch import BatchProgress, BatchRun, Job, JobResult, Journal, SQLiteJournal
+from .lib.helpers import wait_until_ready
+from .lib.poller import ChangeFeed, ConversationPoller, PollerStats, StatusChange
 from .models import (
     Conversation,
     Event,
@@ -37,6 +40,7 @@ from .models import (
     ExposedUrl,
     ImageContent,
     Message,
+    MessageInput,
     Page,
     Sandbox,
     SandboxStatus,
@@ -48,10 +52,9 @@ from .models import (
     User,
 )
 from .pagination import AsyncPager
-from .poller import ConversationPoller, PollerStats, StatusChange
-from .streaming import StartTaskStream
 
 __all__ = [
+    "IJSON_BACKEND",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -61,6 +64,7 @@ __all__ = [
     "BadRequestError",
     "BatchProgress",
     "BatchRun",
+    "ChangeFeed",
     "ConcurrencyLimitError",
     "ConflictError",
     "Conversation",
@@ -73,7 +77,10 @@ __all__ = [
     "InternalServerError",
     "Job",
     "JobResult",
+    "Journal",
+    "JournalLockedError",
     "Message",
+    "MessageInput",
     "NotFoundError",
     "OpenHandsClient",
     "OpenHandsError",
@@ -83,6 +90,7 @@ __all__ = [
     "RateLimitError",
     "ResponseValidationError",
     "RetryPolicy",
+    "SQLiteJournal",
     "Sandbox",
     "SandboxStatus",
     "SendMessageResult",
@@ -95,10 +103,12 @@ __all__ = [
     "StartUnconfirmedError",
     "StatusChange",
     "StreamError",
+    "StreamTruncated",
     "TextContent",
     "Timeouts",
     "UnprocessableEntityError",
     "User",
     "__version__",
+    "iter_start_tasks",
     "wait_until_ready",
 ]

@@ -1,4 +1,4 @@
-"""Defaults and server limits, named once."""
+"""Defaults and server limits, named once; every module reads its defaults from here."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ MAX_RETRY_DELAY = 8.0
 # A Retry-After longer than this is not slept through: the error is raised instead.
 MAX_RETRY_AFTER = 120.0
 
+DEFAULT_MAX_CONNECTIONS = 100
+DOWNLOAD_CHUNK_SIZE = 64 * 1024
+
 # The server asserts len(ids) < 100 on batch reads.
 MAX_BATCH_IDS = 99
 MAX_PAGE_SIZE = 100
@@ -27,3 +30,27 @@ DEFAULT_BATCH_CONCURRENCY = 4
 
 # Clock-skew margin when looking for a start task whose response was lost.
 START_LOOKUP_SKEW = 120.0
+# How many times to look for a start whose response was lost before sending it again:
+# the server records the task as soon as it takes the request, but give it a moment.
+START_LOOKUPS_BEFORE_RESEND = 3
+
+# Seconds between reads of a start task once its stream broke (the stream's recovery).
+DEFAULT_STREAM_POLL_INTERVAL = 1.0
+# Conversations running at once in a batch (the Cloud's older documented account cap).
+DEFAULT_MAX_RUNNING = 3
+
+# Shared (PostgreSQL) batch journal: a worker's hold on the jobs it runs lasts this long
+# unless renewed (every third of it); after it lapses, another worker of the same account
+# adopts them. It must outlast one start request, retries included.
+DEFAULT_LEASE_SECONDS = 60.0
+
+# -- poller and batch runner (lib/poller.py, lib/batch/) --
+# The poller's base seconds between two reads of one item (it reads changed items sooner
+# and quiet ones later); the batch runner reads at this fixed period.
+DEFAULT_POLLER_INTERVAL = 5.0
+DEFAULT_BATCH_POLL_INTERVAL = 5.0
+# Batch reads one poller may have in flight at once.
+DEFAULT_POLLER_MAX_IN_FLIGHT = 4
+# How long the batch runner waits before trying a refused start again when none of its
+# own conversations is running (the slots are held by conversations outside the batch).
+BATCH_CAP_RETRY_DELAY = 5.0

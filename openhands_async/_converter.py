@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import functools
 import json
 import types
 import typing
@@ -79,10 +80,11 @@ def _structure_content(value: Any, _: type) -> TextContent | ImageContent:
     # `type` defaults server-side ("text" / "image"), so the spec lets a block omit it.
     implied = "text" if "text" in value else "image" if "image_urls" in value else None
     kind = value.get("type", implied)
+    # Content blocks are structured by the lenient converter in both modes: they are leaves.
     if kind == "text":
-        return converter_for_content.structure(value, TextContent)
+        return converter.structure(value, TextContent)
     if kind == "image":
-        return converter_for_content.structure(value, ImageContent)
+        return converter.structure(value, ImageContent)
     raise ValueError(f"unknown message content type {kind!r}")
 
 
@@ -161,12 +163,6 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
     conv.register_structure_hook(TextContent | ImageContent, _structure_content)
     conv.register_structure_hook_factory(attrs.has, _object_hook)
-    # The stream structures the request its elements repeat once and hands that object back.
-    request_hook = _object_hook(StartRequest, conv)
-    conv.register_structure_hook(
-        StartRequest,
-        lambda value, cls: value if isinstance(value, StartRequest) else request_hook(value, cls),
-    )
     # Events keep their raw object: kinds and their fields vary too much to type them all.
     conv.register_structure_hook(Event, _structure_event)
     user_hook = _object_hook(User, conv)
@@ -191,9 +187,6 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
 
 converter = make_converter()
 strict_converter = make_converter(strict=True)
-
-# Content members are structured by the lenient converter in both modes: they are leaves.
-converter_for_content = converter
 
 
 class ModelCodec:
@@ -227,10 +220,23 @@ def structure(data: Any, cls: type[T], *, method: str = "", url: str = "") -> T:
     return structurer(cls, method=method, url=url)(data)
 
 
-def structurer(cls: type[T], *, method: str = "", url: str = "") -> Callable[[Any], T]:
+def structurer(
+    cls: type[T],
+    *,
+    method: str = "",
+    url: str = "",
+    field_hooks: Mapping[str, Callable[[Any, Any], Any]] | None = None,
+) -> Callable[[Any], T]:
     """`structure` for many answers of one type (a stream's elements): the type is looked
-    up once, not per answer (that look-up costs a third of a small element's structuring)."""
-    hook = converter.get_structure_hook(cls)
+    up once, not per answer (that look-up costs a third of a small element's structuring).
+
+    `field_hooks` (attrs classes only) replaces the hooks of some fields for this structurer
+    alone; the converter itself is not changed.
+    """
+    if field_hooks:
+        hook = _hook_with(cls, tuple(field_hooks.items()))  # type: ignore[arg-type]
+    else:
+        hook = converter.get_structure_hook(cls)
     # cattrs would iterate a string (or dict) element by element: slow and wrong
     want_list = typing.get_origin(cls) is list
 
@@ -244,6 +250,23 @@ def structurer(cls: type[T], *, method: str = "", url: str = "") -> Callable[[An
             raise _validation_error(exc, cls, data, method, url) from None
 
     return structure_one
+
+
+@functools.lru_cache(maxsize=16)
+def _hook_with(cls: type, field_hooks: tuple[tuple[str, Any], ...]) -> Callable[[Any, Any], Any]:
+    overrides = {name: override(struct_hook=hook) for name, hook in field_hooks}
+    generated: Callable[[Any, Any], Any] = make_dict_structure_fn(
+        cls,
+        converter,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+    def structure_object(value: Any, type_: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected a JSON object, got {type(value).__name__}")
+        return generated(value, type_)
+
+    return structure_object
 
 
 def _validation_error(

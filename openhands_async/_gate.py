@@ -20,7 +20,6 @@ class RequestGate:
     def __init__(self, rate_limiter: AbstractAsyncContextManager[Any] | None = None) -> None:
         self._rate_limiter = rate_limiter
         self._paused_until = 0.0
-        self.pauses = 0
 
     @property
     def paused_for(self) -> float:
@@ -32,7 +31,6 @@ class RequestGate:
         until = asyncio.get_running_loop().time() + max(0.0, seconds)
         if until > self._paused_until:
             self._paused_until = until
-            self.pauses += 1
 
     async def wait_turn(self) -> None:
         loop = asyncio.get_running_loop()

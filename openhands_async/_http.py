@@ -1,7 +1,10 @@
-"""The aiohttp edge: one function sends a request, one opens a stream.
+"""The aiohttp edge, the only SDK module that imports aiohttp at run time.
 
-Everything aiohttp raises is turned into the SDK's connection errors here, with a flag
-saying whether the request may have reached the server (starts depend on it).
+It sends a request (`HTTPTransport.send`), opens a streamed response (`HTTPTransport.open`,
+a `ByteStream` whose `read`/`aclose` already speak the SDK's errors) and copies a body to a
+file (`ByteStream.copy_to`). Everything aiohttp raises is turned into the SDK's connection
+errors here, with a flag saying whether the request may have reached the server (starts
+depend on it). `Timeouts` become aiohttp's `ClientTimeout` here too.
 """
 
 from __future__ import annotations
@@ -10,41 +13,41 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 import attrs
 
 from . import errors
+from .config import Timeouts
 
 log = logging.getLogger("openhands_async")
 
 Params = Sequence[tuple[str, str]]
 
+#: Named in the User-Agent.
+AIOHTTP_VERSION: str = aiohttp.__version__
+#: The session type a user may pass in (named here so no other module imports aiohttp).
+ClientSession = aiohttp.ClientSession
 
-@attrs.frozen
-class Timeouts:
-    """Timeouts in seconds. `read` bounds one silence on the socket, `total` one attempt.
+# What aiohttp and asyncio raise for a network failure or a fired timeout.
+_NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
-    Streams ignore `total` and use `stream_idle` as their read bound instead.
-    """
 
-    connect: float | None = 10.0
-    read: float | None = 60.0
-    total: float | None = 120.0
-    stream_idle: float | None = 600.0
+def request_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=timeouts.total, sock_connect=timeouts.connect, sock_read=timeouts.read
+    )
 
-    def for_request(self) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=self.total, sock_connect=self.connect, sock_read=self.read
-        )
 
-    def for_stream(self, idle: float | None = None) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=self.connect,
-            sock_read=self.stream_idle if idle is None else idle,
-        )
+def stream_timeout(timeouts: Timeouts, idle: float | None = None) -> aiohttp.ClientTimeout:
+    """No total bound (a stream may last minutes); `idle` (default `stream_idle`) bounds
+    one silence."""
+    return aiohttp.ClientTimeout(
+        total=None,
+        sock_connect=timeouts.connect,
+        sock_read=timeouts.stream_idle if idle is None else idle,
+    )
 
 
 @attrs.frozen
@@ -93,6 +96,94 @@ def connection_error(
     )
 
 
+class ByteStream:
+    """An open response body, read as it arrives. `read(n)` returns as soon as any bytes
+    are there (b"" at the end) and raises the SDK's `APIConnectionError`/`APITimeoutError`
+    when the connection breaks or stays silent past the idle bound; `aclose()` releases
+    the connection at once (also safe to call twice, and from a finalizer via `release`).
+    """
+
+    def __init__(
+        self, resp: aiohttp.ClientResponse, *, method: str, url: str, timeout: aiohttp.ClientTimeout
+    ) -> None:
+        self._resp = resp
+        self._read = resp.content.read  # bound once: read() runs once per chunk
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+        self._method = method
+        self._url = url
+        self._timeout = timeout
+        #: Bytes handed out so far.
+        self.offset = 0
+
+    async def read(self, n: int = -1, /) -> bytes:
+        try:
+            data = await self._read(n)
+        except _NETWORK_ERRORS as exc:
+            raise self._broken(exc) from exc
+        self.offset += len(data)
+        return data
+
+    async def read_error_body(self) -> bytes:
+        """The whole body of an error answer, best effort (b"" if it cannot be read)."""
+        try:
+            return await self._resp.read()
+        except (aiohttp.ClientError, OSError):
+            return b""
+
+    async def copy_to(self, out: IO[bytes], chunk_size: int) -> int:
+        """Copy the body chunk by chunk; a broken read is an APIConnectionError, while
+        errors writing to `out` are the caller's own and pass through unchanged."""
+        written = 0
+        chunks = self._resp.content.iter_chunked(chunk_size).__aiter__()
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return written
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                err = connection_error(
+                    exc, method=self._method, url=self._url, timeouts=self._timeout
+                )
+                err.message = f"download broke off after {written} bytes: {err.message}"
+                raise err from exc
+            out.write(chunk)
+            written += len(chunk)
+
+    def release(self) -> None:
+        """Close the connection if the body was not read to the end; sync and immediate."""
+        self._resp.release()
+
+    async def aclose(self) -> None:
+        self.release()
+
+    def map_error(self, exc: BaseException) -> errors.APIConnectionError | None:
+        """The SDK error for an aiohttp/asyncio failure met while reading this stream (None
+        if `exc` is not one): for a parser that sees such an error without `read` (ijson's
+        C backend re-raises one thrown into its await chain)."""
+        return self._broken(exc) if isinstance(exc, _NETWORK_ERRORS) else None
+
+    def _broken(self, exc: BaseException) -> errors.APIConnectionError:
+        idle = self._timeout.sock_read
+        if isinstance(exc, asyncio.TimeoutError):
+            return errors.APITimeoutError(
+                f"stream idle timeout: the server sent nothing for {idle}s "
+                f"(after {self.offset} bytes)",
+                method=self._method,
+                url=self._url,
+                kind="stream-idle",
+                seconds=idle,
+            )
+        err = connection_error(
+            exc,
+            method=self._method,
+            url=self._url,
+            timeouts=aiohttp.ClientTimeout(sock_read=idle),
+        )
+        err.message = f"{err.message} (stream broke after {self.offset} bytes)"
+        return err
+
+
 class HTTPTransport:
     """Owns (or borrows) the aiohttp session and sends requests with fixed headers."""
 
@@ -138,9 +229,8 @@ class HTTPTransport:
         *,
         params: Params | None = None,
         json: Any = None,
-        timeout: aiohttp.ClientTimeout | None = None,
     ) -> RawResponse:
-        timeout = timeout or self.timeouts.for_request()
+        timeout = request_timeout(self.timeouts)
         started = time.monotonic()
         try:
             async with self._get_session().request(
@@ -154,7 +244,7 @@ class HTTPTransport:
             ) as resp:
                 body = await resp.read()
                 raw = RawResponse(resp.status, resp.headers, resp.headers.get("Content-Type"), body)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except _NETWORK_ERRORS as exc:
             log.debug("%s %s failed: %s", method, url, type(exc).__name__)
             raise connection_error(exc, method=method, url=url, timeouts=timeout) from exc
         log.debug(
@@ -173,9 +263,10 @@ class HTTPTransport:
         url: str,
         *,
         json: Any = None,
-        timeout: aiohttp.ClientTimeout,
-    ) -> aiohttp.ClientResponse:
-        """Open a response whose body the caller reads and must release."""
+        idle_timeout: float | None = None,
+    ) -> ByteStream:
+        """Open a response whose body the caller reads and must close."""
+        timeout = stream_timeout(self.timeouts, idle_timeout)
         try:
             resp = await self._get_session().request(
                 method,
@@ -185,7 +276,7 @@ class HTTPTransport:
                 timeout=timeout,
                 allow_redirects=False,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except _NETWORK_ERRORS as exc:
             raise connection_error(exc, method=method, url=url, timeouts=timeout) from exc
         log.debug("%s %s -> %d (streaming)", method, url, resp.status)
-        return resp
+        return ByteStream(resp, method=method, url=url, timeout=timeout)

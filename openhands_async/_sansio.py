@@ -1,16 +1,17 @@
-"""Pure protocol functions: no I/O, so they are tested with canned values."""
+"""Wire rules, pure (no I/O, so tested with canned values): query encoding, deciphering a
+response (status -> exception, JSON or not, Retry-After).
+
+The input checks moved to `_inputs`; they are re-exported here for the modules that still
+import them from this one (to be removed once those import `_inputs`).
+"""
 
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import json
-import re
 import time
-import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import errors
 
@@ -24,11 +25,6 @@ _STATUS_ERRORS: dict[int, type[errors.APIStatusError]] = {
     422: errors.UnprocessableEntityError,
     503: errors.ServiceUnavailableError,
 }
-
-_REPO_URL = re.compile(
-    r"^(?:https?://|git@)(?:[^/:@]+@)?[^/:]+[/:](?P<path>[^?#]+?)(?:\.git)?/?(?:[?#].*)?$"
-)
-_REPO_SLUG = re.compile(r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+$")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -153,62 +149,49 @@ def decode_error_body(content_type: str | None, raw: bytes) -> Any:
     return text
 
 
-def normalize_uuid(value: object, name: str = "id") -> str:
-    """A conversation or start-task id as the server writes it: 32 lowercase hex digits."""
-    if isinstance(value, uuid.UUID):
-        return value.hex
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a UUID string, not {type(value).__name__}")
-    try:
-        return uuid.UUID(value.strip()).hex
-    except ValueError:
-        raise ValueError(
-            f"{name} must be a UUID (32 hex digits, dashes optional): {value!r}"
-        ) from None
-
-
-def normalize_uuids(values: Iterable[object], name: str = "ids") -> list[str]:
-    if isinstance(values, (str, bytes)):
-        raise TypeError(f"{name} must be an iterable of ids, not a single string")
-    return [normalize_uuid(v, name) for v in values]
-
-
-def normalize_repository(value: str) -> str:
-    """`owner/repo` from `owner/repo`, a repository URL, or `git@host:owner/repo`."""
-    if not isinstance(value, str):
-        raise TypeError(f"repository must be a string, not {type(value).__name__}")
-    text = value.strip()
-    match = _REPO_URL.match(text)
-    if match:
-        text = match.group("path").strip("/")
-    if not _REPO_SLUG.match(text):
-        raise ValueError(f"repository must be 'owner/repo' or a repository URL: {value!r}")
-    return text
-
-
-def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_page_size(page_size: int) -> int:
-    if isinstance(page_size, bool) or not isinstance(page_size, int):
-        raise TypeError("page_size must be an int")
-    if not 1 <= page_size <= 100:
-        raise ValueError(f"page_size must be between 1 and 100, got {page_size}")
-    return page_size
-
-
-def check_limit(limit: int | None) -> int | None:
-    if limit is None:
+def encode_query(
+    params: Sequence[tuple[str, str]] | Mapping[str, Any] | None,
+) -> list[tuple[str, str]] | None:
+    """Query pairs with None dropped, booleans as the server spells them, lists repeated."""
+    if params is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, int):
-        raise TypeError("limit must be an int or None")
-    if limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
-    return limit
+    items = params.items() if isinstance(params, Mapping) else params
+    out: list[tuple[str, str]] = []
+    for key, value in items:
+        if value is None:
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            if isinstance(v, bool):
+                out.append((key, "true" if v else "false"))
+            elif hasattr(v, "isoformat"):
+                out.append((key, v.isoformat()))
+            else:
+                out.append((key, str(v.value if hasattr(v, "value") else v)))
+    return out
+
+
+# Re-exported for batch, poller and cli until they import `_inputs` (issue 14).
+from ._inputs import (  # noqa: E402
+    check_limit,
+    check_page_size,
+    is_loopback_url,
+    normalize_repository,
+    normalize_uuid,
+    normalize_uuids,
+)
+
+__all__ = [
+    "check_limit",
+    "check_page_size",
+    "decode_error_body",
+    "decode_json",
+    "encode_query",
+    "error_from_response",
+    "error_message_from_body",
+    "is_loopback_url",
+    "normalize_repository",
+    "normalize_uuid",
+    "normalize_uuids",
+    "parse_retry_after",
+]

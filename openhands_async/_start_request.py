@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._sansio import normalize_repository, normalize_uuid
-from .models import ImageContent, Message, StartRequest, TextContent
+from ._inputs import normalize_repository, normalize_uuid
+from .models import ImageContent, Message, MessageInput, StartRequest, TextContent
 
-MessageInput = str | Message | Sequence[str | TextContent | ImageContent] | None
+__all__ = ["MessageInput", "make_message", "make_start_request"]
 
 
 def make_message(message: MessageInput, *, run: bool) -> Message | None:

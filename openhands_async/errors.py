@@ -22,6 +22,8 @@ __all__ = [
     "ConflictError",
     "GoneError",
     "InternalServerError",
+    "JournalLeaseLost",
+    "JournalLockedError",
     "NotFoundError",
     "OpenHandsError",
     "PermissionDeniedError",
@@ -31,6 +33,7 @@ __all__ = [
     "StartTaskFailed",
     "StartUnconfirmedError",
     "StreamError",
+    "StreamTruncated",
     "UnprocessableEntityError",
 ]
 
@@ -79,13 +82,11 @@ class APITimeoutError(APIConnectionError):
         url: str = "",
         kind: str = "total",
         seconds: float | None = None,
-        attempts: int = 1,
         may_have_been_sent: bool = True,
     ) -> None:
         super().__init__(message, method=method, url=url, may_have_been_sent=may_have_been_sent)
         self.kind = kind
         self.seconds = seconds
-        self.attempts = attempts
 
 
 class StartUnconfirmedError(APIConnectionError):
@@ -216,6 +217,10 @@ class StreamError(APIError):
         self.items_received = items_received
 
 
+class StreamTruncated(StreamError):
+    """The body ended (cleanly, at EOF) in the middle of the array: a `StreamError`."""
+
+
 class StartTaskFailed(OpenHandsError):
     """A start task ended in ERROR (the server still answered 200). Carries the task."""
 
@@ -225,3 +230,18 @@ class StartTaskFailed(OpenHandsError):
         super().__init__(
             f"start task {task.id} ended in ERROR: {self.detail or '(no detail given)'}"
         )
+
+
+class JournalLeaseLost(OpenHandsError):
+    """A shared journal's job is no longer this worker's: its lease lapsed and another
+    worker adopted it (this worker was stalled or cut off from the database). Stop following
+    the job; its new owner does."""
+
+    def __init__(self, key: str, worker: str) -> None:
+        super().__init__(f"job {key!r} is no longer held by worker {worker!r} (lease lapsed)")
+        self.key = key
+        self.worker = worker
+
+
+class JournalLockedError(OpenHandsError):
+    """Another run holds this batch journal: two runs on one journal would start jobs twice."""

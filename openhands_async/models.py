@@ -9,7 +9,7 @@ other way round).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -22,6 +22,7 @@ __all__ = [
     "ExposedUrl",
     "ImageContent",
     "Message",
+    "MessageInput",
     "Page",
     "Sandbox",
     "SandboxStatus",
@@ -179,6 +180,11 @@ class Message(_Model):
         return "\n".join(c.text for c in self.content if isinstance(c, TextContent))
 
 
+#: What `start`, `stream_start` and `send_message` take as the message: text, a list of
+#: text/image content (str items are text), a `Message`, or None (no initial message).
+MessageInput = str | Message | Sequence[str | TextContent | ImageContent] | None
+
+
 def _redact(value: dict[str, str] | None) -> str:
     return "None" if value is None else "{" + ", ".join(f"{k!r}: '***'" for k in value) + "}"
 
@@ -265,7 +271,8 @@ class Conversation(_Model):
 
     @property
     def is_terminal(self) -> bool:
-        """Done for a poller (see DESIGN.md): nothing more will happen by itself."""
+        """Done for a poller: nothing more will happen by itself (sandbox ERROR or MISSING;
+        execution finished, error, stuck, or waiting for a human's confirmation)."""
         if self.sandbox_status in (SandboxStatus.ERROR, SandboxStatus.MISSING):
             return True
         return self.execution_status in _TERMINAL_EXECUTION

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
-from ._sansio import check_limit, check_page_size
+from ._inputs import check_limit, check_page_size
 from .models import Page
 
 T = TypeVar("T")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-# OPENHANDS_ASYNC_SHARED as in tests/integration/harness.py (a worktree has no ../shared).
-SHARED = Path(
-    os.environ.get("OPENHANDS_ASYNC_SHARED") or Path(__file__).resolve().parents[2] / "shared"
+# ../shared beside the checkout; a git worktree one level deeper (wt/<name>) finds it too.
+CAPTURES = next(
+    (
+        d / "shared" / "captures"
+        for d in Path(__file__).resolve().parents[1:]
+        if (d / "shared" / "captures").is_dir()
+    ),
+    Path(__file__).resolve().parents[2] / "shared" / "captures",
 )
-CAPTURES = SHARED / "captures"
 
 
 def body(name: str) -> Any:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -45,3 +46,8 @@ async def eventually(check: Callable[[], bool], *, steps: int = 400, step: float
             return
         await asyncio.sleep(step)
     raise AssertionError("condition never became true")
+
+
+def exactly(message: str) -> str:
+    """A `pytest.raises(match=...)` pattern for this whole message and nothing else."""
+    return f"^{re.escape(message)}$"

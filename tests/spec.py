@@ -4,11 +4,15 @@ generate from it (test_spec_conformance.py: requests; test_hostile.py: response 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from .captures import SHARED
-
-SPEC = SHARED / "openapi" / "openhands-cloud.json"
+_IN_SHARED = Path("shared", "openapi", "openhands-cloud.json")
+# ../shared beside the checkout; a git worktree one level deeper (wt/<name>) finds it too.
+SPEC = next(
+    (d / _IN_SHARED for d in Path(__file__).resolve().parents[1:] if (d / _IN_SHARED).exists()),
+    Path(__file__).resolve().parents[2] / _IN_SHARED,
+)
 
 
 def load_spec() -> dict[str, Any]:

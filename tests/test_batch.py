@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import openhands_async as oh
-from openhands_async.journal import Journal, JournalLockedError
+from openhands_async.lib.batch import JournalLockedError, SQLiteJournal
 from openhands_async.testing import FakeCloud, Fault
 
 from .conftest import eventually
@@ -127,14 +127,14 @@ async def test_cancelled_run_resumes_without_starting_twice(tmp_path: Path) -> N
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        with Journal(db) as journal:
-            started = journal.counts()
+        with SQLiteJournal(db) as journal:
+            started = await journal.counts()
         assert started["running"] + started["finished"] >= 3
         results = await run(c, jobs(8), max_running=3, journal=db)
         assert cloud.starts_received == 8  # every job started exactly once
         assert cloud.duplicate_starts == 0
-        with Journal(db) as journal:
-            assert journal.counts()["finished"] == 8
+        with SQLiteJournal(db) as journal:
+            assert (await journal.counts())["finished"] == 8
     assert all(r.ok for r in results)
 
 
@@ -146,7 +146,7 @@ def test_two_runs_on_one_journal_are_refused(tmp_path: Path) -> None:
             FakeCloud(time_scale=0.2) as cloud,
             oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url) as c,
         ):
-            with Journal(db), pytest.raises(JournalLockedError):
+            with SQLiteJournal(db), pytest.raises(JournalLockedError):
                 await run(c, jobs(1), journal=db)
             assert cloud.starts_received == 0
 
@@ -192,9 +192,10 @@ async def test_sigkill_after_a_start_was_taken_but_before_its_answer_was_recorde
         os.kill(child.pid, signal.SIGKILL)
         await child.wait()
         assert cloud.starts_received >= held_start
-        with Journal(db) as journal:
-            assert journal.counts()["starting"] >= 1  # the held answer was never recorded
-            finished_by_the_child = journal.counts()["finished"]
+        with SQLiteJournal(db) as journal:
+            counts = await journal.counts()
+            assert counts["starting"] >= 1  # the held answer was never recorded
+            finished_by_the_child = counts["finished"]
         async with oh.OpenHandsClient(
             api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST
         ) as c:
@@ -207,8 +208,8 @@ async def test_sigkill_after_a_start_was_taken_but_before_its_answer_was_recorde
         # Exactly once: one start per distinct job, the held one never sent again.
         assert cloud.starts_received == 6
         assert cloud.duplicate_starts == 0
-        with Journal(db) as journal:
-            assert journal.counts()["finished"] == 6
+        with SQLiteJournal(db) as journal:
+            assert (await journal.counts())["finished"] == 6
     assert all(r.ok for r in results)
     assert len({r.job.key for r in results}) == len(results) == 6 - finished_by_the_child
 

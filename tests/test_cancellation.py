@@ -87,7 +87,7 @@ async def test_cancel_poller_consumer(consumer: str, k: int) -> None:
         me = asyncio.current_task()
         baseline = asyncio.all_tasks() - {me}
         async with oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url) as client:
-            poller = client.poller(interval=0.01)
+            poller = client.poller(poll_interval=0.01)
             poller.track_conversations(ids)
             task = asyncio.ensure_future(CONSUMERS[consumer](poller))
             for _ in range(k):
@@ -119,7 +119,7 @@ async def test_client_close_ends_poller_consumers(consumer: str) -> None:
         me = asyncio.current_task()
         baseline = asyncio.all_tasks() - {me}
         client = oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url)
-        poller = client.poller(interval=0.01)
+        poller = client.poller(poll_interval=0.01)
         poller.track_conversations(ids)
         task = asyncio.ensure_future(CONSUMERS[consumer](poller))
         await eventually(lambda: poller.stats.cycles >= 2)  # blocked, with polls done

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import openhands_async as oh
 from openhands_async._converter import structure
-from openhands_async.streaming import CountingReader, iter_start_tasks
+from openhands_async.lib._stream_parser import CountingReader, iter_start_tasks
 from openhands_async.testing import FakeCloud, Fault
 
 from .captures import CAPTURES, raw

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import openhands_async as oh
 from openhands_async._converter import structure
-from openhands_async.poller import _raw_status, _status_of
+from openhands_async.lib._polling import raw_status as _raw_status
+from openhands_async.lib._polling import status_of as _status_of
 from openhands_async.testing import FakeCloud, Fault
 
 from .conftest import eventually
@@ -75,16 +76,35 @@ def _count_cycles(
 
 
 async def test_ids_are_validated(client: oh.OpenHandsClient) -> None:
-    poller = client.poller(interval=0.1)
+    poller = client.poller(poll_interval=0.1)
     with pytest.raises(ValueError, match="UUID"):
         poller.track_conversation("not-a-uuid")
     with pytest.raises(ValueError, match="UUID"):
         poller.track_start_task("1234")
     with pytest.raises(ValueError, match="interval"):
-        client.poller(interval=1.0, min_interval=2.0)
+        client.poller(poll_interval=1.0, min_interval=2.0)
     dashed = str(uuid.uuid4())
     assert poller.track_conversation(dashed) == uuid.UUID(dashed).hex
     await poller.aclose()
+
+
+def test_poll_interval_is_the_one_name_and_interval_a_deprecated_alias(
+    client: oh.OpenHandsClient,
+) -> None:
+    assert client.poller(2.0).poll_interval == 2.0  # positional still works
+    assert client.poller().poll_interval == 5.0
+    with pytest.warns(DeprecationWarning, match="poll_interval") as seen:
+        poller = client.poller(interval=3.0)
+    assert seen[0].filename == __file__  # points at the caller, not the SDK
+    assert (poller.poll_interval, poller.interval, poller.min_interval) == (3.0, 3.0, 0.75)
+    with pytest.warns(DeprecationWarning, match="poll_interval") as seen:
+        direct = oh.ConversationPoller(client, interval=4.0)
+    assert seen[0].filename == __file__
+    assert direct.poll_interval == 4.0
+    with pytest.raises(TypeError, match="not both"):
+        client.poller(poll_interval=1.0, interval=1.0)
+    with pytest.raises(ValueError, match="poll_interval"):
+        client.poller(0)
 
 
 async def test_hundreds_of_items_reach_every_terminal_state(fast_cloud: FakeCloud) -> None:
@@ -104,7 +124,7 @@ async def test_hundreds_of_items_reach_every_terminal_state(fast_cloud: FakeClou
             for _ in range(5)
         ]
         tasks_err = [await client.conversations.start("fail [fake:start=ERROR]") for _ in range(10)]
-        poller = client.poller(interval=0.05)
+        poller = client.poller(poll_interval=0.05)
         for cid in [*expected, *missing]:
             poller.track_conversation(cid)
         for task in [*tasks_ok, *tasks_err]:
@@ -161,7 +181,7 @@ async def test_requests_per_cycle_follow_the_formula(fast_cloud: FakeCloud) -> N
             *(client.conversations.start("t [fake:run_seconds=4]") for _ in range(120))
         )
         before = _poll_requests(cloud)
-        poller = client.poller(interval=0.05, max_in_flight=3)
+        poller = client.poller(poll_interval=0.05, max_in_flight=3)
         poller.track_conversations(conv_ids)
         poller.track_start_tasks(t.id for t in tasks)
         log: list[tuple[int, int, int, int]] = []
@@ -191,7 +211,7 @@ async def test_429_pauses_every_caller_for_retry_after(fast_cloud: FakeCloud) ->
     cloud = fast_cloud
     ids = _seed(cloud, 400, message="x [fake:run_seconds=30]")
     async with _client(cloud) as client:
-        poller = client.poller(interval=0.05, max_in_flight=4)
+        poller = client.poller(poll_interval=0.05, max_in_flight=4)
         poller.track_conversations(ids)
         await poller.start()
         await eventually(lambda: poller.stats.cycles >= 2)
@@ -227,7 +247,7 @@ async def test_failed_reads_are_retried_and_never_drop_items(fast_cloud: FakeClo
     ids = _seed(cloud, 150, message="x [fake:run_seconds=4]")
     cloud.add_fault(Fault(route="get_conversations", status=503, times=6))
     async with _client(cloud) as client:
-        poller = client.poller(interval=0.05)
+        poller = client.poller(poll_interval=0.05)
         poller.track_conversations(ids)
         results = await poller.wait(timeout=30)
         await poller.aclose()
@@ -242,7 +262,7 @@ async def test_missing_ids_are_reported_once(fast_cloud: FakeCloud) -> None:
     ghosts = [uuid.uuid4().hex for _ in range(3)]
     ghost_task = uuid.uuid4().hex
     async with _client(cloud) as client:
-        poller = client.poller(interval=0.05)
+        poller = client.poller(poll_interval=0.05)
         poller.track_conversations([*live, *ghosts])
         poller.track_start_task(ghost_task)
         changes = [c async for c in poller.changes()]
@@ -267,7 +287,7 @@ async def test_add_and_remove_items_while_running(fast_cloud: FakeCloud) -> None
     (slow,) = _seed(cloud, 1, message="x [fake:run_seconds=2000]")
     (quick,) = _seed(cloud, 1, message="x [fake:run_seconds=4]")
     async with _client(cloud) as client:
-        poller = client.poller(interval=0.05)
+        poller = client.poller(poll_interval=0.05)
         poller.track_conversation(slow)
         stream = poller.changes()
         first = await stream.__anext__()
@@ -301,7 +321,7 @@ async def test_paused_is_reported_and_followed_to_the_end() -> None:
         # 40 s scaled to 2 s: long enough that a loaded machine still sees them running.
         oldest, _second = _seed(cloud, 2, message="x [fake:run_seconds=40]")
         async with _client(cloud) as client:
-            poller = client.poller(interval=0.05)
+            poller = client.poller(poll_interval=0.05)
             poller.track_conversations([oldest, _second])
             stream = poller.changes()
             statuses: dict[str, str] = {}
@@ -338,7 +358,7 @@ async def test_as_completed_yields_each_item_once(fast_cloud: FakeCloud) -> None
     ids = _seed(cloud, 30, message="x [fake:run_seconds=3]")
     async with _client(cloud) as client:
         task = await client.conversations.start("t [fake:run_seconds=1]")
-        poller = client.poller(interval=0.05)
+        poller = client.poller(poll_interval=0.05)
         poller.track_conversations(ids)
         poller.track_start_task(task.id)
         done = [c async for c in poller.as_completed()]
@@ -364,7 +384,7 @@ async def test_close_leaves_no_pending_tasks(fast_cloud: FakeCloud, closer: str)
     cloud = fast_cloud
     ids = _seed(cloud, 300, message="x [fake:run_seconds=2000]")
     client = _client(cloud)
-    poller = client.poller(interval=0.05, max_in_flight=2)
+    poller = client.poller(poll_interval=0.05, max_in_flight=2)
     poller.track_conversations(ids)
     waiter = asyncio.create_task(poller.wait())
     await eventually(lambda: poller.stats.cycles >= 2)
@@ -388,7 +408,7 @@ async def test_cancelled_consumer_does_not_stop_the_poller(fast_cloud: FakeCloud
     cloud = fast_cloud
     ids = _seed(cloud, 5, message="x [fake:run_seconds=4]")
     async with _client(cloud) as client:
-        poller = client.poller(interval=0.05)
+        poller = client.poller(poll_interval=0.05)
         poller.track_conversations(ids)
         with pytest.raises(asyncio.TimeoutError):
             await poller.wait(timeout=0.001)
@@ -403,7 +423,7 @@ async def test_non_transient_error_reaches_consumers(fast_cloud: FakeCloud) -> N
     ids = _seed(cloud, 3, message="x [fake:run_seconds=2000]")
     cloud.add_fault(Fault(route="get_conversations", status=401, times=None))
     async with _client(cloud) as client:
-        poller = client.poller(interval=0.05)
+        poller = client.poller(poll_interval=0.05)
         poller.track_conversations(ids)
         with pytest.raises(oh.AuthenticationError):
             await poller.wait(timeout=5)
@@ -418,7 +438,7 @@ async def test_as_completed_after_the_fact_replays_finished_items(fast_cloud: Fa
     cloud = fast_cloud
     (conv,) = _seed(cloud, 1, message="x [fake:run_seconds=1]")
     ghost_task = uuid.uuid4().hex
-    async with _client(cloud) as client, client.poller(interval=0.05) as poller:
+    async with _client(cloud) as client, client.poller(poll_interval=0.05) as poller:
         poller.track_conversation(conv)
         poller.track_start_task(ghost_task)
         await poller.wait(timeout=10)
@@ -443,11 +463,11 @@ async def test_followed_items_keep_no_model(fast_cloud: FakeCloud) -> None:
 
     async with _client(cloud) as client:
         # Warm-up: one-off caches (URL parsing, generated structure code) fill here.
-        warm = client.poller(interval=10.0)
+        warm = client.poller(poll_interval=10.0)
         await first_reads(warm, _seed(cloud, 100, message="x [fake:run_seconds=2000]"))
         await warm.aclose()
         ids = _seed(cloud, n, message="x [fake:run_seconds=2000]")
-        poller = client.poller(interval=10.0)
+        poller = client.poller(poll_interval=10.0)
         gc.collect()
         tracemalloc.start(40)
         try:
@@ -518,7 +538,7 @@ async def test_an_object_that_does_not_fit_is_read_again(fast_cloud: FakeCloud) 
             return data
 
         client.request = request  # type: ignore[method-assign]
-        poller = client.poller(interval=0.05)
+        poller = client.poller(poll_interval=0.05)
         poller.track_conversation(cid)
         changes = [c async for c in poller.changes()]
         await poller.aclose()
@@ -532,7 +552,7 @@ async def test_changes_until_idle_false_stays_open_across_idle_spells(
 ) -> None:
     first, second = _seed(fast_cloud, 2, message="x [fake:run_seconds=1]")
     async with _client(fast_cloud) as client:
-        poller = client.poller(interval=0.05)
+        poller = client.poller(poll_interval=0.05)
         poller.track_conversation(first)
         ending = poller.changes()  # the default: ends once nothing is followed
         following = poller.changes(until_idle=False)
@@ -550,3 +570,19 @@ async def test_changes_until_idle_false_stays_open_across_idle_spells(
         rest = asyncio.ensure_future(anext(following, None))
         await poller.aclose()
         assert await rest is None  # closing the poller ends it
+
+
+async def test_a_feed_is_the_queue_and_a_dropped_one_stops_receiving(
+    client: oh.OpenHandsClient,
+) -> None:
+    poller = client.poller(poll_interval=0.1)
+    feed = poller.changes(until_idle=False)
+    assert isinstance(feed, oh.ChangeFeed)
+    assert len(poller._subscribers) == 1
+    del feed
+    gc.collect()
+    assert not poller._subscribers  # held weakly: nothing accumulates for nobody
+    closed = poller.changes(until_idle=False)
+    await poller.aclose()
+    assert await closed.get() is None  # a closed poller ends its feeds
+    assert [c async for c in closed] == []

@@ -8,15 +8,13 @@ import time
 import pytest
 
 import openhands_async as oh
-from openhands_async._sansio import (
-    decode_json,
-    error_from_response,
+from openhands_async._inputs import (
     is_loopback_url,
     normalize_repository,
     normalize_uuid,
     normalize_uuids,
-    parse_retry_after,
 )
+from openhands_async._sansio import decode_json, error_from_response, parse_retry_after
 
 
 def test_retry_after_seconds_and_http_date() -> None:

@@ -34,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 
 from openhands_async.testing import FakeCloud
 from openhands_async.testing._app import Api
+from openhands_async.testing._context import Context
 
 from .spec import load_spec
 
@@ -83,11 +84,7 @@ def _template(path: str) -> str:
 
 def _fake_routes() -> set[tuple[str, str]]:
     """(METHOD, path template) for every route FakeCloud's application registers."""
-    loop = asyncio.new_event_loop()  # only to make the `closing` future Api wants; not run
-    try:
-        app = Api(FakeCloud(), loop.create_future()).application()
-    finally:
-        loop.close()
+    app = Api(Context(FakeCloud())).application()  # built, never served
     return {
         (route.method, _template(route.resource.canonical))
         for route in app.router.routes()

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 import openhands_async as oh
 from openhands_async._converter import structure
-from openhands_async.streaming import (
+from openhands_async.errors import StreamTruncated
+from openhands_async.lib._stream_parser import (
     MAX_DEPTH,
     CountingReader,
     NestingGuard,
-    StreamTruncated,
     iter_start_tasks,
 )
 from openhands_async.testing import FakeCloud, Fault, StreamBehavior

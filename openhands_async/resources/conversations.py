@@ -1,31 +1,25 @@
+"""App conversations: start (safely), read, search, count, message, update, delete."""
+
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import IO, Any, TypeVar
 
+from .._base_client import BaseClient
 from .._constants import MAX_PAGE_SIZE, START_LOOKUP_SKEW
-from .._converter import structure, unstructure
+from .._converter import unstructure
+from .._inputs import normalize_uuid
 from .._retry import Idempotency
-from .._sansio import normalize_uuid
+from .._safe_start import SafeStart
 from .._start_request import MessageInput, make_message, make_start_request
-from ..errors import (
-    APIConnectionError,
-    APIError,
-    APIStatusError,
-    ConflictError,
-    GoneError,
-    InternalServerError,
-    NotFoundError,
-    StartUnconfirmedError,
-)
+from ..errors import APIStatusError, ConflictError, GoneError
 from ..models import Conversation, SendMessageResult, StartRequest, StartTask
 from ..pagination import AsyncPager
-from ..streaming import DEFAULT_POLL_INTERVAL, StartTaskStream
 from ._base import Resource
+from .start_tasks import StartTasks
 
 
 class _Unset:
@@ -42,13 +36,14 @@ E = TypeVar("E", bound=APIStatusError)
 log = logging.getLogger("openhands_async")
 
 _PATH = "/api/v1/app-conversations"
-# How many times to look for a start whose response was lost before sending it again:
-# the server records the task as soon as it takes the request, but give it a moment.
-_LOOKUPS_BEFORE_RESEND = 3
 
 
 class Conversations(Resource):
     """App conversations: start them, read them, search them."""
+
+    def __init__(self, client: BaseClient, start_tasks: StartTasks | None = None) -> None:
+        super().__init__(client)
+        self._start_tasks = start_tasks if start_tasks is not None else StartTasks(client)
 
     async def start(self, message: MessageInput, **options: Any) -> StartTask:
         """Start a conversation and return its start task (usually still WORKING).
@@ -66,88 +61,32 @@ class Conversations(Resource):
         request = make_start_request(message, **options)
         return await self.send_start(request)
 
-    def stream_start(
-        self,
-        message: MessageInput,
-        *,
-        raise_on_error: bool = True,
-        recover: bool = True,
-        idle_timeout: float | None = None,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        **options: Any,
-    ) -> StartTaskStream:
-        """Start a conversation and follow its start task live (`POST .../stream-start`).
-
-        Use as `async for task in client.conversations.stream_start(...)` or inside
-        `async with ... as stream`. Each `StartTask` snapshot is yielded as soon as the
-        server writes it. `options` are those of `start`.
-
-        - `raise_on_error`: after yielding a final ERROR task, raise `StartTaskFailed`.
-        - `recover`: if the stream breaks or stays silent for `idle_timeout` seconds (default
-          `Timeouts.stream_idle`), carry on by polling the task every `poll_interval`
-          seconds (looking it up by conversation id first if no element had arrived). The
-          start is never sent twice. With `recover=False` the break is raised
-          (`StreamError`, `APIConnectionError`/`APITimeoutError`).
-        """
-        request = make_start_request(message, **options)
-        return StartTaskStream(
-            self._client,
-            request,
-            raise_on_error=raise_on_error,
-            recover=recover,
-            idle_timeout=idle_timeout,
-            poll_interval=poll_interval,
+    def safe_start(self, request: StartRequest) -> SafeStart:
+        """The safe-start bookkeeping of one send of `request` (see `_safe_start`)."""
+        if request.conversation_id is None:
+            raise ValueError("request.conversation_id must be set (make_start_request mints one)")
+        cid = normalize_uuid(request.conversation_id, "conversation_id")
+        return SafeStart(
+            cid,
+            self._find_since,
+            url=self._client.url(_PATH),
+            retry_delay=self._client.retry_policy.initial_delay,
         )
 
     async def send_start(self, request: StartRequest) -> StartTask:
         """Send a prepared `StartRequest` (see `start`), with the same no-duplicate rule."""
-        if request.conversation_id is None:
-            raise ValueError("request.conversation_id must be set (make_start_request mints one)")
-        cid = normalize_uuid(request.conversation_id, "conversation_id")
-        url = self._client.url(_PATH)
+        safe = self.safe_start(request)
         body = unstructure(request)
-        sent_after = datetime.now(timezone.utc)
-        policy = self._client.retry_policy
-        resends = 0
-        while True:
-            try:
-                data = await self._client.request(
-                    "POST", _PATH, json=body, idempotency=Idempotency.UNSENT_ONLY
-                )
-            except (APIConnectionError, InternalServerError) as exc:
-                if isinstance(exc, APIConnectionError) and not exc.may_have_been_sent:
-                    raise
-                task = await self._look_for_lost_start(cid, sent_after, exc)
-                if task is not None:
-                    return task
-                if resends >= policy.max_retries:
-                    raise
-                resends += 1
-                log.info("start %s left no trace on the server; sending it again", cid)
-                continue
-            return structure(data, StartTask, method="POST", url=url)
 
-    async def _look_for_lost_start(
-        self, conversation_id: str, sent_after: datetime, cause: APIError
-    ) -> StartTask | None:
-        delay = self._client.retry_policy.initial_delay
-        for look in range(_LOOKUPS_BEFORE_RESEND):
-            if look:
-                await asyncio.sleep(delay * 2 ** (look - 1))
-            try:
-                task = await self.find_start(conversation_id, created_after=sent_after)
-            except APIError as exc:
-                raise StartUnconfirmedError(
-                    f"the start of conversation {conversation_id} may have reached the server "
-                    f"({cause}), and looking for it failed ({exc}); it was not sent again",
-                    method="POST",
-                    url=self._client.url(_PATH),
-                    conversation_id=conversation_id,
-                ) from exc
-            if task is not None:
-                log.info("found start of %s after a lost answer: task %s", conversation_id, task.id)
-                return task
-        return None
+        async def send() -> StartTask:
+            return await self._post(
+                _PATH, cast_to=StartTask, json=body, idempotency=Idempotency.UNSENT_ONLY
+            )
+
+        return await safe.send(send, max_resends=self._client.retry_policy.max_retries)
+
+    async def _find_since(self, conversation_id: str, created_after: datetime) -> StartTask | None:
+        return await self.find_start(conversation_id, created_after=created_after)
 
     async def find_start(
         self, conversation_id: str, *, created_after: datetime | None = None
@@ -163,11 +102,11 @@ class Conversations(Resource):
             seconds=START_LOOKUP_SKEW
         )
         # Oldest first: if the id was ever sent twice, the original is the one to report.
-        async for task in self._client.start_tasks.search(created_after=since, order="CREATED_AT"):
+        async for task in self._start_tasks.search(created_after=since, order="CREATED_AT"):
             sent_id = task.request.conversation_id if task.request else None
             if task.app_conversation_id == cid or (sent_id and _same_uuid(sent_id, cid)):
                 return task
-        async for task in self._client.start_tasks.search(conversation_id=cid, limit=1):
+        async for task in self._start_tasks.search(conversation_id=cid, limit=1):
             return task
         return None
 
@@ -178,15 +117,16 @@ class Conversations(Resource):
     async def get(self, conversation_id: str) -> Conversation:
         """Read one conversation (through the batch route: the single-id path is not an API
         route on the Cloud). NotFoundError if the server does not have it."""
-        (conversation,) = await self.get_many([conversation_id])
-        if conversation is None:
-            raise NotFoundError(
-                f"conversation {normalize_uuid(conversation_id, 'conversation_id')} not found",
-                status=404,
-                method="GET",
-                url=self._client.url(_PATH),
-            )
-        return conversation
+        return await self._get_one(_PATH, conversation_id, Conversation, what="conversation")
+
+    async def read_raw(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """One batch read of at most 99 normalized ids, as decoded JSON (for the poller,
+        which structures only what changed: see `parse_raw`)."""
+        return await self._read_raw(_PATH, ids)
+
+    def parse_raw(self, raw: Any) -> Conversation:
+        """A `Conversation` from an object `read_raw` returned."""
+        return self._parse(_PATH, raw, Conversation)
 
     def search(
         self,
@@ -202,22 +142,12 @@ class Conversations(Resource):
         page_size: int = MAX_PAGE_SIZE,
     ) -> AsyncPager[Conversation]:
         """All matching conversations, newest first, across pages (`limit` caps the total)."""
+        filters = _filters(
+            title_contains, created_after, created_before, updated_after, updated_before, sandbox_id
+        )
+        filters["include_sub_conversations"] = include_sub_conversations or None
         return self._search(
-            f"{_PATH}/search",
-            Conversation,
-            {
-                **_filters(
-                    title_contains,
-                    created_after,
-                    created_before,
-                    updated_after,
-                    updated_before,
-                    sandbox_id,
-                ),
-                "include_sub_conversations": include_sub_conversations or None,
-            },
-            limit=limit,
-            page_size=page_size,
+            f"{_PATH}/search", Conversation, filters, limit=limit, page_size=page_size
         )
 
     async def count(
@@ -230,17 +160,10 @@ class Conversations(Resource):
         updated_before: datetime | None = None,
         sandbox_id: str | None = None,
     ) -> int:
-        return await self._count(
-            f"{_PATH}/count",
-            _filters(
-                title_contains,
-                created_after,
-                created_before,
-                updated_after,
-                updated_before,
-                sandbox_id,
-            ),
+        filters = _filters(
+            title_contains, created_after, created_before, updated_after, updated_before, sandbox_id
         )
+        return await self._count(f"{_PATH}/count", filters)
 
     # -- one conversation -------------------------------------------------------------
 
@@ -267,8 +190,8 @@ class Conversations(Resource):
             raise ValueError("send_message needs a message")
         body = {"role": "user", "content": unstructure(built.content), "run": run}
         try:
-            data = await self._client.request(
-                "POST", path, json=body, idempotency=Idempotency.UNSENT_ONLY
+            return await self._post(
+                path, cast_to=SendMessageResult, json=body, idempotency=Idempotency.UNSENT_ONLY
             )
         except ConflictError as exc:
             raise _reworded(
@@ -283,7 +206,6 @@ class Conversations(Resource):
                 f"conversation {cid} is archived: its sandbox no longer exists "
                 f"(server: {exc.message})",
             ) from exc
-        return structure(data, SendMessageResult, method="POST", url=self._client.url(path))
 
     async def update(
         self,
@@ -308,14 +230,12 @@ class Conversations(Resource):
         body = {k: v for k, v in fields.items() if v is not UNSET}
         if not body:
             raise TypeError("update() needs at least one field to change")
-        path = f"{_PATH}/{cid}"
-        data = await self._client.request("PATCH", path, json=body)
-        return structure(data, Conversation, method="PATCH", url=self._client.url(path))
+        return await self._patch(f"{_PATH}/{cid}", cast_to=Conversation, json=body)
 
     async def delete(self, conversation_id: str) -> None:
         """Delete a conversation (and its sandbox). NotFoundError if unknown."""
         cid = normalize_uuid(conversation_id, "conversation_id")
-        await self._client.request("DELETE", f"{_PATH}/{cid}")
+        await self._delete(f"{_PATH}/{cid}")
 
     async def download(self, conversation_id: str, dest: str | os.PathLike[str] | IO[bytes]) -> int:
         """Stream the conversation's archive (a zip) to a path or a binary file object,
@@ -328,27 +248,22 @@ class Conversations(Resource):
     ) -> Any:
         """The workspace's git changes under `path` (as the server reports them)."""
         cid = normalize_uuid(conversation_id, "conversation_id")
-        return await self._client.request(
-            "GET", f"{_PATH}/{cid}/git/changes", params={"path": path, "ref": ref}
-        )
+        return await self._get(f"{_PATH}/{cid}/git/changes", params={"path": path, "ref": ref})
 
     async def git_diff(
         self, conversation_id: str, path: str, *, ref: str | None = None
     ) -> dict[str, Any]:
         """The git diff of one file: `{"original": ..., "modified": ...}`."""
         cid = normalize_uuid(conversation_id, "conversation_id")
-        data = await self._client.request(
-            "GET", f"{_PATH}/{cid}/git/diff", params={"path": path, "ref": ref}
+        return await self._get(
+            f"{_PATH}/{cid}/git/diff", cast_to=dict[str, Any], params={"path": path, "ref": ref}
         )
-        return structure(data, dict[str, Any], url=self._client.url(f"{_PATH}/{cid}/git/diff"))
 
     async def read_file(self, conversation_id: str, file_path: str) -> str:
         """The text of a file in the conversation's workspace; "" if it (or the conversation)
         does not exist, as the server answers that way rather than with a 404."""
         cid = normalize_uuid(conversation_id, "conversation_id")
-        path = f"{_PATH}/{cid}/file"
-        data = await self._client.request("GET", path, params={"file_path": file_path})
-        return structure(data, str, method="GET", url=self._client.url(path))
+        return await self._get(f"{_PATH}/{cid}/file", cast_to=str, params={"file_path": file_path})
 
 
 def _filters(

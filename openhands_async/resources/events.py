@@ -1,3 +1,5 @@
+"""A conversation's events: search, count, batch reads."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -5,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from .._constants import MAX_PAGE_SIZE
-from .._sansio import normalize_uuid
+from .._inputs import normalize_uuid
 from ..models import Event
 from ..pagination import AsyncPager
 from ._base import Resource

@@ -1,15 +1,16 @@
+"""Sandboxes: the containers conversations run in."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
 from urllib.parse import quote
 
 from .._constants import MAX_PAGE_SIZE
-from .._converter import structure
+from .._inputs import check_ids
 from .._retry import Idempotency
-from ..errors import NotFoundError
 from ..models import Sandbox
 from ..pagination import AsyncPager
-from ._base import Resource, _check_ids
+from ._base import Resource
 
 _PATH = "/api/v1/sandboxes"
 
@@ -28,42 +29,35 @@ class Sandboxes(Resource):
 
     async def get(self, sandbox_id: str) -> Sandbox:
         """Read one sandbox; NotFoundError if the server does not have it."""
-        (sandbox,) = await self.get_many([sandbox_id])
-        if sandbox is None:
-            raise NotFoundError(
-                f"sandbox {sandbox_id} not found",
-                status=404,
-                method="GET",
-                url=self._client.url(_PATH),
-            )
-        return sandbox
+        return await self._get_one(
+            _PATH, sandbox_id, Sandbox, what="sandbox", param="id", validate_uuid=False
+        )
 
     async def start(self, sandbox_spec_id: str | None = None) -> Sandbox:
         """Start a new sandbox (from `sandbox_spec_id`, else the server's default spec)."""
-        data = await self._client.request(
-            "POST",
+        return await self._post(
             _PATH,
+            cast_to=Sandbox,
             params={"sandbox_spec_id": sandbox_spec_id},
             idempotency=Idempotency.UNSENT_ONLY,
         )
-        return structure(data, Sandbox, method="POST", url=self._client.url(_PATH))
 
     async def pause(self, sandbox_id: str) -> None:
         """Pause a sandbox; its conversation stops until `resume`. NotFoundError if unknown."""
-        await self._client.request("POST", f"{_PATH}/{_seg(sandbox_id)}/pause")
+        await self._post(f"{_PATH}/{_seg(sandbox_id)}/pause")
 
     async def resume(self, sandbox_id: str) -> None:
         """Resume a paused sandbox; its conversation carries on. NotFoundError if unknown."""
-        await self._client.request("POST", f"{_PATH}/{_seg(sandbox_id)}/resume")
+        await self._post(f"{_PATH}/{_seg(sandbox_id)}/resume")
 
     async def delete(self, sandbox_id: str) -> None:
         """Delete a sandbox for good; its conversation becomes archived. NotFoundError if
         unknown."""
         sid = _seg(sandbox_id)
         # The spec names the id both in the path and as a `sandbox_id` query parameter.
-        await self._client.request("DELETE", f"{_PATH}/{sid}", params={"sandbox_id": sandbox_id})
+        await self._delete(f"{_PATH}/{sid}", params={"sandbox_id": sandbox_id})
 
 
 def _seg(sandbox_id: str) -> str:
-    (checked,) = _check_ids([sandbox_id], "sandbox_id")
+    (checked,) = check_ids([sandbox_id], "sandbox_id")
     return quote(checked, safe="")

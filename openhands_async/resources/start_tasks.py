@@ -1,12 +1,13 @@
+"""Start tasks: batch and single reads, search and count."""
+
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from .._constants import MAX_PAGE_SIZE
-from .._sansio import normalize_uuid
-from ..errors import NotFoundError
+from .._inputs import normalize_uuid
 from ..models import StartTask
 from ..pagination import AsyncPager
 from ._base import Resource
@@ -25,15 +26,16 @@ class StartTasks(Resource):
 
     async def get(self, task_id: str) -> StartTask:
         """Read one start task; NotFoundError if the server does not have it."""
-        (task,) = await self.get_many([task_id])
-        if task is None:
-            raise NotFoundError(
-                f"start task {normalize_uuid(task_id, 'task_id')} not found",
-                status=404,
-                method="GET",
-                url=self._client.url(_PATH),
-            )
-        return task
+        return await self._get_one(_PATH, task_id, StartTask, what="start task")
+
+    async def read_raw(self, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """One batch read of at most 99 normalized ids, as decoded JSON (for the poller,
+        which structures only what changed: see `parse_raw`)."""
+        return await self._read_raw(_PATH, ids)
+
+    def parse_raw(self, raw: Any) -> StartTask:
+        """A `StartTask` from an object `read_raw` returned."""
+        return self._parse(_PATH, raw, StartTask)
 
     def search(
         self,
@@ -48,29 +50,21 @@ class StartTasks(Resource):
 
         Note: the server matches `conversation_id` only against READY tasks.
         """
-        return self._search(
-            f"{_PATH}/search",
-            StartTask,
-            {
-                "conversation_id__eq": _opt_uuid(conversation_id, "conversation_id"),
-                "created_at__gte": created_after,
-                "sort_order": order,
-            },
-            limit=limit,
-            page_size=page_size,
-        )
+        filters = _filters(conversation_id, created_after)
+        filters["sort_order"] = order
+        return self._search(f"{_PATH}/search", StartTask, filters, limit=limit, page_size=page_size)
 
     async def count(
         self, *, conversation_id: str | None = None, created_after: datetime | None = None
     ) -> int:
-        return await self._count(
-            f"{_PATH}/count",
-            {
-                "conversation_id__eq": _opt_uuid(conversation_id, "conversation_id"),
-                "created_at__gte": created_after,
-            },
-        )
+        return await self._count(f"{_PATH}/count", _filters(conversation_id, created_after))
 
 
-def _opt_uuid(value: str | None, name: str) -> str | None:
-    return None if value is None else normalize_uuid(value, name)
+def _filters(conversation_id: str | None, created_after: datetime | None) -> dict[str, Any]:
+    """The query of the filters search and count share."""
+    return {
+        "conversation_id__eq": None
+        if conversation_id is None
+        else normalize_uuid(conversation_id, "conversation_id"),
+        "created_at__gte": created_after,
+    }

@@ -1,6 +1,7 @@
+"""The account behind the API key."""
+
 from __future__ import annotations
 
-from .._converter import structure
 from ..models import User
 from ._base import Resource
 
@@ -12,5 +13,4 @@ class Users(Resource):
 
     async def me(self) -> User:
         """The signed-in user (SaasUserInfo): id, email, organization, role, settings."""
-        data = await self._client.request("GET", _PATH)
-        return structure(data, User, method="GET", url=self._client.url(_PATH))
+        return await self._get(_PATH, cast_to=User)

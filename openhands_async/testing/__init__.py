@@ -13,11 +13,19 @@ models, so it catches SDK bugs instead of sharing them.
         assert cloud.requests["start"] == 3
 
 Run one from a shell with `python -m openhands_async.testing --port 3000`.
+
+Inside (imports run down this list; nothing here imports the SDK): `_cloud` (FakeCloud:
+lifecycle, knobs, counters, snapshots) -> `_app` (the route groups in order, the request
+pipeline) -> `_routes/*` (one module per endpoint group) -> `_routing` (RouteGroup, @route),
+`_context` (what handlers may touch), `_responses` (json, errors, paging), `_timeline`
+(pause/resume/re-run) -> `_events`, `_render`, `_state`, `_plan`, `_faults`,
+`_validation`, `_ratelimit`, `_wire`, `_constants` (the wire's own vocabulary).
 """
 
 from __future__ import annotations
 
-from ._cloud import FakeCloud, RequestRecord
+from ._cloud import FakeCloud
+from ._context import RequestRecord
 from ._faults import Fault, FaultAction
 from ._plan import DEFAULT_START_TIMELINE, StreamBehavior
 

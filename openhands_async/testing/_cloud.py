@@ -9,45 +9,26 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal
 
-import attrs
 from aiohttp import web
 
 from ._app import ROUTE_NAMES, Api
-from ._faults import Fault, FaultBook
+from ._context import Context, RequestRecord
+from ._faults import Fault
 from ._plan import (
     DEFAULT_ERROR_DETAIL,
     DEFAULT_START_TIMELINE,
     StreamBehavior,
-    Timing,
     check_timeline,
     plan_start,
 )
-from ._render import Renderer
-from ._state import Store
 from ._validation import parse_start_body
-from ._wire import NOT_RUNNING, Clock, json_bytes, uuid_hex
+from ._wire import NOT_RUNNING, json_bytes, uuid_hex
 
 HOST = "127.0.0.1"
 # How long stopping waits for in-flight handlers; ours wake up on stop, so this is a backstop.
 SHUTDOWN_TIMEOUT = 0.5
 
-
-@attrs.define
-class RequestRecord:
-    """One request as FakeCloud saw it.
-
-    `time` is the loop time it arrived; `route` a name as in `FakeCloud.requests`; `status`
-    the HTTP status sent, the fault action's name when a fault broke the response instead
-    ("reset_before", "stall", ...), or None while it is still being handled. A "hold" fault
-    sets "hold" only once the handler has run (the server acted; the answer never comes).
-    """
-
-    time: float
-    method: str
-    path: str
-    query: list[tuple[str, str]]
-    route: str
-    status: int | str | None = None
+__all__ = ["FakeCloud", "RequestRecord"]
 
 
 class FakeCloud:
@@ -59,7 +40,7 @@ class FakeCloud:
     send-message (re-runs a finished conversation; 409 while its sandbox is not RUNNING, 410
     once the sandbox is deleted), update, delete, download (a zip), git changes/diff and file
     reads; events search / count / batch get (a small generated list per conversation, see
-    `_app_events`); sandboxes search / batch get / start / pause / resume / delete (pausing
+    `_events`); sandboxes search / batch get / start / pause / resume / delete (pausing
     freezes the conversation's timeline, resuming continues it); users/me; and the V0 routes
     under /api/conversations (create, search, get, delete, start, stop, events).
     Route names for `requests` and `Fault(route=...)`: see `ROUTE_NAMES` (e.g. "send_message",
@@ -154,35 +135,25 @@ class FakeCloud:
         self.cap_mode = cap_mode
         self.rate_limit = rate_limit
         self.latency = latency
-        plan_start(self._timing(), None)  # fail here, not on the first start, on bad knobs
-
-        #: Requests seen, by route name (see `ROUTE_NAMES`), faulted and refused ones included.
-        self.requests: Counter[str] = Counter()
-        #: Every request in arrival order.
-        self.request_log: list[RequestRecord] = []
-        #: Start POSTs (plain and stream) that reached their handler.
-        self.starts_received = 0
-
+        # The routes' view of this FakeCloud: its knobs (read live), state and counters.
+        self._ctx = Context(self)
+        plan_start(self._ctx.timing(), None)  # fail here, not on the first start, on bad knobs
         self._requested_port = port
         self._port: int | None = None
-        self._clock = Clock()
-        self._store = Store()
-        self._faults = FaultBook()
         self._runner: web.AppRunner | None = None
-        self._closing: asyncio.Future[None] | None = None
-        self._renderer: Renderer | None = None
+        # Tests reach into the records (`cloud._store.conversations[...]`).
+        self._store = self._ctx.store
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def start(self) -> FakeCloud:
         """Start serving on 127.0.0.1 (random port unless `port` was given)."""
-        if self._clock.started:
+        ctx = self._ctx
+        if ctx.started:
             raise RuntimeError("a FakeCloud runs once; create a new one")
-        loop = asyncio.get_running_loop()
-        self._closing = loop.create_future()
-        self._clock.start(loop)
+        ctx.open(asyncio.get_running_loop())
         runner = web.AppRunner(
-            Api(self, self._closing).application(),
+            Api(ctx).application(),
             access_log=None,
             handle_signals=False,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
@@ -196,7 +167,7 @@ class FakeCloud:
             raise
         self._runner = runner
         self._port = int(runner.addresses[0][1])
-        self._renderer = Renderer(self._clock, self.base_url, self._port)
+        ctx.serve_at(self.base_url, self._port)
         return self
 
     async def stop(self) -> None:
@@ -204,8 +175,7 @@ class FakeCloud:
         runner, self._runner = self._runner, None
         if runner is None:
             return
-        if self._closing is not None and not self._closing.done():
-            self._closing.set_result(None)
+        self._ctx.close()
         await runner.cleanup()
 
     async def __aenter__(self) -> FakeCloud:
@@ -240,17 +210,32 @@ class FakeCloud:
         """Arm a fault; faults are matched in the order added (see `Fault`)."""
         if fault.route is not None and fault.route not in ROUTE_NAMES:
             raise ValueError(f"unknown route {fault.route!r}; known: {sorted(ROUTE_NAMES)}")
-        self._faults.add(fault)
+        self._ctx.faults.add(fault)
 
     def clear_faults(self) -> None:
-        self._faults.clear()
+        self._ctx.faults.clear()
 
     # -- counters --------------------------------------------------------------------
 
     @property
+    def requests(self) -> Counter[str]:
+        """Requests seen, by route name (see `ROUTE_NAMES`), faulted and refused ones included."""
+        return self._ctx.requests
+
+    @property
+    def request_log(self) -> list[RequestRecord]:
+        """Every request in arrival order."""
+        return self._ctx.request_log
+
+    @property
+    def starts_received(self) -> int:
+        """Start POSTs (plain and stream) that reached their handler."""
+        return self._ctx.starts_received
+
+    @property
     def running(self) -> int:
         """Conversations running now, as the cap counts them."""
-        return self._store.running(self._clock.now())
+        return self._store.running(self._ctx.now())
 
     @property
     def peak_running(self) -> int:
@@ -273,14 +258,14 @@ class FakeCloud:
         conv = self._store.conversations.get(uuid_hex(conversation_id) or "")
         if conv is None:
             return None
-        return copy.deepcopy(self._render().conversation(conv, self._clock.now()))
+        return copy.deepcopy(self._ctx.render.conversation(conv, self._ctx.now()))
 
     def start_task(self, task_id: str) -> dict[str, Any] | None:
         """The start task now, shaped like the start response (timestamps with Z)."""
         task = self._store.tasks.get(uuid_hex(task_id) or "")
         if task is None:
             return None
-        return copy.deepcopy(self._render().task(task, task.phase(self._clock.now())))
+        return copy.deepcopy(self._ctx.render.task(task, task.phase(self._ctx.now())))
 
     def sandbox(self, sandbox_id: str) -> dict[str, Any] | None:
         """The sandbox now, in the SandboxInfo shape (None before it exists)."""
@@ -289,11 +274,11 @@ class FakeCloud:
         )
         if record is None:
             return None
-        return copy.deepcopy(self._render().sandbox(record, self._clock.now()))
+        return copy.deepcopy(self._ctx.render.sandbox(record, self._ctx.now()))
 
     def conversation_count(self) -> int:
         """Conversations that exist now (batch get answers them), sub-conversations included."""
-        now = self._clock.now()
+        now = self._ctx.now()
         return sum(1 for conv in self._store.conversations.values() if conv.created <= now)
 
     def seed_conversations(
@@ -313,8 +298,8 @@ class FakeCloud:
         for later starts while they run. Returns the conversation ids, oldest first.
         Cheap: 10,000 take well under a second.
         """
-        now = self._clock.now()
-        plan = plan_start(self._timing(), message)
+        now = self._ctx.now()
+        plan = plan_start(self._ctx.timing(), message)
         body: dict[str, Any] = {"title": title}
         if message is not None:
             body["initial_message"] = {"content": [{"type": "text", "text": message}]}
@@ -325,34 +310,3 @@ class FakeCloud:
             self._store.add_start(first + i * 1e-6, plan, echo, None).conversation_id
             for i in range(n)
         ]
-
-    # -- for the app -----------------------------------------------------------------
-
-    def _timing(self) -> Timing:
-        return Timing(
-            start_timeline=tuple(self.start_timeline),
-            start_outcome=self.start_outcome,
-            error_detail=self.error_detail,
-            idle_seconds=self.idle_seconds,
-            run_seconds=self.run_seconds,
-            run_outcome=self.run_outcome,
-            time_scale=self.time_scale,
-            stream=self.stream,
-        )
-
-    def _render(self) -> Renderer:
-        if self._renderer is None:
-            raise RuntimeError(NOT_RUNNING)
-        return self._renderer
-
-    def _log_request(self, request: web.Request, route: str) -> RequestRecord:
-        record = RequestRecord(
-            time=self._clock.now(),
-            method=request.method,
-            path=request.path,
-            query=list(request.query.items()),
-            route=route,
-        )
-        self.request_log.append(record)
-        self.requests[route] += 1
-        return record

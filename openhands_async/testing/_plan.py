@@ -20,10 +20,8 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from ..models import StartTaskStatus
+from ._constants import RUN_OUTCOMES, START_OUTCOMES, START_STATUSES
 
-# The enum lists them in the order a start goes through them.
-START_STATUSES = tuple(status.value for status in StartTaskStatus)
 _RANK = {status: rank for rank, status in enumerate(START_STATUSES)}
 _SANDBOX_RANK = _RANK["WAITING_FOR_SANDBOX"]
 DEFAULT_START_TIMELINE: tuple[tuple[str, float], ...] = (
@@ -38,8 +36,6 @@ DEFAULT_START_TIMELINE: tuple[tuple[str, float], ...] = (
 )
 # The detail measured on a real server, both for a failed agent server and a duplicate id.
 DEFAULT_ERROR_DETAIL = "500: Agent Server Failed to start properly"
-START_OUTCOMES = ("READY", "ERROR")
-RUN_OUTCOMES = ("finished", "error", "stuck", "waiting_for_confirmation")
 DEFAULT_GARBAGE = b"<html><body>502 Bad Gateway</body></html>"
 
 _MARKER = re.compile(r"\[fake:([^\]]*)\]")

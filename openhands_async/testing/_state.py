@@ -202,10 +202,24 @@ class Store:
         parent = self.conversations.get(uuid_hex(parent_id) or "") if parent_id else None
         if parent is not None:
             parent.sub_conversation_ids.append(conv.id)
+        self.activate(conv)
+        return task
+
+    def activate(self, conv: ConversationRecord) -> None:
+        """Count the conversation as running until it settles."""
         self._active[conv.id] = conv
         if conv.settles_at < INF:
             heapq.heappush(self._settling, (conv.settles_at, conv.id))
-        return task
+
+    def deactivate(self, conv: ConversationRecord) -> None:
+        """Stop counting it as running (paused or deleted)."""
+        self._active.pop(conv.id, None)
+
+    def remove(self, conv: ConversationRecord) -> None:
+        """Delete the conversation and its sandbox (its start task stays, as on the server)."""
+        self.conversations.pop(conv.id, None)
+        self.deactivate(conv)
+        self.sandboxes.pop(conv.task.sandbox_id, None)
 
     def note_peak(self, now: float) -> None:
         # Only starts admitted through the API move the peak, not seeded conversations.

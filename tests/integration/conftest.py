@@ -100,6 +100,18 @@ def _bodies_fit_the_models() -> Iterator[None]:
         )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "kills_server: SIGKILLs the plain server (and restarts it): runs last"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that kill the plain server run after every other test (the restarted server
+    has forgotten the fleet's sandboxes)."""
+    items.sort(key=lambda item: item.get_closest_marker("kills_server") is not None)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if RECORDER.check_new() and exitstatus == 0:
         session.exitstatus = 1

@@ -10,7 +10,9 @@
    18555) and one on 3001 (fake LLM on 18556) started with `SESSION_API_KEY`. A server that
    does not come up is stopped and started once more; the tail of its log is printed;
 3. runs pytest on `tests/integration` with the servers' addresses in `OH_REAL_BASE_URL`,
-   `OH_REAL_KEYED_BASE_URL` and `OH_REAL_SESSION_KEY`;
+   `OH_REAL_KEYED_BASE_URL` and `OH_REAL_SESSION_KEY` (and, for the test that kills the
+   plain server and starts it again, its `OH_REAL_HOME`, `OH_REAL_RUN_SERVER`,
+   `OH_REAL_LLM_PORT`);
 4. always stops everything it started (`run_server.sh stop`, then the PIDs in
    `$OH_HOME/*.pid` and the process group of each start), and fails if a port it used is
    still listening afterwards.
@@ -72,12 +74,21 @@ def find_python312() -> str:
     candidates += sorted(glob.glob(f"{pyenv_root}/versions/3.12*/bin/python3.12"), reverse=True)
     candidates += [*sorted(glob.glob("/usr/local/bin/python3.12")), "/usr/bin/python3.12"]
     for path in candidates:
-        if path and os.access(path, os.X_OK):
+        # A pyenv shim is executable but fails unless 3.12 is the selected version: run it.
+        if path and os.access(path, os.X_OK) and _runs(path):
             return path
     raise SystemExit(
         "Python 3.12 not found (openhands-ai 1.x needs it): "
         "install it or set PY312=/path/to/python3.12"
     )
+
+
+def _runs(python: str) -> bool:
+    try:
+        done = subprocess.run([python, "-V"], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def installed_version() -> str | None:
@@ -390,10 +401,15 @@ def check_nothing_left(servers: list[Server]) -> bool:
 def run_pytest(servers: list[Server], args: list[str]) -> int:
     plain, keyed = servers
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENHANDS_")}
+    assert plain.home is not None
     env.update(
         OH_REAL_BASE_URL=plain.base_url,
         OH_REAL_KEYED_BASE_URL=keyed.base_url,
         OH_REAL_SESSION_KEY=keyed.session_key or "",
+        # For the test that SIGKILLs the plain server and starts it again (same state).
+        OH_REAL_HOME=str(plain.home),
+        OH_REAL_RUN_SERVER=str(RUN_SERVER),
+        OH_REAL_LLM_PORT=str(plain.llm_port),
     )
     cmd = [
         sys.executable,

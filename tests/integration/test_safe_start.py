@@ -1,7 +1,8 @@
 """Starts are never duplicated: finding a start still in progress, and lost answers/requests.
 
 Sending the same conversation_id twice breaks the original conversation on the real server
-(DESIGN.md), so after a lost answer the SDK must look before it sends again. The `fleet`
+(measured on openhands-ai 1.11.0: see openhands_async/_safe_start.py), so after a lost
+answer the SDK must look before it sends again. The `fleet`
 starts B, C and D through `LossyProxy` (tests/integration/_proxy.py), a loopback proxy that
 loses exactly what a flaky network would.
 """

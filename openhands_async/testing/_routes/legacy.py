@@ -7,67 +7,35 @@ in V1 search too, and V0 stop/start pause and resume its sandbox.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from ._app_conversations import pause, resume
-from ._app_events import visible
-from ._plan import MarkerError, plan_start
-from ._render import conversation_title
-from ._state import ConversationRecord
-from ._validation import Invalid, QueryReader, error
-from ._wire import uuid_hex
+from .._constants import MAX_PAGE_SIZE
+from .._events import visible
+from .._plan import MarkerError, plan_start
+from .._render import conversation_title
+from .._responses import json_response, not_found, page_of
+from .._routing import RouteGroup, route
+from .._state import ConversationRecord
+from .._timeline import pause, resume
+from .._validation import Invalid, QueryReader, error
+from .._wire import uuid_hex
 
-if TYPE_CHECKING:
-    from ._app import Api, Handler
-
-ROUTES = frozenset(
-    {
-        "legacy_create",
-        "legacy_search",
-        "legacy_get",
-        "legacy_delete",
-        "legacy_start",
-        "legacy_stop",
-        "legacy_events",
-    }
-)
+BASE = "/api/conversations"
+ONE = f"{BASE}/{{conversation_id}}"
 _STATUS = {"STARTING": "STARTING", "RUNNING": "RUNNING", "PAUSED": "STOPPED", "ERROR": "ERROR"}
 
 
-class LegacyRoutes:
-    def __init__(self, api: Api) -> None:
-        self.api = api
-        self.cloud = api.cloud
-
-    def routes(self) -> Iterable[tuple[str, str, str, Handler]]:
-        base = "/api/conversations"
-        one = f"{base}/{{conversation_id}}"
-        return (
-            ("POST", base, "legacy_create", self.create),
-            ("GET", base, "legacy_search", self.search),
-            ("GET", one, "legacy_get", self.get),
-            ("DELETE", one, "legacy_delete", self.delete),
-            ("POST", f"{one}/start", "legacy_start", self.start),
-            ("POST", f"{one}/stop", "legacy_stop", self.stop),
-            ("GET", f"{one}/events", "legacy_events", self.events),
-        )
-
+class LegacyRoutes(RouteGroup):
     def _conversation(self, request: web.Request) -> ConversationRecord | None:
-        conv = self.cloud._store.conversations.get(
-            uuid_hex(request.match_info["conversation_id"]) or ""
-        )
-        if conv is None or self.cloud._clock.now() < conv.created:
-            return None
-        return conv
+        return self.ctx.conversation(request.match_info["conversation_id"])
 
     def _info(self, conv: ConversationRecord, now: float) -> dict[str, Any]:
         view = conv.view(now)
         sandbox = view[0] if view else "STARTING"
         request = conv.task.request
-        clock = self.cloud._clock
+        clock = self.ctx.clock
         return {
             "conversation_id": conv.id,
             "title": conversation_title(conv),
@@ -86,7 +54,7 @@ class LegacyRoutes:
         }
 
     def _response(self, conv: ConversationRecord, message: str | None = None) -> dict[str, Any]:
-        view = conv.view(self.cloud._clock.now())
+        view = conv.view(self.ctx.now())
         return {
             "status": "ok",
             "conversation_id": conv.id,
@@ -94,9 +62,8 @@ class LegacyRoutes:
             "conversation_status": _STATUS.get(view[0] if view else "STARTING", "STOPPED"),
         }
 
+    @route("POST", BASE, "legacy_create")
     async def create(self, request: web.Request) -> web.StreamResponse:
-        from ._app import json_response
-
         raw = await request.read()
         try:
             body = json.loads(raw) if raw else {}
@@ -105,9 +72,9 @@ class LegacyRoutes:
         if not isinstance(body, dict):
             raise Invalid([error("dict_type", ("body",), "Input should be an object", body)])
         text = body.get("initial_user_msg")
-        cloud = self.cloud
+        ctx = self.ctx
         try:
-            plan = plan_start(cloud._timing(), text)
+            plan = plan_start(ctx.timing(), text)
         except MarkerError as exc:
             loc = ("body", "initial_user_msg")
             raise Invalid([error("value_error", loc, f"Value error, {exc}", text)]) from None
@@ -119,9 +86,9 @@ class LegacyRoutes:
         if isinstance(text, str) and text:
             echo["initial_message"] = {"content": [{"type": "text", "text": text}]}
         chosen = uuid_hex(body["conversation_id"]) if body.get("conversation_id") else None
-        now = cloud._clock.now()
-        task = cloud._store.add_start(now, plan, echo, chosen)
-        conv = cloud._store.conversations[task.conversation_id]
+        now = ctx.now()
+        task = ctx.store.add_start(now, plan, echo, chosen)
+        conv = ctx.store.conversations[task.conversation_id]
         return json_response(
             {
                 "status": "ok",
@@ -131,73 +98,59 @@ class LegacyRoutes:
             }
         )
 
+    @route("GET", BASE, "legacy_search")
     async def search(self, request: web.Request) -> web.StreamResponse:
-        from ._app import _decode_page, _next_page, json_response
-
         query = QueryReader(request.query)
         page_id = query.text("page_id")
-        limit = query.integer("limit", 20, gt=0, le=100)
+        limit = query.integer("limit", 20, gt=0, le=MAX_PAGE_SIZE)
         query.check()
-        now = self.cloud._clock.now()
-        convs = [c for c in reversed(self.cloud._store.conversations.values()) if c.created <= now]
-        offset = _decode_page(page_id)
-        return json_response(
-            {
-                "results": [self._info(c, now) for c in convs[offset : offset + limit]],
-                "next_page_id": _next_page(offset, limit, len(convs)),
-            }
-        )
+        now = self.ctx.now()
+        convs = [c for c in reversed(self.ctx.store.conversations.values()) if c.created <= now]
+        info = self._info
+        return json_response(page_of(convs, page_id, limit, lambda c: info(c, now), key="results"))
 
+    @route("GET", ONE, "legacy_get")
     async def get(self, request: web.Request) -> web.StreamResponse:
-        from ._app import json_response
-
         conv = self._conversation(request)
         # V0 answers null (200) for an unknown conversation.
-        return json_response(None if conv is None else self._info(conv, self.cloud._clock.now()))
+        return json_response(None if conv is None else self._info(conv, self.ctx.now()))
 
+    @route("DELETE", ONE, "legacy_delete")
     async def delete(self, request: web.Request) -> web.StreamResponse:
-        from ._app import json_response
-
         conv = self._conversation(request)
         if conv is None:
             return json_response(False)
-        store = self.cloud._store
-        store.conversations.pop(conv.id, None)
-        store._active.pop(conv.id, None)
-        store.sandboxes.pop(conv.task.sandbox_id, None)
+        self.ctx.store.remove(conv)
         return json_response(True)
 
+    @route("POST", f"{ONE}/start", "legacy_start")
     async def start(self, request: web.Request) -> web.StreamResponse:
-        from ._app import json_response
-
         conv = self._conversation(request)
         if conv is None:
-            return json_response({"detail": "Conversation not found"}, 404)
-        resume(self.cloud._store, conv, self.cloud._clock.now())
+            return not_found("Conversation not found")
+        resume(self.ctx.store, conv, self.ctx.now())
         return json_response(self._response(conv))
 
+    @route("POST", f"{ONE}/stop", "legacy_stop")
     async def stop(self, request: web.Request) -> web.StreamResponse:
-        from ._app import json_response
-
         conv = self._conversation(request)
         if conv is None:
-            return json_response({"detail": "Conversation not found"}, 404)
-        pause(self.cloud._store, conv, self.cloud._clock.now())
+            return not_found("Conversation not found")
+        pause(self.ctx.store, conv, self.ctx.now())
         return json_response(self._response(conv))
 
+    @route("GET", f"{ONE}/events", "legacy_events")
     async def events(self, request: web.Request) -> web.StreamResponse:
-        from ._app import json_response
-
         query = QueryReader(request.query)
         start_id = query.integer("start_id", 0, gt=-1, le=10**9)
         end_id = query.text("end_id")
         reverse = query.boolean("reverse", False)
-        limit = query.integer("limit", 20, gt=0, le=100)
+        limit = query.integer("limit", 20, gt=0, le=MAX_PAGE_SIZE)
         query.check()
         conv = self._conversation(request)
         if conv is None:
-            return json_response({"detail": "Conversation not found"}, 404)
-        clock = self.cloud._clock
+            return not_found("Conversation not found")
+        clock = self.ctx.clock
         rendered = [
             _v0_event(i, e, clock.iso(e["_at"], zulu=False))
             for i, e in enumerate(visible(conv, clock.now()))

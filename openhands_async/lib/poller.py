@@ -4,11 +4,11 @@ One background task runs *cycles*. A cycle takes every tracked item that is due,
 them with the batch routes (<= 99 ids a request, start tasks and conversations in
 separate requests, at most `max_in_flight` requests at once), and records what changed.
 A cycle sends exactly ceil(due start tasks / 99) + ceil(due conversations / 99) requests.
-Every request goes through `OpenHandsClient.request`, so the client's rate limit, retries
-and client-wide 429 pause apply to the poller like to any other call.
+Every request goes through the client's request pipeline, so its rate limit, retries and
+client-wide 429 pause apply to the poller like to any other call.
 
-Intervals (per item; `interval` is the base, `min_interval` defaults to interval / 4 and
-`max_interval` to interval * 4):
+Intervals (per item; `poll_interval` is the base, `min_interval` defaults to a quarter of it
+and `max_interval` to four times it):
 
 - an item that was just added or whose status just changed is read again after
   `min_interval`;
@@ -17,19 +17,18 @@ Intervals (per item; `interval` is the base, `min_interval` defaults to interval
 - a read that failed (connection error, 5xx, 429 after the client's own retries) counts
   as "quiet": the item backs off the same way and is read again later, never dropped.
 
-Items due within `min_interval / 2` of a cycle are read in that cycle too, so items that
-drift apart by a few milliseconds still share requests.
+Items due within `min_interval / 2` of a cycle are read in it too (they share requests).
 
 Terminal: a start task READY or ERROR (READY hands over to its conversation, which is then
-followed automatically); a conversation whose `is_terminal` holds (sandbox ERROR or
-MISSING; execution finished, error, stuck or waiting_for_confirmation). Sandbox PAUSED is
-not terminal: it is reported as a change and the conversation is followed on. An id the
-server answers null for is reported once as missing and no longer read.
+followed automatically); a conversation whose `is_terminal` holds. Sandbox PAUSED is not
+terminal: it is reported as a change and followed on. An id the server answers null for is
+reported once as missing and no longer read.
 
 Cost: per followed item the poller keeps its id, kind, status and schedule (~100-300
 bytes); a model only once the item is final (what `wait()` returns). A read builds a typed
-model only when the status changed (it goes out with the `StatusChange`): an unchanged
-item is compared by its status fields alone, as building a model costs 2-3x parsing it.
+model only for a changed status: an unchanged item is compared by its raw status fields
+(see `_polling`), as building a model costs 2-3x parsing it. Each consumer reads its own
+`ChangeFeed` (`changes()`, `as_completed()`), the queue the poller writes changes to.
 """
 
 from __future__ import annotations
@@ -37,122 +36,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
-from collections.abc import AsyncIterator, Iterable, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-import attrs
+from .._batch import chunked, gather_bounded
+from .._constants import DEFAULT_POLLER_INTERVAL, DEFAULT_POLLER_MAX_IN_FLIGHT, MAX_BATCH_IDS
+from .._inputs import normalize_uuid
+from ..errors import ResponseValidationError
+from ..models import Conversation, StartTask, StartTaskStatus
+from ._polling import (
+    _CLOSED,
+    _IDLE,
+    MISSING,
+    ChangeFeed,
+    Kind,
+    Model,
+    PollerHost,
+    PollerStats,
+    StatusChange,
+    _Item,
+    _Queued,
+    bounds,
+    final_change,
+    parse,
+    raw_status,
+    read_raw,
+    resolve_poll_interval,
+    status_of,
+)
 
-from ._batch import check_batch, chunked, gather_bounded
-from ._constants import MAX_BATCH_IDS
-from ._converter import structure
-from ._sansio import normalize_uuid
-from .errors import APIConnectionError, APIStatusError, RateLimitError, ResponseValidationError
-from .models import Conversation, SandboxStatus, StartTask, StartTaskStatus
-
-if TYPE_CHECKING:
-    from .client import OpenHandsClient
-
-__all__ = ["ConversationPoller", "PollerStats", "StatusChange"]
+__all__ = ["ChangeFeed", "ConversationPoller", "PollerHost", "PollerStats", "StatusChange"]
 
 log = logging.getLogger("openhands_async")
-
-Kind = Literal["start_task", "conversation"]
-Model = StartTask | Conversation
-Raw = dict[str, Any]
-
-_START_TASKS_PATH = "/api/v1/app-conversations/start-tasks"
-_CONVERSATIONS_PATH = "/api/v1/app-conversations"
-MISSING = "MISSING"
-
-
-@attrs.frozen
-class StatusChange:
-    """One status change as the poller saw it.
-
-    `old`/`new` are status strings: a start task's status (`"WORKING"`, `"READY"`, ...); for
-    a conversation the sandbox status, followed by `/` and the execution status when there
-    is one (`"RUNNING/running"`, `"PAUSED"`, `"RUNNING/finished"`). `old` is None on the
-    first read. `new` is `"MISSING"` and `missing` True when the server answered null
-    (then `model` is None). `terminal` is True when the item will not be read again.
-    """
-
-    id: str
-    kind: Kind
-    old: str | None
-    new: str
-    model: StartTask | Conversation | None
-    terminal: bool = False
-    missing: bool = False
-
-
-@attrs.define
-class PollerStats:
-    """Counters, for monitoring and tests. `last_*` describe the most recent cycle.
-
-    `requests` counts batch reads sent (each <= 99 ids), `reads` item reads (ids asked for),
-    `changes` status changes reported, `cycles` cycles started.
-    """
-
-    cycles: int = 0
-    requests: int = 0
-    failed_requests: int = 0
-    reads: int = 0
-    changes: int = 0
-    last_due_start_tasks: int = 0
-    last_due_conversations: int = 0
-    last_requests: int = 0
-
-
-class _Item:
-    """What the poller keeps per followed item: no model (a Conversation is ~2 KB; the
-    latest one goes out with each StatusChange, and only a final one is kept)."""
-
-    __slots__ = ("due", "id", "interval", "kind", "status")
-
-    def __init__(self, item_id: str, kind: Kind, due: float, interval: float) -> None:
-        self.id = item_id
-        self.kind: Kind = kind
-        self.status: str | None = None  # interned, so 10,000 items share a few strings
-        self.due = due
-        self.interval = interval
-
-
-class _Signal:
-    """Marker put on subscriber queues: `idle` (nothing left to follow) or `closed`."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-_IDLE = _Signal("idle")
-_CLOSED = _Signal("closed")
-_Queued = StatusChange | _Signal
-
-
-def _raw_status(kind: Kind, raw: Raw) -> str | None:
-    """What `_status_of` gives for this object's model (same defaults), without building
-    it; None when a status field is not a string (building the model then fails)."""
-    if kind == "start_task":
-        status = raw.get("status", StartTaskStatus.WORKING.value)
-        return sys.intern(status) if type(status) is str else None
-    sandbox = raw.get("sandbox_status", SandboxStatus.MISSING.value)
-    execution = raw.get("execution_status")
-    if type(sandbox) is not str or not (execution is None or type(execution) is str):
-        return None
-    return sys.intern(sandbox if execution is None else f"{sandbox}/{execution}")
-
-
-def _status_of(model: Model) -> str:
-    if isinstance(model, StartTask):
-        return sys.intern(str(model.status.value))
-    sandbox = str(model.sandbox_status.value)
-    if model.execution_status is None:
-        return sys.intern(sandbox)
-    return sys.intern(f"{sandbox}/{model.execution_status.value}")
 
 
 class ConversationPoller:
@@ -165,26 +81,21 @@ class ConversationPoller:
 
     def __init__(
         self,
-        client: OpenHandsClient,
-        interval: float = 5.0,
+        client: PollerHost,
+        poll_interval: float | None = None,
         *,
         min_interval: float | None = None,
         max_interval: float | None = None,
-        max_in_flight: int = 4,
+        max_in_flight: int = DEFAULT_POLLER_MAX_IN_FLIGHT,
+        interval: float | None = None,
     ) -> None:
-        if not interval > 0:
-            raise ValueError(f"interval must be > 0, got {interval!r}")
-        min_i = interval / 4 if min_interval is None else float(min_interval)
-        max_i = interval * 4 if max_interval is None else float(max_interval)
-        if not 0 < min_i <= interval <= max_i:
-            raise ValueError(
-                "need 0 < min_interval <= interval <= max_interval, got "
-                f"{min_i!r}, {interval!r}, {max_i!r}"
-            )
+        """`interval` is the deprecated name of `poll_interval`."""
+        period = resolve_poll_interval(poll_interval, interval, DEFAULT_POLLER_INTERVAL)
+        min_i, max_i = bounds(period, min_interval, max_interval)
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight!r}")
         self._client = client
-        self.interval = float(interval)
+        self.poll_interval = period
         self.min_interval = min_i
         self.max_interval = max_i
         self.max_in_flight = max_in_flight
@@ -192,7 +103,8 @@ class ConversationPoller:
         self._active: dict[str, _Item] = {}
         self._done: dict[str, Model | None] = {}
         self._missing_kinds: dict[str, Kind] = {}  # kind of the ids the server had not
-        self._subscribers: list[asyncio.Queue[_Queued]] = []
+        # Weakly: a feed its consumer dropped stops receiving (and is freed).
+        self._subscribers: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
@@ -248,6 +160,11 @@ class ConversationPoller:
         """Items still being read (not yet terminal)."""
         return len(self._active)
 
+    @property
+    def interval(self) -> float:
+        """Deprecated: `poll_interval`."""
+        return self.poll_interval
+
     def results(self) -> dict[str, StartTask | Conversation | None]:
         """Final model of every item that is done, as of now (None: the server had no such id).
 
@@ -259,36 +176,27 @@ class ConversationPoller:
 
     # ------------------------------------------------------------------ consuming
 
-    def changes(self, *, until_idle: bool = True) -> AsyncIterator[StatusChange]:
+    def changes(self, *, until_idle: bool = True) -> ChangeFeed:
         """Every status change from now on, in order; ends when nothing is left to follow
         (or, with `until_idle=False`, only when the poller closes: for consumers that keep
         adding items, such as a service or the batch runner).
 
         Each call gets its own stream; changes seen before the call are not replayed.
         """
-        queue = self._subscribe()
-        return self._drain(queue, only_terminal=False, until_idle=until_idle)
+        return self._subscribe(until_idle=until_idle, only_terminal=False)
 
-    def as_completed(self) -> AsyncIterator[StatusChange]:
+    def as_completed(self) -> ChangeFeed:
         """The final `StatusChange` of each item as it finishes (already finished ones first).
 
         A start task that becomes READY hands over to its conversation and is not yielded;
         the conversation is. For items finished before the call the change is rebuilt from
         the final model (`old` is None).
         """
-        queue = self._subscribe()
+        feed = self._subscribe(until_idle=True, only_terminal=True)
         for key, model in self._done.items():
-            if model is None:
-                kind = self._missing_kinds.get(key, "conversation")
-                change = StatusChange(key, kind, None, MISSING, None, True, True)
-            elif isinstance(model, StartTask):
-                if model.status is StartTaskStatus.READY:
-                    continue
-                change = StatusChange(key, "start_task", None, _status_of(model), model, True)
-            else:
-                change = StatusChange(key, "conversation", None, _status_of(model), model, True)
-            queue.put_nowait(change)
-        return self._drain(queue, only_terminal=True, until_idle=True)
+            # The feed drops READY start tasks (their conversations are the results).
+            feed._put(final_change(key, model, self._missing_kinds.get(key, "conversation")))
+        return feed
 
     async def wait(
         self, timeout: float | None = None
@@ -308,40 +216,14 @@ class ConversationPoller:
         self._raise_if_failed()
         return self.results()
 
-    def _subscribe(self) -> asyncio.Queue[_Queued]:
+    def _subscribe(self, *, until_idle: bool, only_terminal: bool) -> ChangeFeed:
         self._ensure_started()
-        queue: asyncio.Queue[_Queued] = asyncio.Queue()
-        self._subscribers.append(queue)
-        return queue
+        feed = ChangeFeed(self, until_idle=until_idle, only_terminal=only_terminal)
+        self._subscribers.add(feed)
+        return feed
 
-    async def _drain(
-        self, queue: asyncio.Queue[_Queued], *, only_terminal: bool, until_idle: bool
-    ) -> AsyncIterator[StatusChange]:
-        try:
-            while True:
-                if queue.empty() and (not self.running or (until_idle and not self._active)):
-                    self._raise_if_failed()
-                    return
-                item = await queue.get()
-                if isinstance(item, _Signal):
-                    if item is _CLOSED:
-                        self._raise_if_failed()
-                        return
-                    continue  # idle: the check at the top decides
-                if only_terminal and not item.terminal:
-                    continue
-                if (
-                    only_terminal
-                    and item.kind == "start_task"
-                    and item.model is not None
-                    and not item.missing
-                    and item.new == StartTaskStatus.READY.value
-                ):
-                    continue
-                yield item
-        finally:
-            if queue in self._subscribers:
-                self._subscribers.remove(queue)
+    def _unsubscribe(self, feed: ChangeFeed) -> None:
+        self._subscribers.discard(feed)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -368,12 +250,7 @@ class ConversationPoller:
     async def __aenter__(self) -> ConversationPoller:
         return await self.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -455,30 +332,16 @@ class ConversationPoller:
 
     async def _read_chunk(
         self, chunk: Sequence[_Item]
-    ) -> list[tuple[Sequence[_Item], list[Raw | None] | BaseException]]:
+    ) -> list[tuple[Sequence[_Item], list[dict[str, Any] | None] | BaseException]]:
         # Ids were normalized when tracked; a chunk is <= 99 ids, so this is one request.
         # The objects stay raw JSON here: _observe builds a model only for a changed item.
-        ids = [item.id for item in chunk]
-        path = _START_TASKS_PATH if chunk[0].kind == "start_task" else _CONVERSATIONS_PATH
-        result: list[Raw | None] | BaseException
-        try:
-            data = await self._client.request("GET", path, params=[("ids", i) for i in ids])
-            result = check_batch(data, len(ids), self._client.url(path))
-        except (APIConnectionError, RateLimitError, ResponseValidationError) as exc:
-            log.info("poller read of %d ids failed (%r); retrying later", len(ids), exc)
-            result = exc
-        except APIStatusError as exc:
-            if exc.status < 500:
-                raise
-            log.info("poller read of %d ids failed (%r); retrying later", len(ids), exc)
-            result = exc
-        return [(chunk, result)]
+        return [(chunk, await read_raw(self._client, chunk[0].kind, [i.id for i in chunk]))]
 
     def _back_off(self, item: _Item, now: float) -> None:
         item.interval = min(self.max_interval, item.interval * 2)
         item.due = now + item.interval
 
-    def _observe(self, item: _Item, raw: Raw | None, now: float) -> None:
+    def _observe(self, item: _Item, raw: dict[str, Any] | None, now: float) -> None:
         if self._active.get(item.id) is not item:
             return  # untracked (or re-tracked) while the read was in flight
         if raw is None:
@@ -487,19 +350,17 @@ class ConversationPoller:
             self._missing_kinds[item.id] = item.kind
             self._emit(StatusChange(item.id, item.kind, item.status, MISSING, None, True, True))
             return
-        status = _raw_status(item.kind, raw)
+        status = raw_status(item.kind, raw)
         if status is not None and status == item.status:
             self._back_off(item, now)
             return
-        path = _START_TASKS_PATH if item.kind == "start_task" else _CONVERSATIONS_PATH
-        cls: type[Model] = StartTask if item.kind == "start_task" else Conversation
         try:
-            model = structure(raw, cls, method="GET", url=self._client.url(path))
+            model = parse(self._client, item.kind, raw)
         except ResponseValidationError as exc:  # one bad object: read it again later
             log.info("poller read of %s failed (%r); retrying later", item.id, exc)
             self._back_off(item, now)
             return
-        status = _status_of(model)
+        status = status_of(model)
         if status == item.status:
             self._back_off(item, now)
             return
@@ -525,8 +386,8 @@ class ConversationPoller:
         self._broadcast(change)
 
     def _broadcast(self, item: _Queued) -> None:
-        for queue in self._subscribers:
-            queue.put_nowait(item)
+        for feed in list(self._subscribers):
+            feed._put(item)
 
     def _went_idle(self) -> None:
         if self._idle is not None:

@@ -1,20 +1,25 @@
-"""Small conveniences built on the public API."""
+"""Small conveniences built on the resources: `wait_until_ready`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ._start_request import MessageInput
-from .errors import ResponseValidationError, StreamError
-from .models import StartTaskStatus
+from .._start_request import MessageInput
+from ..errors import ResponseValidationError, StreamError
+from ..models import StartTaskStatus
 
 if TYPE_CHECKING:
-    from .client import OpenHandsClient
+    from .conversations import Conversations
 
 __all__ = ["wait_until_ready"]
 
 
-async def wait_until_ready(client: OpenHandsClient, message: MessageInput, **options: Any) -> str:
+class _HasConversations(Protocol):
+    @property
+    def conversations(self) -> Conversations: ...
+
+
+async def wait_until_ready(client: _HasConversations, message: MessageInput, **options: Any) -> str:
     """Start a conversation, follow its stream until READY, and return its conversation id.
 
     Raises `StartTaskFailed` if the start ends in ERROR; `options` are those of

@@ -1,0 +1,287 @@
+"""The stream-start parser, pure: any async byte reader in, `StartTask`s out.
+
+The body is one JSON array written incrementally; it is parsed with ijson as it arrives
+(never buffered whole) and each element becomes a `StartTask` the moment its closing
+brace is read. `NestingGuard` refuses hostile nesting before ijson sees it. No HTTP here:
+the reader (e.g. `_http.ByteStream`) already turns network failures into SDK errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import ijson
+
+from .._converter import converter, structurer
+from ..errors import (
+    APIConnectionError,
+    APITimeoutError,
+    OpenHandsError,
+    ResponseValidationError,
+    StreamError,
+    StreamTruncated,
+)
+from ..models import StartRequest, StartTask
+
+__all__ = [
+    "IJSON_BACKEND",
+    "MAX_DEPTH",
+    "AsyncByteReader",
+    "CountingReader",
+    "NestingGuard",
+    "iter_start_tasks",
+]
+
+#: The ijson backend in use: "yajl2_c" is the fast C one; "python" is pure Python (slow).
+IJSON_BACKEND: str = ijson.backend_name
+
+_TAIL = 256  # bytes kept for error excerpts
+_EXCERPT = 120
+
+
+class AsyncByteReader(Protocol):
+    async def read(self, n: int = -1, /) -> bytes: ...
+
+
+class _TooDeep(Exception):
+    """Raised by the reader, turned into a `StreamError` where the element count is known."""
+
+
+class CountingReader:
+    """Wraps a byte source: counts bytes, keeps the last few hundred for error excerpts,
+    checks the body opens an array and guards its nesting.
+
+    `read(n)` returns as soon as any bytes are available, so ijson sees each element the
+    moment it arrives. Network failures become the SDK's errors (see `map_error`).
+    """
+
+    def __init__(self, source: AsyncByteReader, *, method: str = "", url: str = "") -> None:
+        self._source = source
+        self._method = method
+        self._url = url
+        self.offset = 0
+        self.eof = False
+        #: True once the first non-blank byte arrived (and was a `[`).
+        self.started = False
+        self._tail = bytearray()
+        self._nesting = NestingGuard()
+
+    async def read(self, n: int = -1) -> bytes:
+        if n == 0:
+            return b""  # ijson probes the type with read(0)
+        try:
+            data = await self._source.read(n)
+        except Exception as exc:
+            mapped = self.map_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+        if not data:
+            self.eof = True
+            return data
+        if not self.started:
+            self._check_start(data)
+        self.offset += len(data)
+        self._tail += data
+        if len(self._tail) > _TAIL:
+            del self._tail[: len(self._tail) - _TAIL]
+        if not self._nesting.feed(data):
+            raise _TooDeep
+        return data
+
+    def _check_start(self, data: bytes) -> None:
+        stripped = data.lstrip()
+        if not stripped:
+            return
+        self.started = True
+        if stripped[:1] != b"[":
+            skipped = len(data) - len(stripped)
+            raise StreamError(
+                f"stream-start body is not a JSON array (starts with {stripped[:1]!r} "
+                f"at byte {self.offset + skipped})",
+                method=self._method,
+                url=self._url,
+                offset=self.offset + skipped,
+                excerpt=stripped[:_EXCERPT],
+            )
+
+    def excerpt(self) -> bytes:
+        return bytes(self._tail[-_EXCERPT:])
+
+    def map_error(self, exc: BaseException) -> APIConnectionError | None:
+        """The SDK error for a network failure of the source (None: not one). The source's
+        own `map_error` decides when it has one (`_http.ByteStream` does: it knows aiohttp);
+        a bare `OSError` or timeout from a plain source is mapped here as a last resort."""
+        if isinstance(exc, OpenHandsError):
+            return None
+        source_map = getattr(self._source, "map_error", None)
+        if source_map is not None:
+            mapped: APIConnectionError | None = source_map(exc)
+            return mapped
+        where = f"after {self.offset} bytes"
+        if isinstance(exc, asyncio.TimeoutError):
+            return APITimeoutError(
+                f"stream idle timeout ({where})",
+                method=self._method,
+                url=self._url,
+                kind="stream-idle",
+            )
+        if isinstance(exc, OSError):
+            return APIConnectionError(
+                f"connection error: {type(exc).__name__}: {exc} (stream broke {where})",
+                method=self._method,
+                url=self._url,
+            )
+        return None
+
+
+# Far deeper than a start task nests; a body past it is hostile or broken.
+MAX_DEPTH = 64
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+# Keep quotes and brackets only, `{}` spelled `[]`: what nesting depth depends on.
+_SHAPE = bytes.maketrans(b"{}", b"[]")
+_NOT_SHAPE = bytes(set(range(256)) - set(b'"[]{}'))
+
+
+class NestingGuard:
+    """Tracks a JSON body's nesting depth across chunks, at C speed (a few bytes methods
+    a chunk, no per-event Python), and raises once it passes MAX_DEPTH.
+
+    ijson keeps a prefix string per open level, so memory grows with the square of the
+    depth: 100 000 nested `[` in a 200 KB body took tens of GB. Checking the bytes before
+    ijson sees them keeps its fast C `items` path for every element.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self._in_string = False
+        self._escaped = False  # the chunk before ended inside a string, on a backslash
+
+    def feed(self, data: bytes) -> bool:
+        """Account for the next chunk; False once the body nests deeper than MAX_DEPTH."""
+        if self._escaped:
+            data, self._escaped = data[1:], False
+        # Escapes go first so an escaped quote cannot end a string; a lone backslash left
+        # at the very end escapes the next chunk's first byte.
+        if b"\\" in data:
+            data = _ESCAPE.sub(b"", data)
+            if data.endswith(b"\\"):
+                data, self._escaped = data[:-1], True
+        shape = data.translate(_SHAPE, _NOT_SHAPE)
+        if self._in_string:
+            close = shape.find(b'"')
+            if close < 0:
+                return True
+            shape, self._in_string = shape[close + 1 :], False
+        # Dropping two adjacent quotes leaves every other byte as much inside or outside a
+        # string as before, and clears most strings (no brackets in them) without a regex.
+        shape = _STRING.sub(b"", shape.replace(b'""', b""))
+        quote = shape.find(b'"')
+        if quote >= 0:  # a string still open at the chunk's end
+            shape, self._in_string = shape[:quote], True
+        opens = shape.count(b"[")
+        if self.depth + opens <= MAX_DEPTH:
+            self.depth += 2 * opens - len(shape)
+            return True
+        for byte in shape:
+            self.depth += 1 if byte == 0x5B else -1
+            if self.depth > MAX_DEPTH:
+                return False
+        return True
+
+
+_request_hook = converter.get_structure_hook(StartRequest)
+
+
+def _request_or_made(value: Any, type_: Any) -> Any:
+    # The `request` field's hook in this parser only: a request already made passes as is.
+    if value is None or isinstance(value, StartRequest):
+        return value
+    return _request_hook(value, StartRequest)
+
+
+async def iter_start_tasks(
+    reader: CountingReader, *, method: str = "", url: str = ""
+) -> AsyncIterator[StartTask]:
+    """The parser core: yield each element of a stream-start body as a `StartTask`.
+
+    Raises `StreamError` (with byte offset and excerpt) on a malformed body,
+    `StreamTruncated` when the body ends mid-array, and lets the reader's
+    `APIConnectionError` through when the connection breaks. Checks that every element
+    has the same task id. Nothing from ijson or cattrs escapes.
+    """
+    count = 0
+    first_id: str | None = None
+    raw_request: object = None
+    request: StartRequest | None = None
+
+    def fail(message: str, cls: type[StreamError] = StreamError) -> StreamError:
+        return cls(
+            message,
+            method=method,
+            url=url,
+            offset=reader.offset,
+            excerpt=reader.excerpt(),
+            items_received=count,
+        )
+
+    # Built once per type and hook (cached), so opening a stream generates no code.
+    to_task = structurer(
+        StartTask, method=method, url=url, field_hooks={"request": _request_or_made}
+    )
+    items = ijson.items_async(reader, "item", use_float=True)
+    try:
+        async for item in items:
+            if not isinstance(item, dict):
+                raise fail(
+                    f"stream-start element {count} is a {type(item).__name__}, not an object"
+                )
+            this_request = item.get("request")
+            if this_request is not None and this_request == raw_request:
+                # The server repeats the start request in every element, and structuring it
+                # is half the cost of one: an equal request gets the StartRequest already
+                # made (frozen, so shared by the snapshots), the value structuring it again
+                # would give. Only fields typed Any keep the first of equal numbers (1, 1.0).
+                item["request"] = request
+            else:
+                raw_request = this_request
+            try:
+                task = to_task(item)
+            except ResponseValidationError as exc:
+                raise fail(f"stream-start element {count}: {exc.message}") from None
+            request = task.request
+            if first_id is None:
+                first_id = task.id
+            elif task.id != first_id:
+                raise fail(
+                    f"stream-start element {count} is task {task.id}, "
+                    f"the stream started with task {first_id}"
+                )
+            count += 1
+            yield task
+    except _TooDeep:
+        raise fail(f"stream-start body nests too deep (over {MAX_DEPTH} levels)") from None
+    except (ijson.JSONError, UnicodeDecodeError) as exc:
+        # yajl lets some invalid UTF-8 through (surrogates, overlong forms); Python's decode
+        # of the string then fails, and that is malformed JSON too.
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if reader.eof and "premature EOF" in reason:
+            if reader.offset == 0:
+                raise fail("stream-start body is empty", StreamTruncated) from None
+            raise fail(
+                f"stream-start body ended mid-array after {count} elements", StreamTruncated
+            ) from None
+        raise fail(f"stream-start body is not valid JSON: {reason}") from None
+    except Exception as exc:
+        # ijson's C backend re-raises an exception thrown into its await chain without
+        # passing it through the reader's `read`, so network errors are mapped here too.
+        mapped = reader.map_error(exc)
+        if mapped is None:
+            raise
+        raise mapped from exc
+    if not reader.started:
+        raise fail("stream-start body is empty", StreamTruncated)

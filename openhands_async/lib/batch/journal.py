@@ -1,0 +1,142 @@
+"""The batch journal's contract: what the runner records about each job, and when.
+
+The runner speaks only to `Journal`; which store is behind it (a SQLite file for one
+machine, `SQLiteJournal`; a shared database for several workers later) is the backend's
+business. Every method is async, so a networked backend never blocks the event loop, and
+every write is committed before it returns: the runner relies on "recorded, then sent".
+
+A job's life, one row per key:
+
+    pending --mark_starting(conversation id minted)--> starting --mark_running(task)--> running
+       ^                                                 |                                |
+       +--------------- mark_pending (provably not taken)+                                |
+                                         mark_ended("finished" | "failed") <--------------+
+
+The rule that makes a crash safe: the conversation id is committed by `mark_starting`
+*before* the start request leaves, so a later run can look for it on the server. A journal
+never lets two jobs hold one conversation id (`key_of` says whose an id is), and `retry`
+starts a failed job afresh: its old attempt, id included, moves to the row's `history`.
+
+Inputs that are not jobs of their own (invalid lines, duplicate keys) are recorded by their
+`source` (`reject`), so the whole batch's results (`rows` + `rejects`) list every input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import attrs
+
+__all__ = ["TERMINAL_STATES", "JobState", "Journal", "JournalRow", "RejectRow"]
+
+JobState = Literal["pending", "starting", "running", "finished", "failed"]
+TERMINAL_STATES: frozenset[str] = frozenset({"finished", "failed"})
+
+
+@attrs.frozen
+class JournalRow:
+    """One job as the journal holds it. Times are epoch seconds."""
+
+    key: str
+    seq: int
+    job: dict[str, Any]
+    state: JobState
+    conversation_id: str | None
+    start_task_id: str | None
+    sandbox_status: str | None
+    execution_status: str | None
+    error: str | None
+    created_at: float
+    sent_at: float | None
+    running_at: float | None
+    ended_at: float | None
+    #: Where the job was first read ("jobs.jsonl:2", "item 2"), if known.
+    source: str | None = None
+    #: Earlier attempts (oldest first), each the fields `retry` cleared.
+    history: tuple[dict[str, Any], ...] = ()
+
+
+@attrs.frozen
+class RejectRow:
+    """An input that is not a job of its own: invalid, or a duplicate of another key."""
+
+    source: str
+    seq: int
+    state: Literal["failed", "skipped"]
+    key: str | None
+    job: Any
+    error: str
+    recorded_at: float
+
+
+class Journal(Protocol):
+    """A batch's record of its jobs, held by one run (or, for a shared backend, one worker
+    per job) at a time."""
+
+    async def add(
+        self, key: str, seq: int, job: dict[str, Any], *, source: str | None = None
+    ) -> JournalRow:
+        """Record a job as pending, or return the row an earlier run left for this key (its
+        content may differ: the caller compares). A reject recorded at `source` goes."""
+        ...
+
+    async def get(self, key: str) -> JournalRow | None: ...
+
+    async def rows(self, *states: JobState) -> Sequence[JournalRow]:
+        """Rows in these states (all if none given), in the order the jobs were added."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """Rows per state, every state present (0 if none)."""
+        ...
+
+    async def key_of(self, conversation_id: str) -> str | None:
+        """The job that holds, or once held, this conversation id (32 hex digits)."""
+        ...
+
+    async def mark_starting(self, key: str, conversation_id: str) -> JournalRow:
+        """Commit the minted conversation id before the start request leaves. Raises
+        AssertionError if another job holds, or held, that id."""
+        ...
+
+    async def mark_pending(self, key: str) -> None:
+        """The server provably did not take the start (e.g. its running cap refused it)."""
+        ...
+
+    async def mark_running(self, key: str, start_task_id: str) -> JournalRow: ...
+
+    async def mark_ended(
+        self,
+        key: str,
+        state: Literal["finished", "failed"],
+        *,
+        sandbox_status: str | None = None,
+        execution_status: str | None = None,
+        error: str | None = None,
+    ) -> None: ...
+
+    async def retry(self, key: str) -> JournalRow:
+        """Make a failed job pending again, its attempt moved to `history`."""
+        ...
+
+    async def reject(
+        self,
+        source: str,
+        seq: int,
+        state: Literal["failed", "skipped"],
+        *,
+        error: str,
+        key: str | None = None,
+        job: Any = None,
+    ) -> None:
+        """Record (or replace) what was wrong with the input at `source`."""
+        ...
+
+    async def rejects(self) -> Sequence[RejectRow]:
+        """Every recorded reject, in input order."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the journal (and any hold on it). Safe to call twice."""
+        ...

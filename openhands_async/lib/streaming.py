@@ -1,0 +1,263 @@
+"""Streaming start: `StartTaskStream` follows `POST /api/v1/app-conversations/stream-start`.
+
+The server keeps the response open and writes one JSON array, one start-task snapshot per
+element (`[` newline, elements separated by `,` newline, `]` once READY or ERROR); the
+parser (`_stream_parser`) turns it into `StartTask`s as it arrives.
+
+If the connection breaks (or stays silent longer than the idle timeout), the start is never
+sent again: with at least one element in hand the task is polled by id; with none, the SDK
+first looks for the start on the server (`SafeStart.look`) and polls it if found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncGenerator
+from types import TracebackType
+
+from .._base_client import BaseClient
+from .._constants import DEFAULT_STREAM_POLL_INTERVAL
+from .._converter import unstructure
+from .._http import ByteStream
+from .._retry import Idempotency
+from .._safe_start import SafeStart
+from ..errors import (
+    APIConnectionError,
+    InternalServerError,
+    StartTaskFailed,
+    StreamError,
+    StreamTruncated,
+)
+from ..models import StartRequest, StartTask, StartTaskStatus
+from ..resources.start_tasks import StartTasks
+from ._stream_parser import CountingReader, iter_start_tasks
+
+log = logging.getLogger("openhands_async")
+
+__all__ = ["STREAM_PATH", "StartTaskStream"]
+
+STREAM_PATH = "/api/v1/app-conversations/stream-start"
+
+
+class _State:
+    """What the stream object and its generator share (no reference back to the stream)."""
+
+    def __init__(self) -> None:
+        self.response: ByteStream | None = None
+        self.task: StartTask | None = None
+
+    def release(self) -> None:
+        resp, self.response = self.response, None
+        if resp is not None:
+            # Closes the connection if the body was not read to the end; sync and immediate.
+            resp.release()
+
+
+class StartTaskStream:
+    """The start-task snapshots of one conversation start, as they happen.
+
+    `async for task in client.conversations.stream_start(...)`, or
+    `async with client.conversations.stream_start(...) as stream: async for task in stream`.
+
+    Ends after READY; a final ERROR task is yielded and then `StartTaskFailed` is raised
+    (unless `raise_on_error=False`). Leaving early (`break`, cancellation, leaving the
+    `async with`, `aclose()`) closes the response at once. `conversation_id` is the id the
+    request carries (minted by the SDK unless given), `task` the latest snapshot. Snapshots
+    whose `request` the server sent unchanged share one `StartRequest` object.
+    """
+
+    def __init__(
+        self,
+        client: BaseClient,
+        request: StartRequest,
+        *,
+        start_tasks: StartTasks,
+        safe_start: SafeStart,
+        raise_on_error: bool = True,
+        recover: bool = True,
+        idle_timeout: float | None = None,
+        poll_interval: float = DEFAULT_STREAM_POLL_INTERVAL,
+    ) -> None:
+        if request.conversation_id is None:
+            raise ValueError("request.conversation_id must be set (make_start_request mints one)")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
+        self.conversation_id: str = request.conversation_id
+        self.request = request
+        self._state = _State()
+        self._gen = _run(
+            _Deps(client, start_tasks, safe_start),
+            request,
+            self._state,
+            raise_on_error=raise_on_error,
+            recover=recover,
+            idle_timeout=idle_timeout,
+            poll_interval=poll_interval,
+        )
+        # A plain `async for ... break` drops the stream without closing it: release the
+        # response when the object goes away (a finalizer, so no reference cycle keeps it).
+        self._finalizer = weakref.finalize(self, self._state.release)
+
+    @property
+    def task(self) -> StartTask | None:
+        """The latest snapshot yielded (None before the first)."""
+        return self._state.task
+
+    def __aiter__(self) -> StartTaskStream:
+        return self
+
+    async def __anext__(self) -> StartTask:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop: close the response (the start itself carries on on the server)."""
+        self._state.release()
+        await self._gen.aclose()
+
+    async def __aenter__(self) -> StartTaskStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        status = self._state.task.status if self._state.task else None
+        return f"StartTaskStream(conversation_id={self.conversation_id!r}, status={status})"
+
+
+class _Deps:
+    """What the stream's generator uses: the pipeline, task reads, the safe-start look-up."""
+
+    def __init__(self, client: BaseClient, start_tasks: StartTasks, safe: SafeStart) -> None:
+        self.client = client
+        self.start_tasks = start_tasks
+        self.safe = safe
+
+
+async def _run(
+    deps: _Deps,
+    request: StartRequest,
+    state: _State,
+    *,
+    raise_on_error: bool,
+    recover: bool,
+    idle_timeout: float | None,
+    poll_interval: float,
+) -> AsyncGenerator[StartTask, None]:
+    last: StartTask | None = None
+    async for task in _stream_or_recover(
+        deps,
+        request,
+        state,
+        recover=recover,
+        idle_timeout=idle_timeout,
+        poll_interval=poll_interval,
+    ):
+        last = state.task = task
+        yield task
+    if last is not None and last.status is StartTaskStatus.ERROR and raise_on_error:
+        raise StartTaskFailed(last)
+
+
+async def _stream_or_recover(
+    deps: _Deps,
+    request: StartRequest,
+    state: _State,
+    *,
+    recover: bool,
+    idle_timeout: float | None,
+    poll_interval: float,
+) -> AsyncGenerator[StartTask, None]:
+    client, safe = deps.client, deps.safe
+    method, url = "POST", client.url(STREAM_PATH)
+    cid = safe.conversation_id
+    idle = client.timeouts.stream_idle if idle_timeout is None else idle_timeout
+    last: StartTask | None = None
+    found: StartTask | None = None
+    broken: APIConnectionError | StreamError
+    try:
+        try:
+            resp = await client.open_stream(
+                method,
+                STREAM_PATH,
+                json=unstructure(request),
+                idle_timeout=idle,
+                idempotency=Idempotency.UNSENT_ONLY,
+            )
+        except APIConnectionError as exc:
+            if not recover or not exc.may_have_been_sent:
+                raise
+            broken = exc
+        except InternalServerError as exc:
+            # A 5xx may come after the server took the start: look before giving up.
+            if not recover:
+                raise
+            found = await safe.look(exc)
+            if found is None:
+                raise
+            broken = _as_conn(exc)
+        else:
+            state.response = resp
+            reader = CountingReader(resp, method=method, url=url)
+            try:
+                async for task in iter_start_tasks(reader, method=method, url=url):
+                    last = task
+                    yield task
+                return  # `]` and a clean end
+            except (APIConnectionError, StreamTruncated) as exc:
+                if not recover:
+                    raise
+                broken = exc
+            finally:
+                state.release()
+    finally:
+        state.release()
+
+    # Recovery: never send the start again.
+    if last is not None:
+        log.info(
+            "stream-start of task %s broke (%s); polling it instead", last.id, type(broken).__name__
+        )
+        async for task in _poll(deps.start_tasks, last, poll_interval):
+            yield task
+        return
+    if found is None:
+        found = await safe.look(
+            broken if isinstance(broken, APIConnectionError) else _as_conn(broken)
+        )
+    if found is None:
+        raise APIConnectionError(
+            f"stream-start of conversation {cid} broke before any start task arrived "
+            f"({broken.message}), and the server has no trace of it; it was not sent again",
+            method=method,
+            url=url,
+        ) from broken
+    log.info("stream-start of %s broke; found task %s, polling it", cid, found.id)
+    yield found
+    if not found.status.is_terminal:
+        async for task in _poll(deps.start_tasks, found, poll_interval):
+            yield task
+
+
+async def _poll(
+    start_tasks: StartTasks, last: StartTask, interval: float
+) -> AsyncGenerator[StartTask, None]:
+    """Poll a task until terminal, yielding only snapshots whose status changed."""
+    status = last.status
+    while not status.is_terminal:
+        await asyncio.sleep(interval)
+        task = await start_tasks.get(last.id)
+        if task.status != status:
+            status = task.status
+            yield task
+
+
+def _as_conn(exc: StreamError | InternalServerError) -> APIConnectionError:
+    return APIConnectionError(exc.message, method=exc.request_method, url=exc.request_url)
