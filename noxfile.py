@@ -27,6 +27,7 @@ ENDS_ONLY = [
     "tests/test_faults.py",
     "tests/test_readme.py",
     "tests/test_cli.py",
+    "tests/test_cli_terminal.py",
     "tests/test_pytest_plugin.py",
     "tests/test_examples.py",
 ]
