@@ -266,8 +266,8 @@ async def test_bad_lines_fail_with_their_line_and_the_batch_goes_on(tmp_path: Pa
     jobs = write_jsonl(tmp_path / "jobs.jsonl", BAD_LINES)
     out = tmp_path / "out.jsonl"
     async with FakeCloud(time_scale=0.1) as cloud, client_for(cloud) as c:
-        async with asyncio.timeout(60):
-            results = await run(c, read_jobs(jobs), max_running=2, out=out)
+        # wait_for, not asyncio.timeout: that is Python 3.11+.
+        results = await asyncio.wait_for(run(c, read_jobs(jobs), max_running=2, out=out), 60)
     bad = {r.source: r.error for r in results if not r.ok}
     assert sorted(bad) == [f"{jobs}:{n}" for n in (2, 3, 4, 6, 7, 8)]
     assert bad[f"{jobs}:2"] == "message is required"
