@@ -4,6 +4,7 @@ that keep every result, jobs checked when read. Over loopback against FakeCloud.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -133,7 +134,8 @@ async def test_a_conversation_id_held_by_another_job_is_never_sent(
     async with FakeCloud(time_scale=0.1) as cloud, client_for(cloud) as c:
         await run(c, [oh.Job("first", key="A")], journal=str(db))
         # Corrupt the journal: job B pending with A's conversation id.
-        with sqlite3.connect(db) as raw:
+        # `with connection` commits but does not close it; Python 3.13 warns at the GC.
+        with contextlib.closing(sqlite3.connect(db)) as raw, raw:
             (a_id,) = raw.execute("SELECT conversation_id FROM jobs WHERE key='A'").fetchone()
             raw.execute(
                 "INSERT INTO jobs (key, seq, job, state, conversation_id, created_at) "
