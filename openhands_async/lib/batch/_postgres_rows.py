@@ -3,14 +3,13 @@ connection (psycopg is imported only when one opens)."""
 
 from __future__ import annotations
 
-from ...errors import JournalUnavailableError
-
 import hashlib
 import hmac
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ...errors import JournalUnavailableError
 from .journal import JournalRow, RejectRow
 
 if TYPE_CHECKING:
