@@ -22,7 +22,8 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter as _make_json_converter
 
-from . import errors, models
+from . import errors
+from ._model_base import M, _install_codec, _Model, _OpenStrEnum
 from .models import (
     Event,
     ExecutionStatus,
@@ -32,7 +33,6 @@ from .models import (
     StartTaskStatus,
     TextContent,
     User,
-    _OpenStrEnum,
 )
 from .models_catalog import WebClientConfig
 from .models_settings import ApiKeyInfo, SecretStr, Settings
@@ -211,18 +211,18 @@ strict_converter = make_converter(strict=True)
 class ModelCodec:
     """`to_dict()` / `to_json()` / `from_dict()` of every model, through `converter`."""
 
-    def to_dict(self, model: models._Model) -> dict[str, Any]:
+    def to_dict(self, model: _Model) -> dict[str, Any]:
         data: dict[str, Any] = converter.unstructure(model)
         return data
 
-    def to_json(self, model: models._Model, indent: int | None) -> str:
+    def to_json(self, model: _Model, indent: int | None) -> str:
         return json.dumps(self.to_dict(model), indent=indent, ensure_ascii=False)
 
-    def from_dict(self, data: Mapping[str, Any], cls: type[models.M]) -> models.M:
+    def from_dict(self, data: Mapping[str, Any], cls: type[M]) -> M:
         if not isinstance(data, Mapping):
             raise TypeError(f"{cls.__name__}.from_dict takes a mapping, got {type(data).__name__}")
         try:
-            result: models.M = converter.structure(dict(data), cls)
+            result: M = converter.structure(dict(data), cls)
         except cattrs.BaseValidationError as exc:
             detail = "; ".join(cattrs.transform_error(exc))
             raise ValueError(f"the data does not fit {cls.__name__}: {detail}") from None
@@ -231,7 +231,7 @@ class ModelCodec:
         return result
 
 
-models._install_codec(ModelCodec())
+_install_codec(ModelCodec())
 
 
 def structure(data: Any, cls: type[T], *, method: str = "", url: str = "") -> T:

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from .models import _OpenStrEnum
+from ._model_base import _OpenStrEnum
 from .models_settings import GitProvider
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from .models import _OpenStrEnum
+from ._model_base import _OpenStrEnum
 
 __all__ = [
     "ApiKeyInfo",

@@ -4,38 +4,45 @@ It sends a request (`HTTPTransport.send`), opens a streamed response (`HTTPTrans
 a `ByteStream` whose `read`/`aclose` already speak the SDK's errors) and copies a body to a
 file (`ByteStream.copy_to`). Everything aiohttp raises is turned into the SDK's connection
 errors here, with a flag saying whether the request may have reached the server (starts
-depend on it). `Timeouts` become aiohttp's `ClientTimeout` here too. `open_websocket` opens
-a WebSocket (a conversation's live events) whose `receive()` returns text frames and, at the
-end, the close code as data (`WSClose`).
+depend on it). `Timeouts` become aiohttp's `ClientTimeout` here too. `open_websocket` (in
+`_websocket.py`) opens a WebSocket; the failure mapping is in `_failures.py`. This package
+is the only part of the SDK that imports aiohttp.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import IO, Any
 
 import aiohttp
 import attrs
-from yarl import URL
 
-from . import errors
-from .config import Timeouts
+from .. import errors
+from ..config import Timeouts
+from ._failures import _NETWORK_ERRORS, Params, connection_error, log
+from ._websocket import WebSocket, WSClose, open_websocket
 
-log = logging.getLogger("openhands_async")
-
-Params = Sequence[tuple[str, str]]
+__all__ = [
+    "AIOHTTP_VERSION",
+    "ByteStream",
+    "ClientSession",
+    "HTTPTransport",
+    "Params",
+    "RawResponse",
+    "WSClose",
+    "WebSocket",
+    "connection_error",
+    "open_websocket",
+    "request_timeout",
+    "stream_timeout",
+]
 
 #: Named in the User-Agent.
 AIOHTTP_VERSION: str = aiohttp.__version__
 #: The session type a user may pass in (named here so no other module imports aiohttp).
 ClientSession = aiohttp.ClientSession
-
-# What aiohttp and asyncio raise for a network failure or a fired timeout.
-_NETWORK_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 def request_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
@@ -60,44 +67,6 @@ class RawResponse:
     headers: Mapping[str, str]
     content_type: str | None
     body: bytes
-
-
-def connection_error(
-    exc: BaseException, *, method: str, url: str, timeouts: aiohttp.ClientTimeout
-) -> errors.APIConnectionError:
-    """Map an aiohttp/asyncio failure to the SDK's error, naming the timeout that fired."""
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return errors.APITimeoutError(
-            f"connect timeout after {timeouts.sock_connect}s",
-            method=method,
-            url=url,
-            kind="connect",
-            seconds=timeouts.sock_connect,
-            may_have_been_sent=False,
-        )
-    if isinstance(exc, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError):
-        return errors.APITimeoutError(
-            f"read timeout: the server sent nothing for {timeouts.sock_read}s",
-            method=method,
-            url=url,
-            kind="read",
-            seconds=timeouts.sock_read,
-        )
-    if isinstance(exc, asyncio.TimeoutError):
-        return errors.APITimeoutError(
-            f"total timeout of {timeouts.total}s",
-            method=method,
-            url=url,
-            kind="total",
-            seconds=timeouts.total,
-        )
-    # Failing to connect proves the request never left; anything later may have reached it.
-    return errors.APIConnectionError(
-        f"connection error: {type(exc).__name__}: {exc}",
-        method=method,
-        url=url,
-        may_have_been_sent=not isinstance(exc, aiohttp.ClientConnectorError),
-    )
 
 
 class ByteStream:
@@ -314,102 +283,3 @@ class HTTPTransport:
             connect_timeout=self.timeouts.connect,
             heartbeat=heartbeat,
         )
-
-
-# -- WebSockets (issue 16: the agent server's live events) ----------------------------
-
-
-@attrs.frozen
-class WSClose:
-    """How a WebSocket ended, as data: the close code (None: the connection just broke,
-    no close frame) and its reason."""
-
-    code: int | None
-    reason: str = ""
-
-
-class WebSocket:
-    """An open WebSocket: `send_json`, `receive()` (the next text frame, or a `WSClose` once
-    it ended), `aclose()`/`abort()`. Network failures and a missed heartbeat pong raise the
-    SDK's `APIConnectionError`; close codes are returned, so the caller decides what 4001
-    or 4004 mean."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse[bool], *, url: str) -> None:
-        self._ws = ws
-        self._url = url
-
-    async def send_json(self, obj: Any) -> None:
-        try:
-            await self._ws.send_json(obj)
-        except _NETWORK_ERRORS as exc:
-            raise self._broken(exc) from exc
-
-    async def receive(self) -> str | WSClose:
-        try:
-            msg = await self._ws.receive()
-        except _NETWORK_ERRORS as exc:
-            raise self._broken(exc) from exc
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            return str(msg.data)
-        if msg.type is aiohttp.WSMsgType.BINARY:
-            return bytes(msg.data).decode("utf-8", "replace")
-        if msg.type is aiohttp.WSMsgType.ERROR:
-            failure = msg.data if isinstance(msg.data, BaseException) else OSError(str(msg.data))
-            raise self._broken(failure) from failure
-        # CLOSE / CLOSING / CLOSED (aiohttp has answered a close already); 1006 means no
-        # close frame came: the connection broke.
-        code = msg.data if msg.type is aiohttp.WSMsgType.CLOSE else self._ws.close_code
-        reason = msg.extra if isinstance(msg.extra, str) else ""
-        return WSClose(None if code in (None, 1006) else int(code), reason)
-
-    def abort(self) -> None:
-        """Drop the connection at once, without a close frame (sync: for finalizers)."""
-        response = getattr(self._ws, "_response", None)
-        if response is not None:
-            response.close()
-
-    async def aclose(self) -> None:
-        if not self._ws.closed:
-            with contextlib.suppress(*_NETWORK_ERRORS, RuntimeError):
-                await asyncio.wait_for(self._ws.close(), timeout=1.0)
-
-    def _broken(self, exc: BaseException) -> errors.APIConnectionError:
-        if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
-            return errors.APITimeoutError(
-                "websocket heartbeat: no pong", method="WS", url=self._url, kind="read"
-            )
-        message = f"websocket broke: {type(exc).__name__}: {exc}"
-        return errors.APIConnectionError(message, method="WS", url=self._url)
-
-
-async def open_websocket(
-    session: aiohttp.ClientSession,
-    url: str,
-    *,
-    params: Params,
-    headers: Mapping[str, str],
-    connect_timeout: float | None,
-    heartbeat: float | None,
-) -> WebSocket:
-    """Open a WebSocket on `session` sending only `headers` (no client credentials). A
-    redirect to another host is refused: the caller's first frame may carry a key."""
-    connect = session.ws_connect(
-        url, params=params, headers=headers, heartbeat=heartbeat, max_msg_size=0
-    )  # max_msg_size=0: no cap, an event can carry a whole file
-    try:
-        ws = await asyncio.wait_for(connect, timeout=connect_timeout)
-    except aiohttp.WSServerHandshakeError as exc:
-        message = f"websocket handshake refused: HTTP {exc.status}"
-        raise errors.APIConnectionError(message, method="WS", url=url) from exc
-    except _NETWORK_ERRORS as exc:
-        # A handshake that did not finish in time never carried anything: a connect timeout.
-        cause = aiohttp.ConnectionTimeoutError() if isinstance(exc, asyncio.TimeoutError) else exc
-        timeouts = aiohttp.ClientTimeout(sock_connect=connect_timeout)
-        raise connection_error(cause, method="WS", url=url, timeouts=timeouts) from exc
-    landed = URL(str(ws._response.url))
-    if (landed.host, landed.port) != (URL(url).host, URL(url).port):
-        await ws.close()
-        message = "websocket redirected to another host: refusing to authenticate there"
-        raise errors.APIConnectionError(message, method="WS", url=url)
-    log.debug("WS %s open", url)
-    return WebSocket(ws, url=url)
