@@ -6,12 +6,14 @@ a SIGKILLed worker's jobs adopted by a survivor and followed to their end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,30 @@ async def main():
             print("done", r.job.key, r.state, flush=True)
 asyncio.run(main())
 """
+
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float) -> AsyncIterator[None]:
+    """`asyncio.timeout` for Python 3.10 too: the block is cancelled after `seconds`, and
+    that is a TimeoutError (a hang fails the test instead of stalling the suite)."""
+    task = asyncio.current_task()
+    assert task is not None
+    fired = False
+
+    def fire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    handle = asyncio.get_running_loop().call_later(seconds, fire)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if fired:
+            raise TimeoutError(f"not done within {seconds}s") from None
+        raise
+    finally:
+        handle.cancel()
 
 
 def sent_ids(cloud: FakeCloud) -> list[str]:
@@ -99,7 +125,7 @@ async def test_three_workers_one_killed_every_job_started_once_cap_held(pg_dsn: 
             running, finished = held[0]
             return bool(running >= 1 and finished >= cap)
 
-        async with asyncio.timeout(180):
+        async with deadline(180):
             await until(victim_mid_run)
             os.kill(victim.pid, signal.SIGKILL)
             await victim.wait()
@@ -153,7 +179,7 @@ async def test_two_accounts_run_three_each_six_at_once(pg_dsn: str) -> None:
 
         watcher = asyncio.ensure_future(watch())
         workers = [await spawn(pg_dsn, cloud, n, cap, lease=5.0) for cloud in (a, b)]
-        async with asyncio.timeout(180):
+        async with deadline(180):
             for w in workers:
                 await w.communicate()
         watcher.cancel()
