@@ -51,22 +51,29 @@ class OpenHandsClient(BaseClient):
 
     @functools.cached_property
     def start_tasks(self) -> StartTasks:
+        """Start tasks: a conversation's start-up (`get`, `get_many`, `search`, `count`)."""
         return StartTasks(self)
 
     @functools.cached_property
     def conversations(self) -> Conversations:
+        """Conversations: `start`, `stream_start`, `get`/`get_many`, `search`, `count`,
+        `send_message`, `ask`, `update`, `delete`, `download`, the workspace reads."""
         return Conversations(self, self.start_tasks)
 
     @functools.cached_property
     def events(self) -> Events:
+        """A conversation's events: `search`, `count`, `get_many`, `last_agent_message`,
+        and `follow` (live, over the agent server's WebSocket)."""
         return Events(self, self.conversations, self.sandboxes)
 
     @functools.cached_property
     def sandboxes(self) -> Sandboxes:
+        """Sandboxes: `get`/`get_many`, `search`, `start`, `pause`, `resume`, `delete`."""
         return Sandboxes(self)
 
     @functools.cached_property
     def users(self) -> Users:
+        """The signed-in user: `await client.users.me()`."""
         return Users(self)
 
     async def __aenter__(self) -> OpenHandsClient:

@@ -69,6 +69,9 @@ class RetryPolicy:
             raise ValueError("retry delays must be >= 0")
 
     def should_retry(self, exc: BaseException, idempotency: Idempotency) -> bool:
+        """Whether a request that failed with `exc` may be sent again, given how safe
+        re-sending it is (`Idempotency`).
+        """
         if isinstance(exc, errors.ConcurrencyLimitError):
             return False  # only a running conversation ending frees a slot: not a timer
         if isinstance(exc, errors.RateLimitError):

@@ -53,6 +53,7 @@ class _OpenStrEnum(str, enum.Enum):
 
     @property
     def known(self) -> bool:
+        """False for a value this SDK version does not know (kept, never an error)."""
         return self._name_ != "UNKNOWN"
 
     def __str__(self) -> str:
@@ -63,6 +64,8 @@ class _OpenStrEnum(str, enum.Enum):
 
 
 class StartTaskStatus(_OpenStrEnum):
+    """Where a start is (`StartTask.status`): WORKING ... READY, or ERROR."""
+
     WORKING = "WORKING"
     WAITING_FOR_SANDBOX = "WAITING_FOR_SANDBOX"
     PREPARING_REPOSITORY = "PREPARING_REPOSITORY"
@@ -75,10 +78,13 @@ class StartTaskStatus(_OpenStrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """READY or ERROR: the start will not change again."""
         return self in (StartTaskStatus.READY, StartTaskStatus.ERROR)
 
 
 class SandboxStatus(_OpenStrEnum):
+    """A sandbox's state: PAUSED has no agent server (resume it); MISSING: deleted or gone."""
+
     STARTING = "STARTING"
     RUNNING = "RUNNING"
     PAUSED = "PAUSED"
@@ -87,6 +93,8 @@ class SandboxStatus(_OpenStrEnum):
 
 
 class ExecutionStatus(_OpenStrEnum):
+    """What the agent is doing (`Conversation.execution_status`, state-update events)."""
+
     IDLE = "idle"
     RUNNING = "running"
     PAUSED = "paused"
@@ -99,6 +107,8 @@ class ExecutionStatus(_OpenStrEnum):
 
 @attrs.frozen
 class TextContent:
+    """A text block of a `Message`: `Message([TextContent("Fix it")])`."""
+
     text: str
     cache_prompt: bool = False
     type: str = "text"
@@ -106,6 +116,8 @@ class TextContent:
 
 @attrs.frozen
 class ImageContent:
+    """Image URLs as a block of a `Message`."""
+
     image_urls: list[str]
     cache_prompt: bool = False
     type: str = "image"
@@ -124,6 +136,7 @@ class Message:
 
     @property
     def text(self) -> str:
+        """The text blocks joined by newlines."""
         return "\n".join(c.text for c in self.content if isinstance(c, TextContent))
 
 
@@ -184,6 +197,7 @@ class StartTask:
 
     @property
     def is_terminal(self) -> bool:
+        """READY or ERROR: the start is over (`app_conversation_id` is set once READY)."""
         return self.status.is_terminal
 
 
@@ -237,6 +251,8 @@ _TERMINAL_EXECUTION = frozenset(
 
 @attrs.frozen
 class ExposedUrl:
+    """A URL a sandbox exposes (the agent server, a VS Code, an app port)."""
+
     name: str
     url: str
     port: int | None = None
@@ -244,6 +260,8 @@ class ExposedUrl:
 
 @attrs.frozen
 class Sandbox:
+    """A sandbox (`client.sandboxes`): the machine a conversation's agent runs in."""
+
     id: str
     status: SandboxStatus = SandboxStatus.MISSING
     created_by_user_id: str | None = None
@@ -288,6 +306,7 @@ class Event:
 
     @property
     def role(self) -> str | None:
+        """A message event's role ("user", "assistant"), else None."""
         message = self.payload.get("llm_message")
         role = message.get("role") if isinstance(message, dict) else None
         return role if isinstance(role, str) else None
@@ -321,7 +340,8 @@ class Event:
         return _object(self.payload.get("action"))
 
     @property
-    def observation(self) -> dict[str, Any] | None:  # an ObservationEvent's observation
+    def observation(self) -> dict[str, Any] | None:
+        """An ObservationEvent's observation object, else None."""
         return _object(self.payload.get("observation"))
 
     def _field(self, name: str) -> str | None:
@@ -329,11 +349,13 @@ class Event:
         return next((str(v) for v in found if isinstance(v, str)), None)
 
     @property
-    def command(self) -> str | None:  # an action's command, or the observation's answering it
+    def command(self) -> str | None:
+        """An action's command, or that of the action an observation answers."""
         return self._field("command")
 
     @property
-    def path(self) -> str | None:  # the file an action or observation is about
+    def path(self) -> str | None:
+        """The file an action or observation is about, else None."""
         return self._field("path")
 
     @property

@@ -326,6 +326,7 @@ class ChangeFeed:
         self._poller._unsubscribe(self)
 
     async def aclose(self) -> None:
+        """Stop the feed (as `close()`); the poller carries on."""
         self.close()
 
     def __aiter__(self) -> ChangeFeed:
