@@ -44,6 +44,11 @@ class OpenHandsClient(BaseClient):
 
     `requests_per_second` (or any async context manager as `rate_limiter`) bounds the
     request rate of everything sent through this client, the poller included.
+
+        async with OpenHandsClient(timeout=30, max_retries=4) as client:
+            async for conv in client.conversations.search(title_contains="README"):
+                print(conv.id, conv.execution_status)
+            quick = client.with_options(timeout=5, max_retries=0)  # shares the session
     """
 
     # Resources are made on first use (openai-python does the same): the facade adds no

@@ -143,6 +143,7 @@ class Message:
 #: What `start`, `stream_start` and `send_message` take as the message: text, a list of
 #: text/image content (str items are text), a `Message`, or None (no initial message).
 MessageInput = str | Message | Sequence[str | TextContent | ImageContent] | None
+"""What `start`, `send_message` and `ask` take as a message: text, blocks, or a `Message`."""
 
 
 def _redact(value: dict[str, str] | None) -> str:

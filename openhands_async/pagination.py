@@ -47,8 +47,6 @@ class AsyncPager(Generic[T]):
                 yield item
 
     async def to_list(self) -> list[T]:
-        """Every item in one list (mind `limit` on a large search).
-
-            conversations = await client.conversations.search(limit=50).to_list()
-        """
+        """Every item in one list (mind `limit` on a large search):
+        `await client.conversations.search(limit=50).to_list()`."""
         return [item async for item in self]

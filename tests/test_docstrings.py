@@ -113,9 +113,7 @@ def test_every_resource_method_has_a_docstring() -> None:
         if not _has_doc(OpenHandsClient.__dict__[attribute].func):
             missing.add(f"OpenHandsClient.{attribute}")
         missing.update(_undocumented_members(cls))
-    assert not missing, "resource methods without a docstring:\n  " + "\n  ".join(
-        sorted(missing)
-    )
+    assert not missing, "resource methods without a docstring:\n  " + "\n  ".join(sorted(missing))
 
 
 def test_every_resource_is_in_the_reference() -> None:
@@ -137,6 +135,5 @@ def test_the_check_sees_a_missing_docstring() -> None:
 
     Documented.__module__ = "openhands_async.example"
     assert list(_undocumented_members(Documented)) == [
-        "openhands_async.example.test_the_check_sees_a_missing_docstring.<locals>."
-        "Documented.method"
+        "openhands_async.example.test_the_check_sees_a_missing_docstring.<locals>.Documented.method"
     ]

@@ -107,7 +107,7 @@ class EventStream:
 
     @property
     def transport(self) -> str | None:
-        """"websocket" or "poll": what the stream uses now (None before it connects)."""
+        """What the stream uses now: "websocket" or "poll" (None before it connects)."""
         return self._state.transport
 
     @property
