@@ -1,7 +1,7 @@
 """Benchmark: run_batch vs. the docs' way (POST every start, poll each alone, no cap).
 
     python benchmarks/bench_batch.py [--jobs 1000] [--cap 10] [--run-seconds 0.5]
-                                     [--repeat 1] [--only run_batch]
+                                     [--repeat 1] [--only run_batch] [--journal memory|file]
 
 A FakeCloud with a per-account running cap (`--cap`, pause mode: a start beyond the cap
 silently pauses the account's oldest running conversations, as the Cloud does) runs in a
@@ -23,6 +23,7 @@ import multiprocessing as mp
 import statistics
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 API_KEY = "bench-key"
@@ -60,16 +61,52 @@ def _serve(conn: Connection, cap: int, run_seconds: float) -> None:
     asyncio.run(main())
 
 
-async def _with_batch(base_url: str, n: int, cap: int) -> dict[str, Any]:
+_JOURNAL_CALLS = ("add", "key_of", "mark_starting", "mark_pending", "mark_running", "mark_ended")
+
+
+def _timed_journal(path: str) -> Any:
+    """A SQLite journal (a file in a fresh temporary directory, or ":memory:") that adds up
+    the time spent in each call the runner makes, in `.spent` (seconds)."""
+    import tempfile
+
+    from openhands_async import SQLiteJournal
+
+    class Timed(SQLiteJournal):
+        spent = 0.0
+
+    def timed(name: str) -> Any:
+        inner = getattr(SQLiteJournal, name)
+
+        async def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return await inner(self, *args, **kwargs)
+            finally:
+                Timed.spent += time.perf_counter() - t0
+
+        return call
+
+    for name in _JOURNAL_CALLS:
+        setattr(Timed, name, timed(name))
+    if path != ":memory:":
+        path = str(Path(tempfile.mkdtemp(prefix="bench-batch-")) / "run.db")
+    return Timed(path)
+
+
+async def _with_batch(base_url: str, n: int, cap: int, journal_kind: str) -> dict[str, Any]:
     import openhands_async as oh
 
+    journal = _timed_journal(":memory:" if journal_kind == "memory" else "file")
     async with oh.OpenHandsClient(api_key=API_KEY, base_url=base_url) as client:
         jobs = (oh.Job(f"bench job {i}", repository="bench/repo") for i in range(n))
         began = time.monotonic()
         ok = 0
-        async for result in client.run_batch(jobs, max_running=cap, poll_interval=0.02):
+        runs = client.run_batch(jobs, max_running=cap, poll_interval=0.02, journal=journal)
+        async for result in runs:
             ok += result.ok
-        return {"wall": time.monotonic() - began, "finished": ok}
+        wall = time.monotonic() - began
+    journal.close()
+    return {"wall": wall, "finished": ok, "journal_us_per_job": journal.spent / n * 1e6}
 
 
 async def _docs_way(base_url: str, n: int, deadline: float) -> dict[str, Any]:
@@ -119,7 +156,7 @@ async def _docs_way(base_url: str, n: int, deadline: float) -> dict[str, Any]:
         return {"wall": time.monotonic() - began, "finished": len(done)}
 
 
-def _run(kind: str, n: int, cap: int, run_seconds: float) -> dict[str, Any]:
+def _run(kind: str, n: int, cap: int, run_seconds: float, journal: str) -> dict[str, Any]:
     parent, child = mp.Pipe()
     server = mp.Process(target=_serve, args=(child, cap, run_seconds), daemon=True)
     server.start()
@@ -128,7 +165,7 @@ def _run(kind: str, n: int, cap: int, run_seconds: float) -> dict[str, Any]:
     ideal = math.ceil(n / cap) * (START_UP + run_seconds)
     try:
         if kind == "run_batch":
-            out = asyncio.run(_with_batch(base_url, n, cap))
+            out = asyncio.run(_with_batch(base_url, n, cap, journal))
         else:
             out = asyncio.run(_docs_way(base_url, n, ideal * 1.5))
         parent.send("stats")
@@ -151,24 +188,38 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("run_batch", "docs way"), help="run one client (default: both)"
     )
+    parser.add_argument(
+        "--journal",
+        choices=("memory", "file"),
+        default="memory",
+        help="run_batch's SQLite journal: in memory (run_batch's default) or a file",
+    )
     args = parser.parse_args()
     kinds = [args.only] if args.only else ["run_batch", "docs way"]
     rows = [
-        (kind, _run(kind, args.jobs, args.cap, args.run_seconds))
+        (kind, _run(kind, args.jobs, args.cap, args.run_seconds, args.journal))
         for kind in kinds
         for _ in range(args.repeat)
     ]
-    print(f"\n{args.jobs} jobs, account cap {args.cap}, {args.run_seconds}s per conversation")
+    print(
+        f"\n{args.jobs} jobs, account cap {args.cap}, {args.run_seconds}s per conversation, "
+        f"{args.journal} journal"
+    )
     print(
         "| client | finished | wall s | ideal s | wall/ideal | requests"
-        " | paused by cap | peak running |"
+        " | paused by cap | peak running | journal µs/job |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
+
+    def journal_cost(r: dict[str, Any]) -> str:
+        us = r.get("journal_us_per_job")
+        return "-" if us is None else f"{us:.0f}"
+
     for kind, r in rows:
         print(
             f"| {kind} | {r['finished']}/{args.jobs} | {r['wall']:.1f} | {r['ideal']:.1f} | "
             f"{r['wall'] / r['ideal']:.2f} | {r['requests']:,} | {r['paused']} "
-            f"| {r['peak_running']} |"
+            f"| {r['peak_running']} | {journal_cost(r)} |"
         )
     if args.repeat > 1:
         for kind in kinds:

@@ -29,7 +29,9 @@ from ._constants import (
     DOWNLOAD_CHUNK_SIZE,
     ENV_API_KEY,
     ENV_BASE_URL,
+    ENV_ORG_ID,
     ENV_SESSION_API_KEY,
+    ORG_ID_HEADER,
 )
 from ._gate import RequestGate
 from ._http import AIOHTTP_VERSION, ByteStream, ClientSession, HTTPTransport, Params, WebSocket
@@ -69,7 +71,10 @@ class BaseClient:
         rate_limiter: AbstractAsyncContextManager[Any] | None = None,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         allow_insecure_http: bool = False,
+        org_id: str | None = None,
     ) -> None:
+        # An API key not bound to one organisation acts in the one named here (X-Org-Id).
+        self.org_id = org_id if org_id is not None else os.environ.get(ENV_ORG_ID) or None
         self._api_key = api_key if api_key is not None else os.environ.get(ENV_API_KEY) or None
         self._session_api_key = (
             session_api_key
@@ -203,6 +208,8 @@ class BaseClient:
             headers["Authorization"] = f"Bearer {self._api_key}"
         if self._session_api_key:
             headers["X-Session-API-Key"] = self._session_api_key
+        if self.org_id:
+            headers[ORG_ID_HEADER] = self.org_id
         return headers
 
     def _check_credentials(self, method: str, url: str) -> None:

@@ -61,3 +61,29 @@ async def gather_bounded(
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     return [item for chunk_result in results for item in chunk_result]
+
+
+async def for_each_bounded(
+    items: Sequence[T], run: Callable[[T], Awaitable[None]], *, concurrency: int
+) -> None:
+    """`await run(item)` for every item in order, at most `concurrency` at once (as many
+    workers sharing one iterator: no task or semaphore per item). The first failure
+    cancels the others and is raised."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await run(item)
+
+    n = min(concurrency, len(items))
+    if n <= 1:
+        await worker()
+        return
+    tasks = [asyncio.ensure_future(worker()) for _ in range(n)]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -6,6 +6,9 @@ DEFAULT_BASE_URL = "https://app.all-hands.dev"
 ENV_API_KEY = "OPENHANDS_API_KEY"
 ENV_SESSION_API_KEY = "OPENHANDS_SESSION_API_KEY"
 ENV_BASE_URL = "OPENHANDS_BASE_URL"
+# The organisation a key not bound to one acts in (sent as X-Org-Id on every request).
+ENV_ORG_ID = "OPENHANDS_ORG_ID"
+ORG_ID_HEADER = "X-Org-Id"
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
@@ -73,3 +76,7 @@ DEFAULT_FOLLOW_SETTLE = 1.0
 # conversations.ask: how long to wait for the agent's reply, and how often to look.
 DEFAULT_ASK_TIMEOUT = 600.0
 DEFAULT_ASK_POLL_INTERVAL = 1.0
+
+#: Seconds a SQLite journal may hold writes that need not be durable at once (a job's
+#: add, running and end marks) before committing them; a start's mark commits at once.
+JOURNAL_COMMIT_DELAY = 0.1

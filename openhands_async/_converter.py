@@ -29,7 +29,10 @@ from .models import (
     StartTaskStatus,
     TextContent,
     User,
+    _OpenStrEnum,
 )
+from .models_catalog import WebClientConfig
+from .models_settings import ApiKeyInfo, SecretStr, Settings
 
 T = TypeVar("T")
 NoneType = type(None)
@@ -146,12 +149,27 @@ def _object_hook(cls: type, conv: cattrs.Converter) -> Callable[[Any, Any], Any]
     return structure_object
 
 
+def _is_open_enum(type_: Any) -> bool:
+    return isinstance(type_, type) and issubclass(type_, _OpenStrEnum)
+
+
+def _payload_hook(cls: type, conv: cattrs.Converter) -> Callable[[Any, Any], Any]:
+    hook = _object_hook(cls, conv)
+
+    def structure_with_payload(value: Any, type_: Any) -> Any:
+        return attrs.evolve(hook(value, type_), payload=dict(value))
+
+    return structure_with_payload
+
+
 def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv = _make_json_converter(forbid_extra_keys=strict, detailed_validation=True)
     conv.register_structure_hook_factory(_is_optional, _optional_hook)
     # By class: as str subclasses they would otherwise get the `str` hook, `cls(value)`.
     for status_enum in (StartTaskStatus, SandboxStatus, ExecutionStatus):
         conv.register_structure_hook(status_enum, _enum_hook(status_enum))
+    # Every other open enum (git providers, task types, ...): the same hook, made per class.
+    conv.register_structure_hook_factory(_is_open_enum, _enum_hook)
     conv.register_structure_hook(datetime, _parse_datetime)
     conv.register_structure_hook(str, _structure_str)
     conv.register_unstructure_hook(datetime, lambda d: d.isoformat())
@@ -159,10 +177,11 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
     conv.register_structure_hook_factory(attrs.has, _object_hook)
     # Events keep their raw object: kinds and their fields vary too much to type them all.
     conv.register_structure_hook(Event, _structure_event)
-    user_hook = _object_hook(User, conv)
-    conv.register_structure_hook(
-        User, lambda value, cls: attrs.evolve(user_hook(value, cls), payload=dict(value))
-    )
+    # Models that keep the raw object too (`payload`): the server adds fields often.
+    for with_payload in (User, Settings, WebClientConfig, ApiKeyInfo):
+        conv.register_structure_hook(with_payload, _payload_hook(with_payload, conv))
+    # A secret goes on the wire as its value; it is never structured from an answer.
+    conv.register_unstructure_hook(SecretStr, SecretStr.get_secret_value)
     # A request sends only what the caller set, so the server's own defaults apply.
     conv.register_unstructure_hook(
         StartRequest,

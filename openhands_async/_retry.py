@@ -63,5 +63,15 @@ def _log_backoff(details: Any) -> None:
         "retrying in %.2fs after attempt %d: %s",
         details.get("wait", 0.0),
         details.get("tries", 0),
-        details.get("exception"),
+        _brief(details.get("exception")),
     )
+
+
+def _brief(exc: object) -> str:
+    # The error's kind, status and request only: a server's message can quote the request
+    # back (a secret value sent in it), and this line is logged before the caller's
+    # resource had a chance to mask it.
+    if isinstance(exc, errors.APIStatusError):
+        where = f" ({exc.request_method} {exc.request_url})" if exc.request_method else ""
+        return f"HTTP {exc.status}{where}"
+    return str(exc)  # a connection error's message is the SDK's own

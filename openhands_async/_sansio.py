@@ -162,7 +162,9 @@ def encode_query(
             continue
         values = value if isinstance(value, list | tuple) else [value]
         for v in values:
-            if isinstance(v, bool):
+            if type(v) is str:  # the common case (a batch read's 99 ids): no other test
+                out.append((key, v))
+            elif isinstance(v, bool):
                 out.append((key, "true" if v else "false"))
             elif hasattr(v, "isoformat"):
                 out.append((key, v.isoformat()))

@@ -21,7 +21,14 @@ from .lib.batch import BatchProgress, BatchRun, Job, Journal, account_label
 from .lib.conversations import Conversations
 from .lib.events import Events
 from .lib.poller import ConversationPoller
+from .resources.api_keys import ApiKeys
+from .resources.config import Config
+from .resources.git import Git
+from .resources.sandbox_specs import SandboxSpecs
 from .resources.sandboxes import Sandboxes
+from .resources.secrets import Secrets
+from .resources.settings import SettingsResource
+from .resources.skills import Skills
 from .resources.start_tasks import StartTasks
 from .resources.users import Users
 
@@ -41,6 +48,9 @@ class OpenHandsClient(BaseClient):
 
     `session`: pass your own `aiohttp.ClientSession` to share it; the client then never
     closes it. Otherwise the client creates one on first use and closes it on exit.
+
+    `org_id` (else `OPENHANDS_ORG_ID`) is sent as `X-Org-Id` on every request: the
+    organisation an API key not bound to one acts in.
 
     `requests_per_second` (or any async context manager as `rate_limiter`) bounds the
     request rate of everything sent through this client, the poller included.
@@ -80,6 +90,36 @@ class OpenHandsClient(BaseClient):
     def users(self) -> Users:
         """The signed-in user: `await client.users.me()`."""
         return Users(self)
+
+    # -- the account's configuration and what the server offers (issue 20) --
+
+    @functools.cached_property
+    def settings(self) -> SettingsResource:
+        return SettingsResource(self)
+
+    @functools.cached_property
+    def secrets(self) -> Secrets:
+        return Secrets(self)
+
+    @functools.cached_property
+    def git(self) -> Git:
+        return Git(self)
+
+    @functools.cached_property
+    def sandbox_specs(self) -> SandboxSpecs:
+        return SandboxSpecs(self)
+
+    @functools.cached_property
+    def skills(self) -> Skills:
+        return Skills(self)
+
+    @functools.cached_property
+    def config(self) -> Config:
+        return Config(self)
+
+    @functools.cached_property
+    def api_keys(self) -> ApiKeys:
+        return ApiKeys(self)
 
     async def __aenter__(self) -> OpenHandsClient:
         return self

@@ -140,3 +140,13 @@ def test_fake_cloud_imports_nothing_from_the_sdk() -> None:
                     assert not (node.module or "").startswith("openhands_async"), path.name
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("openhands_async") for a in node.names), path.name
+
+
+def test_issue20_lists_match_the_spec_and_the_sdk() -> None:
+    from openhands_async.testing._routes.git import SORTS
+    from openhands_async.testing._routes.secrets import PROVIDERS
+
+    assert list(PROVIDERS) == SCHEMAS["ProviderType"]["enum"]
+    assert list(PROVIDERS) == [member.value for member in oh.GitProvider]
+    assert list(SORTS) == SCHEMAS["SortOrder"]["enum"]
+    assert [m.value for m in oh.SuggestedTaskType] == SCHEMAS["TaskType"]["enum"]

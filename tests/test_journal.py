@@ -13,6 +13,8 @@ import pytest
 
 from openhands_async.lib.batch import JournalLockedError, SQLiteJournal
 
+from .conftest import eventually
+
 
 async def test_states_survive_reopening(tmp_path: Path) -> None:
     db = tmp_path / "run.db"
@@ -116,3 +118,28 @@ def test_in_memory_journals_lock_nothing(tmp_path: Path, monkeypatch: pytest.Mon
 
     asyncio.run(scenario())
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_only_a_starts_mark_commits_at_once_the_rest_soon_after(tmp_path: Path) -> None:
+    # A start's conversation id is durable before the start is sent; the other marks ride
+    # along with it, or are committed within JOURNAL_COMMIT_DELAY (or on close).
+    db = tmp_path / "run.db"
+
+    def committed() -> dict[str, str]:
+        with sqlite3.connect(db) as other:
+            return dict(other.execute("SELECT key, state FROM jobs").fetchall())
+
+    journal = SQLiteJournal(db)
+    await journal.add("a", 0, {"message": "x"})
+    assert (await journal.get("a")) is not None  # the journal itself sees it at once
+    await journal.mark_starting("a", "c" * 32)
+    assert committed() == {"a": "starting"}  # committed with the start's mark
+    await journal.mark_running("a", "t" * 32)
+    await journal.mark_ended("a", "finished")
+    assert committed() == {"a": "starting"}
+    await eventually(lambda: committed() == {"a": "finished"})
+    await journal.add("b", 1, {"message": "y"})
+    with pytest.raises(KeyError):  # a failed mark keeps what is held
+        await journal.mark_running("zz", "t" * 32)
+    journal.close()
+    assert committed() == {"a": "finished", "b": "pending"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 import traceback
 import uuid
 from collections.abc import AsyncIterator
@@ -125,3 +126,83 @@ async def test_unknown_conversation_id_error_has_no_key(secret_cloud: FakeCloud)
         with pytest.raises(oh.NotFoundError) as info:
             await client.conversations.get(uuid.uuid4().hex)
     assert KEY not in "".join(traceback.format_exception(info.value))
+
+
+# -- secret values the caller passes in (issue 20) ----------------------------------------
+
+SECRET_VALUE = "s3cr3t-VALUE-5566778899"
+LLM_KEY = "sk-llm-PRIVATE-112233445566"
+GIT_TOKEN = "ghp_GITTOKEN-998877665544"
+
+
+def test_secret_str_never_shows_its_value() -> None:
+    secret = oh.SecretStr(SECRET_VALUE)
+    shown = [repr(secret), str(secret), f"{secret}", f"{secret!r}", f"{secret:>40}"]
+    assert all(SECRET_VALUE not in text for text in shown)
+    assert secret.get_secret_value() == SECRET_VALUE
+    assert secret == oh.SecretStr(SECRET_VALUE)
+    assert oh.SecretStr(secret).get_secret_value() == SECRET_VALUE
+    with pytest.raises(TypeError):
+        pickle.dumps(secret)
+
+
+async def test_secret_values_never_leak(
+    secret_cloud: FakeCloud, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    cloud = secret_cloud
+    texts: list[str] = []
+    async with oh.OpenHandsClient(
+        api_key=KEY, base_url=cloud.base_url, retry_policy=FAST
+    ) as client:
+        calls = {
+            "create_secret": (lambda: client.secrets.create("TOKEN", SECRET_VALUE), SECRET_VALUE),
+            "store_git_providers": (
+                lambda: client.secrets.set_git_provider("github", GIT_TOKEN),
+                GIT_TOKEN,
+            ),
+            "store_settings": (lambda: client.settings.update(llm_api_key=LLM_KEY), LLM_KEY),
+            "save_profile": (lambda: client.settings.profiles.save("p", api_key=LLM_KEY), LLM_KEY),
+        }
+        for call, _ in calls.values():
+            texts.append(repr(await call()))
+        texts += [repr(s) for s in await client.secrets.search().to_list()]
+        texts += [repr(await client.settings.get()), repr(await client.settings.profiles.list())]
+        texts += [repr(await client.settings.profiles.get("p"))]
+        texts += [str((await client.settings.get()).payload)]
+        # A server that echoes the request back in its error (pydantic's 422 carries
+        # "input"), or a 500 quoting it: the values are masked before the caller sees them.
+        for route, (call, value) in calls.items():
+            for status, echo in (
+                (422, {"detail": [{"msg": "bad", "input": {"value": value}}]}),
+                (500, {"detail": f"could not store {value}"}),
+                (503, {"error": f"could not store {value}"}),
+            ):
+                cloud.add_fault(Fault(route=route, status=status, body=echo, times=5))
+                with pytest.raises(oh.APIStatusError) as info:
+                    await call()
+                cloud.clear_faults()
+                texts += [repr(info.value), str(info.value), repr(info.value.body)]
+                texts += traceback.format_exception(info.value)
+    texts += [r.getMessage() for r in caplog.records]
+    texts += [repr(r.__dict__) for r in caplog.records]
+    blob = "\n".join(texts)
+    for value in (SECRET_VALUE, LLM_KEY, GIT_TOKEN):
+        assert value not in blob
+    # ... and the server did get them
+    assert cloud.account.secrets["TOKEN"].value == SECRET_VALUE
+    assert cloud.account.provider_tokens["github"]["token"] == GIT_TOKEN
+    assert cloud.account.llm["api_key"] == LLM_KEY
+    assert cloud.account.profiles["p"].llm["api_key"] == LLM_KEY
+
+
+def test_request_bodies_print_masked() -> None:
+    from openhands_async.resources._redact import secret_body
+
+    body = secret_body({"name": "X", "value": oh.SecretStr(SECRET_VALUE), "n": [1]})
+    assert SECRET_VALUE not in repr(body)
+    assert SECRET_VALUE not in str(body)
+    assert body["value"] == SECRET_VALUE  # what goes on the wire
+    import json
+
+    assert json.loads(json.dumps(body)) == {"name": "X", "value": SECRET_VALUE, "n": [1]}

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import errors as _errors
-from ..lib.batch import check_jobs, read_jobs
+from ..lib.batch import InvalidJob, check_jobs, read_jobs
+from ._account import check_jobs as check_on_server
 from ._display import MISSING, Out, show
 from ._parser import EXIT_AUTH, EXIT_FAILED, EXIT_OK
 from ._progress import BatchDisplay
@@ -42,6 +43,18 @@ def cmd_check(args: argparse.Namespace, out: Out) -> int:
     else:
         out.line(f"{args.jobs}: {_plural(total, 'job')}, all good; nothing was started.")
     return EXIT_FAILED if bad else EXIT_OK
+
+
+async def cmd_check_server(client: Any, args: argparse.Namespace, out: Out) -> int:
+    """`batch --check`, the server's part: each `llm_model` one it offers, each repository
+    one its git provider finds; a check it cannot answer is a warning on stderr."""
+    jobs = [job for job in read_jobs(args.jobs) if not isinstance(job, InvalidJob)]
+    problems, warnings = await check_on_server(client, jobs)
+    for text in warnings:
+        print(f"openhands-async: warning: {text}", file=sys.stderr)
+    for text in problems:
+        out.emit({"event": "invalid", "source": args.jobs, "error": text}, f"{args.jobs}: {text}")
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 async def cmd_batch(client: Any, args: argparse.Namespace, out: Out) -> int:

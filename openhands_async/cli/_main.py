@@ -13,7 +13,8 @@ from typing import Any
 
 from .. import errors as _errors
 from .._constants import ENV_API_KEY, ENV_SESSION_API_KEY
-from ._batch import cmd_batch, cmd_check
+from ._account import cmd_models, cmd_secrets
+from ._batch import cmd_batch, cmd_check, cmd_check_server
 from ._commands import cmd_events, cmd_list, cmd_send, cmd_start, cmd_watch
 from ._demo import cmd_demo
 from ._display import Out
@@ -23,6 +24,7 @@ from ._parser import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NETWORK,
+    EXIT_OK,
     EXIT_USAGE,
     build_parser,
 )
@@ -41,6 +43,8 @@ _COMMANDS: dict[str, Callable[[Any, argparse.Namespace, Out], Awaitable[int]]] =
     "list": cmd_list,
     "events": cmd_events,
     "send": cmd_send,
+    "secrets": cmd_secrets,
+    "models": cmd_models,
 }
 
 
@@ -56,7 +60,9 @@ async def _run(args: argparse.Namespace, out: Out) -> int:
     if args.command == "demo":
         return await cmd_demo(args, out)
     if args.command == "batch" and args.check:
-        return cmd_check(args, out)  # no server, no key: the file alone
+        code = cmd_check(args, out)  # the file alone first: no server, no key
+        if code != EXIT_OK:
+            return code
     from .. import OpenHandsClient
 
     # The client resolves the base URL and key from the environment and decides, with the
@@ -77,6 +83,9 @@ async def _run(args: argparse.Namespace, out: Out) -> int:
             ) from None
         raise
     async with client:
+        if args.command == "batch" and args.check:
+            # Then what only the server can tell: models and repositories it knows.
+            return await cmd_check_server(client, args, out)
         return await _COMMANDS[args.command](client, args, out)
 
 

@@ -202,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check",
         action="store_true",
-        help="check every line of JOBS.jsonl, start nothing (default: check and run)",
+        help="check every line of JOBS.jsonl, then each llm_model and repository "
+        "against the server (one it cannot check only warns); start nothing "
+        "(default: check and run)",
     )
     p.add_argument(
         "--interval",
@@ -211,6 +213,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"seconds between status reads (default: {BATCH_INTERVAL:g})",
     )
+
+    p = _add(sub, "secrets", common, "list, set or delete your custom secrets")
+    acts = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    _add(acts, "list", common, "names and descriptions (values are never shown)")
+    q = _add(
+        acts,
+        "set",
+        common,
+        "create a secret or replace its value",
+        epilog="The value is read from --from-env VAR, else from stdin, else a prompt: "
+        "never from the command line.",
+    )
+    q.add_argument("name", help="the secret's name (the agents see it as this env variable)")
+    q.add_argument("--description", help="what it is for (default: none)")
+    q.add_argument(
+        "--from-env",
+        metavar="VAR",
+        help="read the value from this env variable (default: stdin, else a prompt)",
+    )
+    q = _add(acts, "delete", common, "delete a secret")
+    q.add_argument("name", help="the secret's name")
+
+    p = _add(sub, "models", common, "list the LLM models the server offers")
+    p.add_argument("query", nargs="?", help="only names containing this (default: all)")
+    p.add_argument("--provider", help="only this provider's models (default: all)")
+    p.add_argument("--verified", action="store_true", help="only verified models (default: all)")
 
     p = _add(sub, "list", common, "list your conversations")
     p.add_argument("--title", metavar="TEXT", help="only titles containing TEXT (default: all)")

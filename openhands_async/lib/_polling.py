@@ -41,6 +41,7 @@ __all__ = [
     "PollerHost",
     "PollerStats",
     "StatusChange",
+    "StatusTable",
     "raw_status",
     "read_raw",
     "resolve_poll_interval",
@@ -92,6 +93,44 @@ def raw_status(kind: Kind, raw: dict[str, Any]) -> str | None:
             return None
         values.append(value)
     return _join(values)
+
+
+class StatusTable:
+    """Status strings by their raw field values, so that an unchanged read costs one tuple
+    and one dict look-up (no join, no per-field type checks): a key gets in only through
+    `raw_status`, which checked its values. `terminal` of a key is learnt from the first
+    model built for it (`is_terminal` depends on the status fields alone), so a change need
+    not build a model only to know whether it is terminal.
+    """
+
+    __slots__ = ("_getters", "_rows")
+
+    _CAP = 512  # distinct (kind, values) rows kept; the server's vocabulary is ~20
+
+    def __init__(self) -> None:
+        # kind -> (field names, their defaults), the arguments of map(raw.get, ...)
+        self._getters = {k: (n, _RAW_DEFAULTS[k]) for k, n in STATUS_FIELDS.items()}
+        # (kind, values) -> [status string, terminal (None until a model says)]
+        self._rows: dict[tuple[Kind, tuple[Any, ...]], list[Any]] = {}
+
+    def key(self, kind: Kind, raw: dict[str, Any]) -> tuple[Kind, tuple[Any, ...]]:
+        names, defaults = self._getters[kind]
+        return kind, tuple(map(raw.get, names, defaults))
+
+    def row(self, key: tuple[Kind, tuple[Any, ...]], raw: dict[str, Any]) -> list[Any] | None:
+        """[status, terminal or None] of a key; None when `raw_status` gives none."""
+        try:
+            row = self._rows.get(key)
+        except TypeError:  # an unhashable value (a list, an object): the model decides
+            return None
+        if row is None:
+            status = raw_status(key[0], raw)
+            if status is None:
+                return None
+            row = [status, None]
+            if len(self._rows) < self._CAP:
+                self._rows[key] = row
+        return row
 
 
 def status_of(model: Model) -> str:
@@ -157,6 +196,14 @@ class PollerStats:
     last_due_start_tasks: int = 0
     last_due_conversations: int = 0
     last_requests: int = 0
+
+    def count_cycle(self, start_tasks: int, conversations: int, requests: int) -> None:
+        self.cycles += 1
+        self.requests += requests
+        self.reads += start_tasks + conversations
+        self.last_due_start_tasks = start_tasks
+        self.last_due_conversations = conversations
+        self.last_requests = requests
 
 
 class PollerHost(Protocol):

@@ -4,6 +4,11 @@ The body is one JSON array written incrementally; it is parsed with ijson as it 
 (never buffered whole) and each element becomes a `StartTask` the moment its closing
 brace is read. `NestingGuard` refuses hostile nesting before ijson sees it. No HTTP here:
 the reader (e.g. `_http.ByteStream`) already turns network failures into SDK errors.
+
+Whatever the reads look like, the parser yields exactly the longest valid prefix of the
+body: ijson is driven push-style (`items_coro`) into a list the parser owns, so the
+elements a read completed are still in hand when the same read then turns out malformed
+(`ijson.items_async` raises for that read and drops them).
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ IJSON_BACKEND: str = ijson.backend_name
 
 _TAIL = 256  # bytes kept for error excerpts
 _EXCERPT = 120
+_READ_SIZE = 65536  # ijson's own buffer size; a read returns as soon as any bytes arrived
+_END = Exception("end of body")  # the loop's "failure" once the body ended cleanly
 
 
 class AsyncByteReader(Protocol):
@@ -47,7 +54,14 @@ class AsyncByteReader(Protocol):
 
 
 class _TooDeep(Exception):
-    """Raised by the reader, turned into a `StreamError` where the element count is known."""
+    """Raised by the reader, turned into a `StreamError` where the element count is known.
+
+    `prefix` is the part of the read before the byte that nests too deep: it still goes to
+    the parser, so the elements it completes are not lost."""
+
+    def __init__(self, prefix: bytes) -> None:
+        super().__init__()
+        self.prefix = prefix
 
 
 class CountingReader:
@@ -89,7 +103,7 @@ class CountingReader:
         if len(self._tail) > _TAIL:
             del self._tail[: len(self._tail) - _TAIL]
         if not self._nesting.feed(data):
-            raise _TooDeep
+            raise _TooDeep(data[: self._nesting.safe_length(data)])
         return data
 
     def _check_start(self, data: bytes) -> None:
@@ -160,9 +174,11 @@ class NestingGuard:
         self.depth = 0
         self._in_string = False
         self._escaped = False  # the chunk before ended inside a string, on a backslash
+        self._before: tuple[int, bool, bool] = (0, False, False)  # the state before a feed
 
     def feed(self, data: bytes) -> bool:
         """Account for the next chunk; False once the body nests deeper than MAX_DEPTH."""
+        self._before = (self.depth, self._in_string, self._escaped)
         if self._escaped:
             data, self._escaped = data[1:], False
         # Escapes go first so an escaped quote cannot end a string; a lone backslash left
@@ -187,11 +203,60 @@ class NestingGuard:
         if self.depth + opens <= MAX_DEPTH:
             self.depth += 2 * opens - len(shape)
             return True
+        # A big read holds far more than MAX_DEPTH opens. Drop matched `[]` pairs level by
+        # level (C speed, a few passes): `levels` passes leave `]`*a + `[`*b, and no point
+        # of the read nests deeper than depth + levels + b. Only past that, byte by byte.
+        reduced, levels = shape, 0
+        while b"[]" in reduced and self.depth + levels <= MAX_DEPTH:
+            reduced, levels = reduced.replace(b"[]", b""), levels + 1
+        unmatched_opens = reduced.count(b"[")
+        if self.depth + levels + unmatched_opens <= MAX_DEPTH:
+            self.depth += 2 * unmatched_opens - len(reduced)
+            return True
         for byte in shape:
             self.depth += 1 if byte == 0x5B else -1
             if self.depth > MAX_DEPTH:
                 return False
         return True
+
+    def safe_length(self, data: bytes) -> int:
+        """After `feed(data)` failed: how many leading bytes of `data` stay within the cap.
+        Hostile input only, so a bisection over fresh guards in the state before the feed
+        (a longer prefix can only nest as deep or deeper)."""
+        low, high = 0, len(data)  # the prefix of `low` bytes passes, of `high` fails
+        while high - low > 1:
+            mid = (low + high) // 2
+            probe = NestingGuard()
+            probe.depth, probe._in_string, probe._escaped = self._before
+            if probe.feed(data[:mid]):
+                low = mid
+            else:
+                high = mid
+        return low
+
+
+class _Next:
+    """Hands one of ijson's C coroutines the next stage itself as its "target.send".
+
+    `ijson.items_coro` chains the C stages through their bound `send` methods: a Python
+    call per JSON event, which doubled the parser's cost. Given the stage object, the C
+    code sees its own type and calls it directly (as `items_async` does inside)."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, target: object) -> None:
+        self.send = target
+
+
+def _push_parser(into: list[Any]) -> Any:
+    """A push parser: `.send(bytes)`, `.close()` at the end; appends each element of the
+    top-level array to `into` as soon as it is complete, before raising for bad bytes."""
+    if IJSON_BACKEND == "yajl2_c":
+        backend = ijson.get_backend("yajl2_c")
+        items = backend.items_basecoro(_Next(into), "item", None)
+        events = backend.parse_basecoro(_Next(items))
+        return backend.basic_parse_basecoro(_Next(events), use_float=True)
+    return ijson.items_coro(into, "item", use_float=True)  # `into`: a sendable_list
 
 
 _request_hook = converter.get_structure_hook(StartRequest)
@@ -209,23 +274,26 @@ async def iter_start_tasks(
 ) -> AsyncIterator[StartTask]:
     """The parser core: yield each element of a stream-start body as a `StartTask`.
 
-    Raises `StreamError` (with byte offset and excerpt) on a malformed body,
-    `StreamTruncated` when the body ends mid-array, and lets the reader's
-    `APIConnectionError` through when the connection breaks. Checks that every element
-    has the same task id. Nothing from ijson or cattrs escapes.
+    Yields every element of the longest valid prefix, then raises `StreamError` (with
+    byte offset and excerpt) on a malformed body, `StreamTruncated` when the body ends
+    mid-array, and lets the reader's `APIConnectionError` through when the connection
+    breaks. Checks that every element has the same task id. Nothing from ijson or cattrs
+    escapes.
     """
     count = 0
     first_id: str | None = None
     raw_request: object = None
     request: StartRequest | None = None
 
-    def fail(message: str, cls: type[StreamError] = StreamError) -> StreamError:
+    def fail(
+        message: str, cls: type[StreamError] = StreamError, excerpt: bytes | None = None
+    ) -> StreamError:
         return cls(
             message,
             method=method,
             url=url,
             offset=reader.offset,
-            excerpt=reader.excerpt(),
+            excerpt=reader.excerpt() if excerpt is None else excerpt,
             items_received=count,
         )
 
@@ -233,9 +301,35 @@ async def iter_start_tasks(
     to_task = structurer(
         StartTask, method=method, url=url, field_hooks={"request": _request_or_made}
     )
-    items = ijson.items_async(reader, "item", use_float=True)
-    try:
-        async for item in items:
+    # Push-style: ijson appends each element it completes to `done`; a read that is
+    # malformed after some elements raises only once those elements are in `done`.
+    done = ijson.sendable_list()
+    push = _push_parser(done)
+    failure: BaseException | None = None
+    truncated = False
+    failed_read = b""
+    while failure is None:
+        try:
+            data = await reader.read(_READ_SIZE)
+        except _TooDeep as exc:
+            data, failure = exc.prefix, exc
+        try:
+            if data:
+                push.send(data)
+            elif failure is None:
+                failure = _END
+                push.close()  # the end of the body: ijson checks the array was closed
+        except (ijson.JSONError, UnicodeDecodeError) as exc:
+            # yajl lets some invalid UTF-8 through (surrogates, overlong forms); Python's
+            # decode of the string then fails, and that is malformed JSON too.
+            # An error only at the end (premature EOF, a cut escape or UTF-8 sequence) is
+            # a body cut short: every byte before it was valid.
+            truncated = failure is _END
+            failure = exc
+            failed_read = data
+        if not done:
+            continue
+        for item in done:
             if not isinstance(item, dict):
                 raise fail(
                     f"stream-start element {count} is a {type(item).__name__}, not an object"
@@ -263,25 +357,43 @@ async def iter_start_tasks(
                 )
             count += 1
             yield task
-    except _TooDeep:
-        raise fail(f"stream-start body nests too deep (over {MAX_DEPTH} levels)") from None
-    except (ijson.JSONError, UnicodeDecodeError) as exc:
-        # yajl lets some invalid UTF-8 through (surrogates, overlong forms); Python's decode
-        # of the string then fails, and that is malformed JSON too.
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if reader.eof and "premature EOF" in reason:
-            if reader.offset == 0:
-                raise fail("stream-start body is empty", StreamTruncated) from None
-            raise fail(
-                f"stream-start body ended mid-array after {count} elements", StreamTruncated
-            ) from None
-        raise fail(f"stream-start body is not valid JSON: {reason}") from None
-    except Exception as exc:
-        # ijson's C backend re-raises an exception thrown into its await chain without
-        # passing it through the reader's `read`, so network errors are mapped here too.
-        mapped = reader.map_error(exc)
-        if mapped is None:
-            raise
-        raise mapped from exc
-    if not reader.started:
-        raise fail("stream-start body is empty", StreamTruncated)
+        del done[:]
+    if failure is _END:
+        if not reader.started:
+            raise fail("stream-start body is empty", StreamTruncated)
+        return
+    if isinstance(failure, _TooDeep):
+        raise fail(f"stream-start body nests too deep (over {MAX_DEPTH} levels)")
+    reason = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+    if truncated:
+        if reader.offset == 0:
+            raise fail("stream-start body is empty", StreamTruncated)
+        raise fail(f"stream-start body ended mid-array after {count} elements", StreamTruncated)
+    raise fail(
+        f"stream-start body is not valid JSON: {reason}",
+        excerpt=_excerpt_at_error(failure, failed_read),
+    )
+
+
+def _excerpt_at_error(exc: BaseException, data: bytes) -> bytes | None:
+    """The bytes around the error itself, when the parser says where it is.
+
+    yajl's message quotes the text near the error and points at it with a caret; the last
+    bytes read can be well past it (good elements may follow the garbage in one read).
+    None when the message has no such pointer (other backends) or the quote is not found.
+    """
+    lines = str(exc).split("\n")
+    if len(lines) < 3 or "^" not in lines[2]:
+        return None
+    quoted = lines[1].lstrip()
+    at = lines[2].index("^") - (len(lines[1]) - len(quoted))
+    # yajl writes whitespace in the quote as spaces.
+    spaced = data.translate(_WHITESPACE_AS_SPACE)
+    pos = spaced.find(quoted.encode("utf-8", "replace"))
+    if pos < 0 or at < 0:
+        return None
+    error = pos + at
+    return data[max(0, error - _EXCERPT // 3) : error + 2 * _EXCERPT // 3]
+
+
+_WHITESPACE_AS_SPACE = bytes.maketrans(b"\n\r\t", b"   ")

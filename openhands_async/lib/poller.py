@@ -26,9 +26,10 @@ reported once as missing and no longer read.
 
 Cost: per followed item the poller keeps its id, kind, status and schedule (~100-300
 bytes); a model only once the item is final (what `wait()` returns). A read builds a typed
-model only for a changed status: an unchanged item is compared by its raw status fields
-(see `_polling`), as building a model costs 2-3x parsing it. Each consumer reads its own
-`ChangeFeed` (`changes()`, `as_completed()`), the queue the poller writes changes to.
+model only for a change a feed will see or a final one: an unchanged item is compared by
+its raw status fields (`_polling.StatusTable`), as building a model costs 1.5-3x parsing
+it. Each chunk's answer is observed as it comes in (a cycle holds <= `max_in_flight`).
+Each consumer reads its own `ChangeFeed` (`changes()`, `as_completed()`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .._batch import chunked, gather_bounded
+from .._batch import chunked, for_each_bounded
 from .._constants import DEFAULT_POLLER_INTERVAL, DEFAULT_POLLER_MAX_IN_FLIGHT, MAX_BATCH_IDS
 from .._inputs import normalize_uuid
 from ..errors import ResponseValidationError
@@ -55,12 +56,12 @@ from ._polling import (
     PollerHost,
     PollerStats,
     StatusChange,
+    StatusTable,
     _Item,
     _Queued,
     bounds,
     final_change,
     parse,
-    raw_status,
     read_raw,
     resolve_poll_interval,
     status_of,
@@ -100,6 +101,7 @@ class ConversationPoller:
         self.max_interval = max_i
         self.max_in_flight = max_in_flight
         self.stats = PollerStats()
+        self._table = StatusTable()
         self._active: dict[str, _Item] = {}
         self._done: dict[str, Model | None] = {}
         self._missing_kinds: dict[str, Kind] = {}  # kind of the ids the server had not
@@ -310,36 +312,29 @@ class ConversationPoller:
     async def _cycle(self, due: Sequence[_Item]) -> None:
         tasks = [item for item in due if item.kind == "start_task"]
         convs = [item for item in due if item.kind == "conversation"]
-        chunks: list[Sequence[_Item]] = [
-            *chunked(tasks, MAX_BATCH_IDS),
-            *chunked(convs, MAX_BATCH_IDS),
-        ]
-        stats = self.stats
-        stats.cycles += 1
-        stats.last_due_start_tasks = len(tasks)
-        stats.last_due_conversations = len(convs)
-        stats.last_requests = len(chunks)
-        stats.requests += len(chunks)
-        stats.reads += len(due)
-        outcomes = await gather_bounded(chunks, self._read_chunk, concurrency=self.max_in_flight)
-        now = asyncio.get_running_loop().time()
-        for chunk, result in outcomes:
-            if isinstance(result, BaseException):
-                stats.failed_requests += 1
-                for item in chunk:
-                    self._back_off(item, now)
-                continue
-            for item, raw in zip(chunk, result, strict=True):
-                self._observe(item, raw, now)
+        chunks = [*chunked(tasks, MAX_BATCH_IDS), *chunked(convs, MAX_BATCH_IDS)]
+        self.stats.count_cycle(len(tasks), len(convs), len(chunks))
+        # Each chunk is observed as its answer comes in: <= max_in_flight answers are alive.
+        # Intervals count from the cycle's end (items read together stay due together and
+        # share requests): meanwhile `due` holds the interval alone; the end is added here.
+        await for_each_bounded(chunks, self._read_chunk, concurrency=self.max_in_flight)
+        end = asyncio.get_running_loop().time()
+        for item in due:
+            item.due += end
         if not self._active:
             self._went_idle()
 
-    async def _read_chunk(
-        self, chunk: Sequence[_Item]
-    ) -> list[tuple[Sequence[_Item], list[dict[str, Any] | None] | BaseException]]:
+    async def _read_chunk(self, chunk: Sequence[_Item]) -> None:
         # Ids were normalized when tracked; a chunk is <= 99 ids, so this is one request.
-        # The objects stay raw JSON here: _observe builds a model only for a changed item.
-        return [(chunk, await read_raw(self._client, chunk[0].kind, [i.id for i in chunk]))]
+        result = await read_raw(self._client, chunk[0].kind, [i.id for i in chunk])
+        now = 0.0  # the cycle adds its end time (see `_cycle`)
+        if isinstance(result, BaseException):
+            self.stats.failed_requests += 1
+            for item in chunk:
+                self._back_off(item, now)
+            return
+        for item, raw in zip(chunk, result, strict=True):
+            self._observe(item, raw, now)
 
     def _back_off(self, item: _Item, now: float) -> None:
         item.interval = min(self.max_interval, item.interval * 2)
@@ -354,22 +349,30 @@ class ConversationPoller:
             self._missing_kinds[item.id] = item.kind
             self._emit(StatusChange(item.id, item.kind, item.status, MISSING, None, True, True))
             return
-        status = raw_status(item.kind, raw)
-        if status is not None and status == item.status:
+        key = self._table.key(item.kind, raw)
+        row = self._table.row(key, raw)
+        if row is not None and row[0] == item.status:
             self._back_off(item, now)
             return
-        try:
-            model = parse(self._client, item.kind, raw)
-        except ResponseValidationError as exc:  # one bad object: read it again later
-            log.info("poller read of %s failed (%r); retrying later", item.id, exc)
-            self._back_off(item, now)
-            return
-        status = status_of(model)
-        if status == item.status:
-            self._back_off(item, now)
-            return
+        model: Model | None = None
+        if row is None or row[1] is not False or self._subscribers:
+            # A model only when a feed will see it, it is kept (terminal), or the raw fields
+            # cannot tell the status or whether it is terminal.
+            try:
+                model = parse(self._client, item.kind, raw)
+            except ResponseValidationError as exc:  # one bad object: read it again later
+                log.info("poller read of %s failed (%r); retrying later", item.id, exc)
+                self._back_off(item, now)
+                return
+            status, terminal = status_of(model), model.is_terminal
+            if row is not None:
+                row[1] = terminal
+            if status == item.status:
+                self._back_off(item, now)
+                return
+        else:
+            status, terminal = row[0], False
         old, item.status = item.status, status
-        terminal = model.is_terminal
         item.interval = self.min_interval
         item.due = now + item.interval
         if terminal:

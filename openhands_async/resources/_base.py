@@ -1,6 +1,6 @@
 """`Resource`: what every endpoint group is built from.
 
-Each public resource method is one call to a helper here: `_get/_post/_patch/_delete`
+Each public resource method is one call to a helper here: `_get/_post/_put/_patch/_delete`
 (one request, the answer structured as `cast_to`), `_get_many` (batch read, chunked),
 `_get_one` (`_get_many` + NotFoundError), `_read_raw` (one chunk, raw JSON: the poller's
 path), `_search` (auto-paging) and `_count`. Resources see only the `BaseClient`.
@@ -102,8 +102,20 @@ class Resource:
     async def _patch(self, path: str, *, cast_to: Any = None, json: Any = None) -> Any:
         return await self._request("PATCH", path, cast_to=cast_to, json=json)
 
-    async def _delete(self, path: str, *, params: Query = None) -> None:
-        await self._request("DELETE", path, params=params)
+    @overload
+    async def _put(self, path: str, *, cast_to: type[T], json: Any = ...) -> T: ...
+    @overload
+    async def _put(self, path: str, *, cast_to: None = ..., json: Any = ...) -> Any: ...
+    async def _put(self, path: str, *, cast_to: Any = None, json: Any = None) -> Any:
+        return await self._request("PUT", path, cast_to=cast_to, json=json)
+
+    @overload
+    async def _delete(self, path: str, *, cast_to: type[T], params: Query = ...) -> T: ...
+    @overload
+    async def _delete(self, path: str, *, cast_to: None = ..., params: Query = ...) -> None: ...
+    async def _delete(self, path: str, *, cast_to: Any = None, params: Query = None) -> Any:
+        result = await self._request("DELETE", path, cast_to=cast_to, params=params)
+        return None if cast_to is None else result
 
     # ------------------------------------------------------------ batch reads
 

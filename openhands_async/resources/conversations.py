@@ -19,6 +19,7 @@ from ..errors import APIStatusError, ConflictError, GoneError
 from ..models import Conversation, SendMessageResult, StartRequest, StartTask
 from ..pagination import AsyncPager
 from ._base import Resource
+from ._conversation_controls import ConversationControls
 from .start_tasks import StartTasks
 
 
@@ -38,8 +39,9 @@ log = logging.getLogger("openhands_async")
 _PATH = "/api/v1/app-conversations"
 
 
-class Conversations(Resource):
-    """App conversations: start them, read them, search them."""
+class Conversations(ConversationControls, Resource):
+    """App conversations: start them, read them, search them (and, from
+    `ConversationControls`, queue messages, switch profiles, read skills and hooks)."""
 
     def __init__(self, client: BaseClient, start_tasks: StartTasks | None = None) -> None:
         super().__init__(client)

@@ -15,11 +15,16 @@ from ._faults import HANDLER_RUNS, drop_connection, truncate, unsendable
 from ._ratelimit import FixedWindowLimiter
 from ._responses import json_response
 from ._routes.agent_server import AgentServerRoutes
+from ._routes.catalog import CatalogRoutes
+from ._routes.controls import ControlRoutes
 from ._routes.conversations import ConversationRoutes
 from ._routes.events import EventRoutes
+from ._routes.git import GitRoutes
 from ._routes.legacy import LegacyRoutes
 from ._routes.probes import ProbeRoutes
 from ._routes.sandboxes import SandboxRoutes
+from ._routes.secrets import SecretRoutes
+from ._routes.settings import SettingsRoutes
 from ._routes.start import StartRoutes
 from ._routes.users import UserRoutes
 from ._routing import Handler, RouteGroup
@@ -34,6 +39,12 @@ GROUPS: tuple[type[RouteGroup], ...] = (
     EventRoutes,
     SandboxRoutes,
     UserRoutes,
+    # The account's configuration and the server's offer (issue 20).
+    ControlRoutes,
+    SettingsRoutes,
+    SecretRoutes,
+    GitRoutes,
+    CatalogRoutes,
     LegacyRoutes,
     AgentServerRoutes,
 )

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from ._account import Account
 from ._app import ROUTE_NAMES, Api
 from ._context import Context, RequestRecord
 from ._faults import Fault
@@ -272,6 +273,12 @@ class FakeCloud:
     def duplicate_starts(self) -> int:
         """Starts that reused a conversation_id the server already had."""
         return self._store.duplicate_starts
+
+    @property
+    def account(self) -> Account:
+        """The account's settings, profiles, secrets, pending messages and catalogue (git
+        repositories, LLM models): read it in tests, or change it to seed data."""
+        return self._ctx.account
 
     # -- snapshots -------------------------------------------------------------------
 

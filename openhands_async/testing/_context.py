@@ -24,6 +24,7 @@ from typing import Protocol
 import attrs
 from aiohttp import web
 
+from ._account import Account
 from ._faults import Fault, FaultBook
 from ._plan import AgentServerBehavior, StreamBehavior, Timing
 from ._render import Renderer
@@ -102,6 +103,8 @@ class Context:
         self.knobs = knobs
         self.clock = Clock()
         self.store = Store()
+        #: Settings, profiles, secrets, pending messages, the catalogue (issue 20).
+        self.account = Account()
         self.faults = FaultBook()
         #: Requests seen, by route name, faulted and refused ones included.
         self.requests: Counter[str] = Counter()

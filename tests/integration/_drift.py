@@ -30,6 +30,23 @@ from openhands_async.models import (
     StartTask,
     User,
 )
+from openhands_async.models_catalog import (
+    LLMModel,
+    LLMProvider,
+    PendingMessage,
+    SandboxSpec,
+    Skill,
+    WebClientConfig,
+)
+from openhands_async.models_settings import (
+    EditResult,
+    Profile,
+    ProfileActivation,
+    ProfileList,
+    ProfileMutation,
+    Secret,
+    Settings,
+)
 
 _P = "/api/v1/app-conversations"
 # (method, path pattern) -> the type the SDK structures that answer into
@@ -48,6 +65,23 @@ ROUTES: list[tuple[str, re.Pattern[str], Any]] = [
     ("GET", re.compile(r"^/api/v1/conversation/[^/]+/events/count$"), int),
     ("GET", re.compile(r"^/api/v1/conversation/[^/]+/events$"), list[Event | None]),
     ("GET", re.compile(r"^/api/v1/users/me$"), User),
+    # issue 20
+    ("GET", re.compile(r"^/api/v1/settings$"), Settings),
+    ("GET", re.compile(r"^/api/v1/settings/profiles$"), ProfileList),
+    ("GET", re.compile(r"^/api/v1/settings/profiles/[^/]+$"), Profile),
+    ("POST", re.compile(r"^/api/v1/settings/profiles/[^/]+$"), ProfileMutation),
+    ("POST", re.compile(r"^/api/v1/settings/profiles/[^/]+/activate$"), ProfileActivation),
+    ("POST", re.compile(r"^/api/v1/settings/profiles/[^/]+/rename$"), ProfileMutation),
+    ("GET", re.compile(r"^/api/v1/secrets/search$"), Page[Secret]),
+    ("POST", re.compile(r"^/api/v1/secrets$"), EditResult),
+    ("DELETE", re.compile(r"^/api/v1/secrets/[^/]+$"), EditResult),
+    ("GET", re.compile(r"^/api/v1/sandbox-specs$"), list[SandboxSpec | None]),
+    ("GET", re.compile(r"^/api/v1/sandbox-specs/search$"), Page[SandboxSpec]),
+    ("GET", re.compile(r"^/api/v1/config/models/search$"), Page[LLMModel]),
+    ("GET", re.compile(r"^/api/v1/config/providers/search$"), Page[LLMProvider]),
+    ("GET", re.compile(r"^/api/v1/skills/search$"), Page[Skill]),
+    ("GET", re.compile(r"^/api/v1/web-client/config$"), WebClientConfig),
+    ("POST", re.compile(r"^/api/v1/conversations/[^/]+/pending-messages$"), PendingMessage),
 ]
 
 

@@ -1,7 +1,12 @@
 """`SQLiteJournal`: the batch journal in a SQLite file, one row per job, for one machine.
 
 The conversation id is minted and committed *before* a start request is sent, so after a
-crash at any point the journal holds enough to find out what the server did. Inspect it
+crash at any point the journal holds enough to find out what the server did. The other
+marks (a job added, running, ended, refused) are not needed for that: they ride along with
+the next start's commit, or are committed within `JOURNAL_COMMIT_DELAY` seconds or on
+close (a commit costs ~1 ms on a busy disk, four per job before). A crash can lose only
+those: the next run then finds the start again (starting) or reads the job again
+(running), and never sends a start twice. Inspect it
 with `sqlite3 run.db 'select key, state, conversation_id from jobs'`. One run holds the
 file at a time (an OS lock on `<path>.lock`). SQLite calls take microseconds on a local
 file, so the async methods run them inline.
@@ -23,6 +28,7 @@ from typing import IO, Any, Literal
 
 import attrs
 
+from ..._constants import JOURNAL_COMMIT_DELAY
 from ...errors import JournalLockedError
 from .journal import JobState, JournalRow, RejectRow, Remaining
 
@@ -83,6 +89,7 @@ class SQLiteJournal:
         self._adopted = False  # the earlier run's starting/running rows handed over once
         self._db = sqlite3.connect(str(path), isolation_level=None)
         self._db.row_factory = sqlite3.Row
+        self._commit_timer: asyncio.TimerHandle | None = None
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash; only power loss can drop the last commit.
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -108,7 +115,10 @@ class SQLiteJournal:
             ) from None
 
     def close(self) -> None:
-        """Close the database and release the lock. Safe to call twice."""
+        """Commit what is held, close the database and release the lock. Safe to call
+        twice."""
+        with contextlib.suppress(sqlite3.ProgrammingError):  # already closed
+            self._commit()
         self._db.close()
         if self._lock_file is not None and not self._lock_file.closed:
             fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
@@ -163,7 +173,7 @@ class SQLiteJournal:
         self, key: str, seq: int, job: dict[str, Any], *, source: str | None = None
     ) -> JournalRow:
         """Record a job as pending, or return the row a previous run left for this key."""
-        with self._transaction():
+        with self._transaction(durable=False):
             self._db.execute(
                 "INSERT OR IGNORE INTO jobs (key, seq, job, state, created_at, source) "
                 "VALUES (?, ?, ?, 'pending', ?, ?)",
@@ -202,10 +212,12 @@ class SQLiteJournal:
 
     async def mark_pending(self, key: str) -> None:
         """The server provably did not take the start (e.g. its concurrency cap refused it)."""
-        self._update(key, state="pending", conversation_id=None, sent_at=None)
+        with self._transaction(durable=False):
+            self._update(key, state="pending", conversation_id=None, sent_at=None)
 
     async def mark_running(self, key: str, start_task_id: str) -> JournalRow:
-        self._update(key, state="running", start_task_id=start_task_id, running_at=time.time())
+        with self._transaction(durable=False):
+            self._update(key, state="running", start_task_id=start_task_id, running_at=time.time())
         return self._must_get(key)
 
     async def mark_ended(
@@ -217,14 +229,15 @@ class SQLiteJournal:
         execution_status: str | None = None,
         error: str | None = None,
     ) -> None:
-        self._update(
-            key,
-            state=state,
-            sandbox_status=sandbox_status,
-            execution_status=execution_status,
-            error=error,
-            ended_at=time.time(),
-        )
+        with self._transaction(durable=False):
+            self._update(
+                key,
+                state=state,
+                sandbox_status=sandbox_status,
+                execution_status=execution_status,
+                error=error,
+                ended_at=time.time(),
+            )
 
     async def retry(self, key: str) -> JournalRow:
         row = self._must_get(key)
@@ -250,11 +263,12 @@ class SQLiteJournal:
         key: str | None = None,
         job: Any = None,
     ) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO rejects (source, seq, state, key, job, error, recorded_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (source, seq, state, key, json.dumps(job, sort_keys=True), error, time.time()),
-        )
+        with self._transaction(durable=False):
+            self._db.execute(
+                "INSERT OR REPLACE INTO rejects (source, seq, state, key, job, error, recorded_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (source, seq, state, key, json.dumps(job, sort_keys=True), error, time.time()),
+            )
 
     async def rejects(self) -> list[RejectRow]:
         cursor = self._db.execute("SELECT * FROM rejects ORDER BY seq")
@@ -283,15 +297,38 @@ class SQLiteJournal:
         return 0.0  # the lock proves the run that sent it is gone
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        # The connection is in autocommit mode (each statement commits): group these.
-        self._db.execute("BEGIN IMMEDIATE")
+    def _transaction(self, *, durable: bool = True) -> Iterator[None]:
+        """Group statements (the connection is in autocommit mode). `durable`: committed
+        when this returns, with any writes held before; otherwise held (see module docs)."""
+        nested = self._db.in_transaction  # writes held: keep them if these fail
+        self._db.execute("SAVEPOINT write" if nested else "BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if nested:
+                self._db.execute("ROLLBACK TO write")
+                self._db.execute("RELEASE write")
+            else:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        if nested:
+            self._db.execute("RELEASE write")
+        if durable:
+            self._commit()
+        elif self._commit_timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # used without a loop: nothing would commit it later
+                self._commit()
+            else:
+                self._commit_timer = loop.call_later(JOURNAL_COMMIT_DELAY, self._commit)
+
+    def _commit(self) -> None:
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
 
     def _must_get(self, key: str) -> JournalRow:
         row = self._get(key)
