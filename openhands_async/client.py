@@ -95,30 +95,39 @@ class OpenHandsClient(BaseClient):
 
     @functools.cached_property
     def settings(self) -> SettingsResource:
+        """The account's settings (`get`, `update`, the schemas) and saved LLM `profiles`."""
         return SettingsResource(self)
 
     @functools.cached_property
     def secrets(self) -> Secrets:
+        """Custom secrets the agents get as environment variables, and git-provider tokens."""
         return Secrets(self)
 
     @functools.cached_property
     def git(self) -> Git:
+        """What the git providers offer: `installations`, `repositories`, `branches`,
+        `suggested_tasks` (each with `search`).
+        """
         return Git(self)
 
     @functools.cached_property
     def sandbox_specs(self) -> SandboxSpecs:
+        """The sandbox specs a sandbox can be started from (`search`, `get`, `get_many`)."""
         return SandboxSpecs(self)
 
     @functools.cached_property
     def skills(self) -> Skills:
+        """The skills available to agents (`search`) and what plugin marketplaces offer."""
         return Skills(self)
 
     @functools.cached_property
     def config(self) -> Config:
+        """What the server offers: LLM `models` and `providers` (`search`), `web_client()`."""
         return Config(self)
 
     @functools.cached_property
     def api_keys(self) -> ApiKeys:
+        """The API key in use: `await client.api_keys.current()`."""
         return ApiKeys(self)
 
     async def __aenter__(self) -> OpenHandsClient:

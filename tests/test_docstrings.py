@@ -2,8 +2,9 @@
 
 Checked: what `openhands_async` and `openhands_async.testing` export, the public methods and
 properties of those classes (and of their SDK base classes), and the public methods of every
-resource the client wires (found from the client's cached properties, so a new resource is
-checked without editing this test). Each resource also has its `:::` entry in the reference.
+resource the client wires (found from the client's cached properties and the sub-resources
+they hold, so a new resource is checked without editing this test). Each resource also has
+its `:::` entry in the reference.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import openhands_async
 import openhands_async.testing
 from openhands_async import OpenHandsClient
 from openhands_async.lib.batch import Journal, SQLiteJournal
+from openhands_async.resources._base import Resource
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference"
 
@@ -79,11 +81,23 @@ def _exported(module: ModuleType) -> Iterator[tuple[str, Any]]:
 
 
 def _resource_classes() -> dict[str, type]:
-    found = {}
-    for name, member in vars(OpenHandsClient).items():
-        if isinstance(member, functools.cached_property):
-            hints = typing.get_type_hints(member.func)
-            found[name] = hints["return"]
+    """client attribute path -> resource class: the client's cached properties and the
+    sub-resources they hold (`client.git.repositories`, `client.settings.profiles`)."""
+    client = OpenHandsClient(api_key="test-key", base_url="http://127.0.0.1:9")  # never sends
+    todo = [
+        (name, getattr(client, name))
+        for name, member in vars(OpenHandsClient).items()
+        if isinstance(member, functools.cached_property)
+    ]
+    found: dict[str, type] = {}
+    while todo:
+        path, resource = todo.pop()
+        found[path] = type(resource)
+        todo += [
+            (f"{path}.{attr}", value)
+            for attr, value in vars(resource).items()
+            if not attr.startswith("_") and isinstance(value, Resource)
+        ]
     return found
 
 
@@ -110,7 +124,8 @@ def test_every_exported_name_has_a_docstring(module: ModuleType) -> None:
 def test_every_resource_method_has_a_docstring() -> None:
     missing: set[str] = set()
     for attribute, cls in _resource_classes().items():
-        if not _has_doc(OpenHandsClient.__dict__[attribute].func):
+        prop = OpenHandsClient.__dict__.get(attribute)
+        if prop is not None and not _has_doc(prop.func):
             missing.add(f"OpenHandsClient.{attribute}")
         missing.update(_undocumented_members(cls))
     assert not missing, "resource methods without a docstring:\n  " + "\n  ".join(sorted(missing))
@@ -137,3 +152,19 @@ def test_the_check_sees_a_missing_docstring() -> None:
     assert list(_undocumented_members(Documented)) == [
         "openhands_async.example.test_the_check_sees_a_missing_docstring.<locals>.Documented.method"
     ]
+
+
+@pytest.mark.parametrize("module", [openhands_async, openhands_async.testing])
+def test_every_exported_name_is_in_the_reference(module: ModuleType) -> None:
+    pages = {
+        line.strip() for page in REFERENCE.glob("*.md") for line in page.read_text().split("\n")
+    }
+    absent = [
+        name
+        for name in module.__all__
+        if not name.startswith("__")
+        and f"::: {module.__name__}.{name}" not in pages
+        # or its whole module is rendered (`::: openhands_async.errors`)
+        and f"::: {getattr(getattr(module, name), '__module__', None)}" not in pages
+    ]
+    assert not absent, f"add a `::: {module.__name__}.NAME` to docs/reference/ for: {absent}"

@@ -120,12 +120,9 @@ class ConversationPoller:
         return self._track(normalize_uuid(task_id, "task_id"), "start_task")
 
     def track_conversation(self, conversation_id: str) -> str:
-        """Follow a conversation until it is terminal. Returns the normalized id.
-
-        The server answers null for a conversation until its sandbox exists, so track a
-        conversation once it is known to exist (or follow its start task instead): a null
-        read is reported as missing and ends tracking.
-        """
+        """Follow a conversation until it is terminal. Returns the normalized id. The server
+        answers null for a conversation until its sandbox exists, so track one known to exist
+        (or follow its start task instead): a null read is reported as missing, ends tracking."""
         return self._track(normalize_uuid(conversation_id, "conversation_id"), "conversation")
 
     def track_start_tasks(self, task_ids: Iterable[str]) -> list[str]:
