@@ -2,12 +2,15 @@
 
 `converter` is lenient (unknown fields ignored, as new server fields must not break
 clients); `strict_converter` forbids extra keys and is for tests that watch for drift.
+`ModelCodec` serves the models' `to_dict()` / `to_json()` / `from_dict()` with `converter`.
 """
 
 from __future__ import annotations
 
+import copy
 import enum
 import functools
+import json
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -19,7 +22,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter as _make_json_converter
 
-from . import errors
+from . import errors, models
 from .models import (
     Event,
     ExecutionStatus,
@@ -38,6 +41,7 @@ T = TypeVar("T")
 NoneType = type(None)
 
 __all__ = [
+    "ModelCodec",
     "converter",
     "make_converter",
     "strict_converter",
@@ -168,6 +172,8 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
     # By class: as str subclasses they would otherwise get the `str` hook, `cls(value)`.
     for status_enum in (StartTaskStatus, SandboxStatus, ExecutionStatus):
         conv.register_structure_hook(status_enum, _enum_hook(status_enum))
+        # Plain strings out (to_dict): the value, also for a status the SDK does not know.
+        conv.register_unstructure_hook(status_enum, lambda status: status.value)
     # Every other open enum (git providers, task types, ...): the same hook, made per class.
     conv.register_structure_hook_factory(_is_open_enum, _enum_hook)
     conv.register_structure_hook(datetime, _parse_datetime)
@@ -182,6 +188,14 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
         conv.register_structure_hook(with_payload, _payload_hook(with_payload, conv))
     # A secret goes on the wire as its value; it is never structured from an answer.
     conv.register_unstructure_hook(SecretStr, SecretStr.get_secret_value)
+    # Both keep the object the server sent: that object is their data, and reads back the
+    # same (a deep copy: changing the dict must not change the model). One built by hand
+    # (no payload) writes its typed fields.
+    for kept in (Event, User):
+        typed = make_dict_unstructure_fn(kept, conv, payload=override(omit=True))
+        conv.register_unstructure_hook(
+            kept, lambda model, typed=typed: copy.deepcopy(model.payload) or typed(model)
+        )
     # A request sends only what the caller set, so the server's own defaults apply.
     conv.register_unstructure_hook(
         StartRequest,
@@ -192,6 +206,32 @@ def make_converter(*, strict: bool = False) -> cattrs.Converter:
 
 converter = make_converter()
 strict_converter = make_converter(strict=True)
+
+
+class ModelCodec:
+    """`to_dict()` / `to_json()` / `from_dict()` of every model, through `converter`."""
+
+    def to_dict(self, model: models._Model) -> dict[str, Any]:
+        data: dict[str, Any] = converter.unstructure(model)
+        return data
+
+    def to_json(self, model: models._Model, indent: int | None) -> str:
+        return json.dumps(self.to_dict(model), indent=indent, ensure_ascii=False)
+
+    def from_dict(self, data: Mapping[str, Any], cls: type[models.M]) -> models.M:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"{cls.__name__}.from_dict takes a mapping, got {type(data).__name__}")
+        try:
+            result: models.M = converter.structure(dict(data), cls)
+        except cattrs.BaseValidationError as exc:
+            detail = "; ".join(cattrs.transform_error(exc))
+            raise ValueError(f"the data does not fit {cls.__name__}: {detail}") from None
+        except (TypeError, ValueError) as exc:  # the models' own hooks raise plain ones
+            raise ValueError(f"the data does not fit {cls.__name__}: {exc}") from None
+        return result
+
+
+models._install_codec(ModelCodec())
 
 
 def structure(data: Any, cls: type[T], *, method: str = "", url: str = "") -> T:

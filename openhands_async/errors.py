@@ -26,6 +26,7 @@ __all__ = [
     "InternalServerError",
     "JournalLeaseLost",
     "JournalLockedError",
+    "JournalUnavailableError",
     "NotFoundError",
     "OpenHandsError",
     "PermissionDeniedError",
@@ -263,3 +264,8 @@ class JournalLeaseLost(OpenHandsError):
 
 class JournalLockedError(OpenHandsError):
     """Another run holds this batch journal: two runs on one journal would start jobs twice."""
+
+
+class JournalUnavailableError(OpenHandsError):
+    """The batch journal's database cannot be reached (a shared PostgreSQL journal): the
+    batch started nothing. The message names the host, never the DSN's password."""

@@ -1,14 +1,17 @@
 """Typed models of what the API sends and takes. Frozen, slotted attrs classes.
 
-Structuring and unstructuring live in `_converter.py`; nothing here knows JSON.
+Structuring and unstructuring live in `_converter.py`; nothing here knows JSON. Every model
+but `Page` has `to_dict()`, `to_json()` and `from_dict()`, which `_converter.py` serves
+(it installs itself with `_install_codec`: the converter imports the models, never the
+other way round).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 
@@ -32,6 +35,56 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+M = TypeVar("M", bound="_Model")
+
+
+class _Codec(Protocol):
+    def to_dict(self, model: _Model) -> dict[str, Any]: ...
+    def to_json(self, model: _Model, indent: int | None) -> str: ...
+    def from_dict(self, data: Mapping[str, Any], cls: type[M]) -> M: ...
+
+
+_codec: _Codec | None = None
+
+
+def _install_codec(codec: _Codec) -> None:
+    global _codec
+    _codec = codec
+
+
+def _the_codec() -> _Codec:
+    if _codec is None:  # only if models.py were loaded without the package
+        raise RuntimeError("openhands_async._converter is not loaded")
+    return _codec
+
+
+class _Model:
+    """What every model can do, as users of openai-python expect: plain data and back."""
+
+    __slots__ = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The model as JSON-ready data with the API's field names (timestamps as ISO 8601
+        strings, statuses as their values); `type(m).from_dict(m.to_dict()) == m`.
+
+        Secrets the model carries (a start request's `secrets`, a `session_api_key`) are
+        included: this is the data, not a repr. An `Event` or a `User` gives back the whole
+        object the server sent (its `payload`).
+
+            task.to_dict()["status"]  # "READY"
+            oh.StartTask.from_dict(task.to_dict()) == task  # True
+        """
+        return _the_codec().to_dict(self)
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """`to_dict()` as a JSON string (`indent=None` for one line)."""
+        return _the_codec().to_json(self, indent)
+
+    @classmethod
+    def from_dict(cls: type[M], data: Mapping[str, Any]) -> M:
+        """Build the model from data as `to_dict()` writes it, or as the API sends it (unknown
+        fields are ignored). Raises ValueError, naming the fields, on data that does not fit."""
+        return _the_codec().from_dict(data, cls)
 
 
 class _OpenStrEnum(str, enum.Enum):
@@ -106,7 +159,7 @@ class ExecutionStatus(_OpenStrEnum):
 
 
 @attrs.frozen
-class TextContent:
+class TextContent(_Model):
     """A text block of a `Message`: `Message([TextContent("Fix it")])`."""
 
     text: str
@@ -115,7 +168,7 @@ class TextContent:
 
 
 @attrs.frozen
-class ImageContent:
+class ImageContent(_Model):
     """Image URLs as a block of a `Message`."""
 
     image_urls: list[str]
@@ -127,7 +180,7 @@ Content = TextContent | ImageContent
 
 
 @attrs.frozen
-class Message:
+class Message(_Model):
     """A user message (the spec's SendMessageRequest)."""
 
     content: list[Content] = attrs.field(factory=list)  # the spec requires none: []
@@ -151,7 +204,7 @@ def _redact(value: dict[str, str] | None) -> str:
 
 
 @attrs.frozen
-class StartRequest:
+class StartRequest(_Model):
     """Body of a start request (the spec's AppConversationStartRequest).
 
     Fields left at their default are not sent. `secrets` never appear in a repr.
@@ -182,7 +235,7 @@ class StartRequest:
 
 
 @attrs.frozen
-class StartTask:
+class StartTask(_Model):
     """A conversation's start-up (AppConversationStartTask). READY or ERROR are terminal."""
 
     id: str
@@ -203,7 +256,7 @@ class StartTask:
 
 
 @attrs.frozen
-class Conversation:
+class Conversation(_Model):
     """An app conversation. `execution_status` is None unless the sandbox is RUNNING."""
 
     id: str
@@ -251,7 +304,7 @@ _TERMINAL_EXECUTION = frozenset(
 
 
 @attrs.frozen
-class ExposedUrl:
+class ExposedUrl(_Model):
     """A URL a sandbox exposes (the agent server, a VS Code, an app port)."""
 
     name: str
@@ -260,7 +313,7 @@ class ExposedUrl:
 
 
 @attrs.frozen
-class Sandbox:
+class Sandbox(_Model):
     """A sandbox (`client.sandboxes`): the machine a conversation's agent runs in."""
 
     id: str
@@ -282,7 +335,7 @@ class Page(Generic[T]):
 
 
 @attrs.frozen
-class SendMessageResult:
+class SendMessageResult(_Model):
     """The answer to `send_message` (AppSendMessageResponse)."""
 
     success: bool = True
@@ -291,7 +344,7 @@ class SendMessageResult:
 
 
 @attrs.frozen
-class Event:
+class Event(_Model):
     """One conversation event. `payload` keeps the full raw object the server sent.
 
     Events have many kinds (MessageEvent, ActionEvent, ObservationEvent, ...); only the
@@ -404,7 +457,7 @@ def _object(value: object) -> dict[str, Any] | None:
 
 
 @attrs.frozen
-class User:
+class User(_Model):
     """The signed-in user (`/api/v1/users/me`, SaasUserInfo). `payload` keeps every field."""
 
     id: str | None = None

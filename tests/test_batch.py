@@ -220,11 +220,12 @@ async def test_jobs_the_server_pauses_at_its_cap_are_resumed_and_finish() -> Non
         FakeCloud(max_running=2, cap_mode="pause", time_scale=0.2, run_seconds=0.5) as cloud,
         oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST) as c,
     ):
-        # A job left paused never ends: bound the run so that fails instead of hanging.
-        async with asyncio.timeout(60):
-            results = await run(
-                c, jobs(8), max_running=4, on_progress=lambda p: seen.append((p.target, p.paused))
-            )
+        # A job left paused never ends: bound the run so that fails instead of hanging
+        # (wait_for, not asyncio.timeout: that is Python 3.11+).
+        results = await asyncio.wait_for(
+            run(c, jobs(8), max_running=4, on_progress=lambda p: seen.append((p.target, p.paused))),
+            60,
+        )
         final = [cloud.conversation(r.conversation_id or "") for r in results]
     assert len(results) == 8
     assert all(r.ok for r in results), [r.error for r in results if not r.ok]
@@ -248,8 +249,7 @@ async def test_resume_refused_at_the_cap_is_retried_and_a_lost_sandbox_fails_its
     ):
         cloud.add_fault(Fault(route="resume_sandbox", status=429, body=refusal))
         cloud.add_fault(Fault(route="resume_sandbox", status=404))
-        async with asyncio.timeout(60):
-            results = await run(c, jobs(8), max_running=4)
+        results = await asyncio.wait_for(run(c, jobs(8), max_running=4), 60)
     assert len(results) == 8
     failed = [r for r in results if not r.ok]
     assert len(failed) == 1  # the one whose sandbox was not found: failed, not left paused

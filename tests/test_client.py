@@ -290,7 +290,9 @@ async def test_a_429_pauses_every_request_of_the_client(
 ) -> None:
     cloud.add_fault(Fault(route="count_conversations", status=429, retry_after="1"))
     first = asyncio.create_task(client.conversations.count())
-    await eventually(lambda: cloud.requests["count_conversations"] == 1)
+    # Until the client has read the 429 (not only sent the request: on a busy machine the
+    # next request could leave before the answer is back).
+    await eventually(lambda: client._gate.paused_for > 0)
     await client.start_tasks.count()  # another route, same client: held by the pause
     await first
     limited = next(r for r in cloud.request_log if r.route == "count_conversations")

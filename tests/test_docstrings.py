@@ -1,10 +1,10 @@
 """Every public name has a docstring: the API reference (`nox -s docs`) is built from them.
 
-Checked: what `openhands_async` and `openhands_async.testing` export, the public methods and
-properties of those classes (and of their SDK base classes), and the public methods of every
-resource the client wires (found from the client's cached properties and the sub-resources
-they hold, so a new resource is checked without editing this test). Each resource also has
-its `:::` entry in the reference.
+Checked: what `openhands_async`, `openhands_async.testing` and its pytest plugin export,
+the public methods and properties of those classes (and of their SDK base classes), and the
+public methods of every resource the client wires (found from the client's cached
+properties and the sub-resources they hold, so a new resource is checked without editing
+this test). Each resource and exported name also has its `:::` entry in the reference.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import openhands_async.testing
 from openhands_async import OpenHandsClient
 from openhands_async.lib.batch import Journal, SQLiteJournal
 from openhands_async.resources._base import Resource
+from openhands_async.testing import pytest_plugin
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference"
 
@@ -108,7 +109,7 @@ def test_the_client_has_resources() -> None:
     )
 
 
-@pytest.mark.parametrize("module", [openhands_async, openhands_async.testing])
+@pytest.mark.parametrize("module", [openhands_async, openhands_async.testing, pytest_plugin])
 def test_every_exported_name_has_a_docstring(module: ModuleType) -> None:
     missing: set[str] = set()
     for qualname, obj in _exported(module):

@@ -132,6 +132,8 @@ def test_fake_cloud_imports_nothing_from_the_sdk() -> None:
 
     root = Path(testing.__file__).parent
     for path in root.rglob("*.py"):
+        if path == root / "pytest_plugin.py":
+            continue  # the pytest plugin binds a client to the fake: it imports the package
         depth = len(path.relative_to(root).parts)  # 1: testing/x.py, 2: testing/_routes/x.py
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ...errors import JournalUnavailableError
 from .journal import JournalRow, RejectRow
 
 if TYPE_CHECKING:
@@ -70,6 +71,13 @@ async def connect(dsn: str, application_name: str) -> psycopg.AsyncConnection[An
         raise ImportError(
             "a postgresql:// journal needs psycopg: pip install 'openhands-async[postgres]'"
         ) from None
-    return await psycopg.AsyncConnection.connect(
-        dsn, autocommit=True, application_name=application_name[:63]
-    )
+    try:
+        return await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, application_name=application_name[:63]
+        )
+    except psycopg.OperationalError as exc:
+        # psycopg's message names host and port, never the password.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JournalUnavailableError(
+            f"cannot reach the batch journal's database: {reason}"
+        ) from None
