@@ -188,6 +188,7 @@ class BaseClient:
 
     @property
     def timeouts(self) -> Timeouts:
+        """The client's `Timeouts` (connect, read, total, stream_idle)."""
         return self._transport.timeouts
 
     @property
@@ -223,6 +224,7 @@ class BaseClient:
         )
 
     def url(self, path: str) -> str:
+        """The absolute URL of an API path on this client's base URL."""
         return self.base_url + path
 
     # ------------------------------------------------------------------ requests

@@ -79,6 +79,7 @@ class _OpenStrEnum(str, enum.Enum):
 
     @property
     def known(self) -> bool:
+        """False for a value this SDK version does not know (kept, never an error)."""
         return self._name_ != "UNKNOWN"
 
     def __str__(self) -> str:

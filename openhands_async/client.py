@@ -54,6 +54,11 @@ class OpenHandsClient(BaseClient):
 
     `requests_per_second` (or any async context manager as `rate_limiter`) bounds the
     request rate of everything sent through this client, the poller included.
+
+        async with OpenHandsClient(timeout=30, max_retries=4) as client:
+            async for conv in client.conversations.search(title_contains="README"):
+                print(conv.id, conv.execution_status)
+            quick = client.with_options(timeout=5, max_retries=0)  # shares the session
     """
 
     # Resources are made on first use (openai-python does the same): the facade adds no
@@ -61,52 +66,68 @@ class OpenHandsClient(BaseClient):
 
     @functools.cached_property
     def start_tasks(self) -> StartTasks:
+        """Start tasks: a conversation's start-up (`get`, `get_many`, `search`, `count`)."""
         return StartTasks(self)
 
     @functools.cached_property
     def conversations(self) -> Conversations:
+        """Conversations: `start`, `stream_start`, `get`/`get_many`, `search`, `count`,
+        `send_message`, `ask`, `update`, `delete`, `download`, the workspace reads."""
         return Conversations(self, self.start_tasks)
 
     @functools.cached_property
     def events(self) -> Events:
+        """A conversation's events: `search`, `count`, `get_many`, `last_agent_message`,
+        and `follow` (live, over the agent server's WebSocket)."""
         return Events(self, self.conversations, self.sandboxes)
 
     @functools.cached_property
     def sandboxes(self) -> Sandboxes:
+        """Sandboxes: `get`/`get_many`, `search`, `start`, `pause`, `resume`, `delete`."""
         return Sandboxes(self)
 
     @functools.cached_property
     def users(self) -> Users:
+        """The signed-in user: `await client.users.me()`."""
         return Users(self)
 
     # -- the account's configuration and what the server offers (issue 20) --
 
     @functools.cached_property
     def settings(self) -> SettingsResource:
+        """The account's settings (`get`, `update`, the schemas) and saved LLM `profiles`."""
         return SettingsResource(self)
 
     @functools.cached_property
     def secrets(self) -> Secrets:
+        """Custom secrets the agents get as environment variables, and git-provider tokens."""
         return Secrets(self)
 
     @functools.cached_property
     def git(self) -> Git:
+        """What the git providers offer: `installations`, `repositories`, `branches`,
+        `suggested_tasks` (each with `search`).
+        """
         return Git(self)
 
     @functools.cached_property
     def sandbox_specs(self) -> SandboxSpecs:
+        """The sandbox specs a sandbox can be started from (`search`, `get`, `get_many`)."""
         return SandboxSpecs(self)
 
     @functools.cached_property
     def skills(self) -> Skills:
+        """The skills available to agents (`search`) and what plugin marketplaces offer."""
         return Skills(self)
 
     @functools.cached_property
     def config(self) -> Config:
+        """What the server offers: LLM `models` and `providers` (`search`), `web_client()`."""
         return Config(self)
 
     @functools.cached_property
     def api_keys(self) -> ApiKeys:
+        """The API key in use: `await client.api_keys.current()`."""
         return ApiKeys(self)
 
     async def __aenter__(self) -> OpenHandsClient:

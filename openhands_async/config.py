@@ -44,6 +44,8 @@ class Timeouts:
     """Timeouts in seconds. `read` bounds one silence on the socket, `total` one attempt.
 
     Streams ignore `total` and use `stream_idle` as their read bound instead.
+
+        client = OpenHandsClient(timeout=Timeouts(connect=5, read=30, total=60))
     """
 
     connect: float | None = DEFAULT_CONNECT_TIMEOUT
@@ -54,7 +56,12 @@ class Timeouts:
 
 @attrs.frozen
 class RetryPolicy:
-    """How often and how long to retry. `max_retries` counts re-sends, not attempts."""
+    """How often and how long to retry. `max_retries` counts re-sends, not attempts.
+
+    Delays start at `initial_delay` and double (jittered) up to `max_delay`:
+
+        client = OpenHandsClient(retry_policy=RetryPolicy(max_retries=5, max_delay=30))
+    """
 
     max_retries: int = DEFAULT_MAX_RETRIES
     initial_delay: float = INITIAL_RETRY_DELAY
@@ -69,6 +76,9 @@ class RetryPolicy:
             raise ValueError("retry delays must be >= 0")
 
     def should_retry(self, exc: BaseException, idempotency: Idempotency) -> bool:
+        """Whether a request that failed with `exc` may be sent again, given how safe
+        re-sending it is (`Idempotency`).
+        """
         if isinstance(exc, errors.ConcurrencyLimitError):
             return False  # only a running conversation ending frees a slot: not a timer
         if isinstance(exc, errors.RateLimitError):

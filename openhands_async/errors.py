@@ -152,6 +152,7 @@ class UnprocessableEntityError(APIStatusError):
 
     @property
     def errors(self) -> list[dict[str, Any]]:
+        """The validation errors of the 422's `detail` (`loc`, `msg`, `type`), else []."""
         detail = self.body.get("detail") if isinstance(self.body, dict) else None
         return [e for e in detail if isinstance(e, dict)] if isinstance(detail, list) else []
 

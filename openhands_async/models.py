@@ -39,6 +39,8 @@ T = TypeVar("T")
 
 
 class StartTaskStatus(_OpenStrEnum):
+    """Where a start is (`StartTask.status`): WORKING ... READY, or ERROR."""
+
     WORKING = "WORKING"
     WAITING_FOR_SANDBOX = "WAITING_FOR_SANDBOX"
     PREPARING_REPOSITORY = "PREPARING_REPOSITORY"
@@ -51,10 +53,13 @@ class StartTaskStatus(_OpenStrEnum):
 
     @property
     def is_terminal(self) -> bool:
+        """READY or ERROR: the start will not change again."""
         return self in (StartTaskStatus.READY, StartTaskStatus.ERROR)
 
 
 class SandboxStatus(_OpenStrEnum):
+    """A sandbox's state: PAUSED has no agent server (resume it); MISSING: deleted or gone."""
+
     STARTING = "STARTING"
     RUNNING = "RUNNING"
     PAUSED = "PAUSED"
@@ -63,6 +68,8 @@ class SandboxStatus(_OpenStrEnum):
 
 
 class ExecutionStatus(_OpenStrEnum):
+    """What the agent is doing (`Conversation.execution_status`, state-update events)."""
+
     IDLE = "idle"
     RUNNING = "running"
     PAUSED = "paused"
@@ -75,6 +82,8 @@ class ExecutionStatus(_OpenStrEnum):
 
 @attrs.frozen
 class TextContent(_Model):
+    """A text block of a `Message`: `Message([TextContent("Fix it")])`."""
+
     text: str
     cache_prompt: bool = False
     type: str = "text"
@@ -82,6 +91,8 @@ class TextContent(_Model):
 
 @attrs.frozen
 class ImageContent(_Model):
+    """Image URLs as a block of a `Message`."""
+
     image_urls: list[str]
     cache_prompt: bool = False
     type: str = "image"
@@ -100,12 +111,14 @@ class Message(_Model):
 
     @property
     def text(self) -> str:
+        """The text blocks joined by newlines."""
         return "\n".join(c.text for c in self.content if isinstance(c, TextContent))
 
 
 #: What `start`, `stream_start` and `send_message` take as the message: text, a list of
 #: text/image content (str items are text), a `Message`, or None (no initial message).
 MessageInput = str | Message | Sequence[str | TextContent | ImageContent] | None
+"""What `start`, `send_message` and `ask` take as a message: text, blocks, or a `Message`."""
 
 
 def _redact(value: dict[str, str] | None) -> str:
@@ -160,6 +173,7 @@ class StartTask(_Model):
 
     @property
     def is_terminal(self) -> bool:
+        """READY or ERROR: the start is over (`app_conversation_id` is set once READY)."""
         return self.status.is_terminal
 
 
@@ -213,6 +227,8 @@ _TERMINAL_EXECUTION = frozenset(
 
 @attrs.frozen
 class ExposedUrl(_Model):
+    """A URL a sandbox exposes (the agent server, a VS Code, an app port)."""
+
     name: str
     url: str
     port: int | None = None
@@ -220,6 +236,8 @@ class ExposedUrl(_Model):
 
 @attrs.frozen
 class Sandbox(_Model):
+    """A sandbox (`client.sandboxes`): the machine a conversation's agent runs in."""
+
     id: str
     status: SandboxStatus = SandboxStatus.MISSING
     created_by_user_id: str | None = None
@@ -264,6 +282,7 @@ class Event(_Model):
 
     @property
     def role(self) -> str | None:
+        """A message event's role ("user", "assistant"), else None."""
         message = self.payload.get("llm_message")
         role = message.get("role") if isinstance(message, dict) else None
         return role if isinstance(role, str) else None
@@ -297,7 +316,8 @@ class Event(_Model):
         return _object(self.payload.get("action"))
 
     @property
-    def observation(self) -> dict[str, Any] | None:  # an ObservationEvent's observation
+    def observation(self) -> dict[str, Any] | None:
+        """An ObservationEvent's observation object, else None."""
         return _object(self.payload.get("observation"))
 
     def _field(self, name: str) -> str | None:
@@ -305,11 +325,13 @@ class Event(_Model):
         return next((str(v) for v in found if isinstance(v, str)), None)
 
     @property
-    def command(self) -> str | None:  # an action's command, or the observation's answering it
+    def command(self) -> str | None:
+        """An action's command, or that of the action an observation answers."""
         return self._field("command")
 
     @property
-    def path(self) -> str | None:  # the file an action or observation is about
+    def path(self) -> str | None:
+        """The file an action or observation is about, else None."""
         return self._field("path")
 
     @property

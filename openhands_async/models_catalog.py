@@ -50,6 +50,8 @@ class SuggestedTaskType(_OpenStrEnum):
 
 @attrs.frozen
 class Repository:
+    """A repository the user can reach (`client.git.repositories.search`)."""
+
     id: str
     full_name: str
     git_provider: GitProvider
@@ -62,6 +64,8 @@ class Repository:
 
 @attrs.frozen
 class Branch:
+    """A branch of a repository (`client.git.branches.search`)."""
+
     name: str
     commit_sha: str
     protected: bool = False
@@ -70,6 +74,10 @@ class Branch:
 
 @attrs.frozen
 class SuggestedTask:
+    """Work a git provider suggests (`client.git.suggested_tasks.search`): a failing
+    check, a merge conflict, an open issue...
+    """
+
     git_provider: GitProvider
     task_type: SuggestedTaskType
     repo: str
@@ -133,6 +141,8 @@ class MarketplaceRegistration:
 
 @attrs.frozen
 class MarketplacePlugin:
+    """A plugin a marketplace offers (`client.skills.marketplace`)."""
+
     name: str
     source: str
     marketplace: str
@@ -169,6 +179,8 @@ class LLMModel:
 
 @attrs.frozen
 class LLMProvider:
+    """An LLM provider the server knows (`client.config.providers.search`)."""
+
     name: str
     verified: bool = False
 
@@ -203,6 +215,8 @@ class ConversationSkill:
 
 @attrs.frozen
 class HookDefinition:
+    """One hook a conversation runs: its `type`, `command` and `timeout` (seconds)."""
+
     type: str
     command: str
     timeout: int = 60
@@ -210,6 +224,8 @@ class HookDefinition:
 
 @attrs.frozen
 class HookMatcher:
+    """The hooks run for the tools whose names match `matcher`."""
+
     matcher: str
     hooks: list[HookDefinition] = attrs.field(factory=list)
 

@@ -49,6 +49,7 @@ class SecretStr:
         self._value = value
 
     def get_secret_value(self) -> str:
+        """The value itself (keep it out of logs and reprs)."""
         return self._value
 
     def __repr__(self) -> str:
@@ -123,21 +124,25 @@ class Settings:
 
     @property
     def llm(self) -> dict[str, Any]:
+        """`agent_settings.llm`, the account's LLM configuration ({} if absent)."""
         llm = self.agent_settings.get("llm")
         return llm if isinstance(llm, dict) else {}
 
     @property
     def llm_model(self) -> str | None:
+        """The account's LLM model (`agent_settings.llm.model`), else None."""
         model = self.llm.get("model")
         return model if isinstance(model, str) else None
 
     @property
     def llm_base_url(self) -> str | None:
+        """The account's LLM base URL (`agent_settings.llm.base_url`), else None."""
         url = self.llm.get("base_url")
         return url if isinstance(url, str) else None
 
     @property
     def active_profile(self) -> str | None:
+        """The name of the active saved profile, else None."""
         active = self.llm_profiles.get("active")
         return active if isinstance(active, str) else None
 
@@ -170,6 +175,7 @@ class Profile:
 
     @property
     def model(self) -> str | None:
+        """The profile's LLM model (`config.model`), else None."""
         model = self.config.get("model")
         return model if isinstance(model, str) else None
 
@@ -201,6 +207,7 @@ class Secret:
 
     @property
     def id(self) -> str:
+        """The secret's id in `update`/`delete`: its name."""
         return self.name
 
 

@@ -26,6 +26,7 @@ class AsyncPager(Generic[T]):
         self._page_size = check_page_size(page_size)
 
     async def pages(self) -> AsyncIterator[Page[T]]:
+        """Yield whole pages (`Page.items`, `Page.next_page_id`) instead of items."""
         remaining = self._limit
         cursor: str | None = None
         while remaining is None or remaining > 0:
@@ -46,4 +47,6 @@ class AsyncPager(Generic[T]):
                 yield item
 
     async def to_list(self) -> list[T]:
+        """Every item in one list (mind `limit` on a large search):
+        `await client.conversations.search(limit=50).to_list()`."""
         return [item async for item in self]

@@ -198,6 +198,7 @@ class PollerStats:
     last_requests: int = 0
 
     def count_cycle(self, start_tasks: int, conversations: int, requests: int) -> None:
+        """Record one cycle: the items it read and the requests it sent."""
         self.cycles += 1
         self.requests += requests
         self.reads += start_tasks + conversations
@@ -373,6 +374,7 @@ class ChangeFeed:
         self._poller._unsubscribe(self)
 
     async def aclose(self) -> None:
+        """Stop the feed (as `close()`); the poller carries on."""
         self.close()
 
     def __aiter__(self) -> ChangeFeed:

@@ -40,8 +40,8 @@ __all__ = [
     "iter_start_tasks",
 ]
 
-#: The ijson backend in use: "yajl2_c" is the fast C one; "python" is pure Python (slow).
 IJSON_BACKEND: str = ijson.backend_name
+"""The ijson backend in use: "yajl2_c" is the fast C one; "python" is pure Python (slow)."""
 
 _TAIL = 256  # bytes kept for error excerpts
 _EXCERPT = 120

@@ -107,14 +107,17 @@ class EventStream:
 
     @property
     def transport(self) -> str | None:
+        """What the stream uses now: "websocket" or "poll" (None before it connects)."""
         return self._state.transport
 
     @property
     def reconnects(self) -> int:
+        """How many times the socket was reopened after a break."""
         return self._state.reconnects
 
     @property
     def snapshot(self) -> Event | None:
+        """The latest `full_state` snapshot the agent server sent (not yielded)."""
         return self._state.snapshot
 
     @property

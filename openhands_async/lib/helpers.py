@@ -24,6 +24,9 @@ async def wait_until_ready(client: _HasConversations, message: MessageInput, **o
 
     Raises `StartTaskFailed` if the start ends in ERROR; `options` are those of
     `client.conversations.stream_start` (except `raise_on_error`, always on here).
+
+        cid = await wait_until_ready(client, "Fix the README", repository="owner/repo")
+        reply = await client.conversations.ask(cid, "Now add tests")
     """
     options.pop("raise_on_error", None)
     async with client.conversations.stream_start(message, **options) as stream:

@@ -120,18 +120,17 @@ class ConversationPoller:
         return self._track(normalize_uuid(task_id, "task_id"), "start_task")
 
     def track_conversation(self, conversation_id: str) -> str:
-        """Follow a conversation until it is terminal. Returns the normalized id.
-
-        The server answers null for a conversation until its sandbox exists, so track a
-        conversation once it is known to exist (or follow its start task instead): a null
-        read is reported as missing and ends tracking.
-        """
+        """Follow a conversation until it is terminal. Returns the normalized id. The server
+        answers null for a conversation until its sandbox exists, so track one known to exist
+        (or follow its start task instead): a null read is reported as missing, ends tracking."""
         return self._track(normalize_uuid(conversation_id, "conversation_id"), "conversation")
 
     def track_start_tasks(self, task_ids: Iterable[str]) -> list[str]:
+        """`track_start_task` for each id; returns the normalised ids."""
         return [self.track_start_task(i) for i in task_ids]
 
     def track_conversations(self, conversation_ids: Iterable[str]) -> list[str]:
+        """`track_conversation` for each id; returns the normalised ids."""
         return [self.track_conversation(i) for i in conversation_ids]
 
     def untrack(self, item_id: str) -> None:
@@ -246,6 +245,7 @@ class ConversationPoller:
         self._client._register_poller(self)
 
     async def start(self) -> ConversationPoller:
+        """Start polling now (it otherwise starts on first use); returns the poller."""
         self._ensure_started()
         return self
 
@@ -271,6 +271,7 @@ class ConversationPoller:
 
     @property
     def running(self) -> bool:
+        """True while the polling loop runs."""
         return self._task is not None and not self._task.done()
 
     # ------------------------------------------------------------------ the loop

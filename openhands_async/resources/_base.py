@@ -28,6 +28,10 @@ Query = Params | Mapping[str, Any] | None
 
 
 class Resource:
+    """Base of the resources: one endpoint group on a `BaseClient` (`client.conversations`,
+    ...). Its helpers (`_get`, `_get_many`, `_search`, `_count`, ...) make each method one call.
+    """
+
     def __init__(self, client: BaseClient) -> None:
         self._client = client
 

@@ -42,6 +42,10 @@ def pending_target(target: StartTask | str | uuid.UUID, *, conversation: bool) -
 
 
 class ConversationControls(Resource):
+    """What `client.conversations` adds for a conversation in progress: queue a message
+    before it is ready, switch its LLM, read its skills and hooks.
+    """
+
     async def queue_message(
         self,
         start_task: StartTask | str | uuid.UUID,

@@ -13,6 +13,8 @@ _PATH = "/api/v1/config"
 
 
 class Models(Resource):
+    """`client.config.models`: the LLM models the server can run."""
+
     def search(
         self,
         *,
@@ -30,6 +32,8 @@ class Models(Resource):
 
 
 class Providers(Resource):
+    """`client.config.providers`: the LLM providers the server knows."""
+
     def search(
         self,
         *,

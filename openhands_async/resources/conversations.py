@@ -162,6 +162,8 @@ class Conversations(ConversationControls, Resource):
         updated_before: datetime | None = None,
         sandbox_id: str | None = None,
     ) -> int:
+        """How many conversations match these filters (those of `search`):
+        `await client.conversations.count(title_contains="README")`."""
         filters = _filters(
             title_contains, created_after, created_before, updated_after, updated_before, sandbox_id
         )

@@ -54,6 +54,7 @@ class Events(Resource):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> int:
+        """How many of the conversation's events match (the filters of `search`)."""
         return await self._count(f"{_path(conversation_id)}/count", _filters(kind, since, until))
 
     async def get_many(self, conversation_id: str, ids: Iterable[str]) -> list[Event | None]:

@@ -19,6 +19,8 @@ def _provider(provider: GitProvider | str) -> str:
 
 
 class Installations(Resource):
+    """`client.git.installations`: the provider's app installations."""
+
     def search(
         self,
         provider: GitProvider | str,
@@ -33,6 +35,8 @@ class Installations(Resource):
 
 
 class Repositories(Resource):
+    """`client.git.repositories`: repositories the user can reach."""
+
     def search(
         self,
         provider: GitProvider | str,
@@ -56,6 +60,8 @@ class Repositories(Resource):
 
 
 class Branches(Resource):
+    """`client.git.branches`: a repository's branches."""
+
     def search(
         self,
         provider: GitProvider | str,
@@ -72,6 +78,8 @@ class Branches(Resource):
 
 
 class SuggestedTasks(Resource):
+    """`client.git.suggested_tasks`: work the git providers suggest."""
+
     def search(
         self, *, limit: int | None = None, page_size: int = MAX_PAGE_SIZE
     ) -> AsyncPager[SuggestedTask]:

@@ -18,6 +18,7 @@ class SandboxSpecs(Resource):
     def search(
         self, *, limit: int | None = None, page_size: int = MAX_PAGE_SIZE
     ) -> AsyncPager[SandboxSpec]:
+        """All the sandbox specs, across pages (`limit` caps the total)."""
         return self._search(f"{_PATH}/search", SandboxSpec, {}, limit=limit, page_size=page_size)
 
     async def get_many(self, ids: Iterable[str]) -> list[SandboxSpec | None]:

@@ -21,6 +21,7 @@ class Sandboxes(Resource):
     def search(
         self, *, limit: int | None = None, page_size: int = MAX_PAGE_SIZE
     ) -> AsyncPager[Sandbox]:
+        """All the account's sandboxes, across pages (`limit` caps the total)."""
         return self._search(f"{_PATH}/search", Sandbox, {}, limit=limit, page_size=page_size)
 
     async def get_many(self, ids: Iterable[str]) -> list[Sandbox | None]:

@@ -14,6 +14,8 @@ _PATH = "/api/v1/skills"
 
 
 class Skills(Resource):
+    """`client.skills`: the skills available to agents, and marketplace previews."""
+
     def search(
         self, *, limit: int | None = None, page_size: int = MAX_PAGE_SIZE
     ) -> AsyncPager[Skill]:

@@ -57,6 +57,7 @@ class StartTasks(Resource):
     async def count(
         self, *, conversation_id: str | None = None, created_after: datetime | None = None
     ) -> int:
+        """How many start tasks match (the filters of `search`)."""
         return await self._count(f"{_PATH}/count", _filters(conversation_id, created_after))
 
 

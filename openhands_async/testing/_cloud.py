@@ -206,6 +206,7 @@ class FakeCloud:
 
     @property
     def port(self) -> int:
+        """The port it listens on (RuntimeError before `start()`)."""
         if self._port is None:
             raise RuntimeError(NOT_RUNNING)
         return self._port
@@ -228,6 +229,7 @@ class FakeCloud:
         self._ctx.faults.add(fault)
 
     def clear_faults(self) -> None:
+        """Remove every fault added with `add_fault`."""
         self._ctx.faults.clear()
 
     # -- counters --------------------------------------------------------------------
@@ -259,6 +261,7 @@ class FakeCloud:
 
     @property
     def paused_by_cap(self) -> int:
+        """Conversations paused to make room under `max_running` (`cap_mode="pause"`)."""
         return self._store.paused_by_cap
 
     @property

@@ -14,6 +14,7 @@ from ._wire import json_bytes
 FaultAction = Literal[
     "respond", "reset_before", "reset_after_headers", "reset_mid_body", "stall", "hold"
 ]
+"""What a `Fault` does to a request it matches (see `Fault`)."""
 ACTIONS: tuple[str, ...] = (
     "respond",
     "reset_before",
@@ -77,6 +78,7 @@ class Fault:
     content_type: str | None = None
 
     def matches(self, route: str, method: str, *, probe: bool) -> bool:
+        """Whether this fault applies to a request on `route` with `method`."""
         if self.route is None and probe:
             return False
         if self.route is not None and self.route != route:
@@ -84,6 +86,7 @@ class Fault:
         return self.method is None or self.method.upper() == method.upper()
 
     def response(self) -> web.Response:
+        """The error response a `respond` fault answers with."""
         status = self.status or HTTPStatus.SERVICE_UNAVAILABLE
         body = self.body
         if body is None:

@@ -36,6 +36,7 @@ DEFAULT_START_TIMELINE: tuple[tuple[str, float], ...] = (
     ("STARTING_CONVERSATION", 0.02),
     ("READY", 0.02),
 )
+"""The start statuses a start task goes through, each `(status, seconds after the last)`."""
 # The detail measured on a real server, both for a failed agent server and a duplicate id.
 DEFAULT_ERROR_DETAIL = "500: Agent Server Failed to start properly"
 DEFAULT_GARBAGE = b"<html><body>502 Bad Gateway</body></html>"

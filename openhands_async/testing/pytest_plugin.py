@@ -43,8 +43,8 @@ except ImportError:  # pragma: no cover - exercised in a subprocess by the plugi
 
 __all__ = ["MakeFakeCloud", "fake_cloud", "make_fake_cloud", "openhands_client"]
 
-#: The type of the `make_fake_cloud` fixture: `await make_fake_cloud(**FakeCloud options)`.
 MakeFakeCloud = Callable[..., Awaitable[FakeCloud]]
+"""The type of the `make_fake_cloud` fixture: `await make_fake_cloud(**FakeCloud options)`."""
 
 NEEDS_PYTEST_ASYNCIO = (
     "the openhands_async fixtures (fake_cloud, make_fake_cloud, openhands_client) are async "

@@ -111,6 +111,7 @@ class Job:
             object.__setattr__(self, "key", content_key(self.to_dict()))
 
     def to_dict(self) -> dict[str, Any]:
+        """The job as a JSONL line's object (what `read_jobs` reads back)."""
         data: dict[str, Any] = {"message": self.message}
         if self.repository is not None:
             data["repository"] = self.repository
@@ -140,6 +141,7 @@ class Job:
         )
 
     def start_options(self) -> dict[str, Any]:
+        """The keyword arguments this job gives `conversations.start`."""
         options = dict(self.options)
         if self.repository is not None:
             options["repository"] = self.repository
@@ -187,14 +189,17 @@ class JobResult:
 
     @property
     def key(self) -> str | None:
+        """The job's key (None for an input that was not a valid job)."""
         return self.job.key if self.job is not None else None
 
     @property
     def ok(self) -> bool:
+        """True if the agent finished."""
         return self.state == "finished"
 
     @property
     def duration(self) -> float | None:
+        """Seconds from the start request to the end; None if it never started."""
         return None if self.started_at is None else self.ended_at - self.started_at
 
 
@@ -282,6 +287,7 @@ class BatchProgress:
 
     @property
     def done(self) -> int:
+        """Jobs ended in this run: finished + failed."""
         return self.finished + self.failed
 
 

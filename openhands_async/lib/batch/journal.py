@@ -102,7 +102,9 @@ class Journal(Protocol):
         content may differ: the caller compares). A reject recorded at `source` goes."""
         ...
 
-    async def get(self, key: str) -> JournalRow | None: ...
+    async def get(self, key: str) -> JournalRow | None:
+        """The row of this key, or None if no job with it was added."""
+        ...
 
     async def rows(self, *states: JobState) -> Sequence[JournalRow]:
         """Rows in these states (all if none given), in the order the jobs were added."""
@@ -128,7 +130,9 @@ class Journal(Protocol):
         """The server provably did not take the start (e.g. its running cap refused it)."""
         ...
 
-    async def mark_running(self, key: str, start_task_id: str) -> JournalRow: ...
+    async def mark_running(self, key: str, start_task_id: str) -> JournalRow:
+        """The server took the start: record its start task; the job is running."""
+        ...
 
     async def mark_ended(
         self,
@@ -138,7 +142,9 @@ class Journal(Protocol):
         sandbox_status: str | None = None,
         execution_status: str | None = None,
         error: str | None = None,
-    ) -> None: ...
+    ) -> None:
+        """The job ended (`state`), with the final statuses read and, if failed, why."""
+        ...
 
     async def retry(self, key: str) -> JournalRow:
         """Make a failed job pending again, its attempt moved to `history`."""

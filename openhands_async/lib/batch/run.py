@@ -160,6 +160,9 @@ class BatchRun:
         return self._iterator
 
     async def aclose(self) -> None:
+        """Stop the run: no new starts; the journal keeps what was recorded, so the same
+        batch with the same journal picks up where this one stopped.
+        """
         if self._iterator is not None:
             await self._iterator.aclose()  # type: ignore[attr-defined]
 
