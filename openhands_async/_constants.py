@@ -39,6 +39,13 @@ START_LOOKUPS_BEFORE_RESEND = 3
 
 # Seconds between reads of a start task once its stream broke (the stream's recovery).
 DEFAULT_STREAM_POLL_INTERVAL = 1.0
+# Once its stream broke, how long a start task may keep the same status and updated_at
+# before the recovery gives up on it (StartStalledError). The open-source server drops a
+# start whose stream connection closed, leaving its task frozen for good. The server bumps
+# updated_at on each status change, and its slowest single steps are bounded: a sandbox
+# start 120 s, a repository's setup script 600 s (openhands-ai 1.11.0). 15 minutes leaves
+# room above them, so a healthy (if slow) start is never given up on.
+DEFAULT_START_STALL_TIMEOUT = 900.0
 # Conversations running at once in a batch (the Cloud's older documented account cap).
 DEFAULT_MAX_RUNNING = 3
 

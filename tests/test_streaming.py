@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import random
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -478,6 +479,141 @@ async def test_cancelling_the_consumer_releases(slow_cloud: FakeCloud) -> None:
             await job
         assert no_acquired(client)
         assert slow_cloud.starts_received == 1
+
+
+# ------------------------------------- a start the server dropped with its stream
+# The open-source server runs the start inside the stream-start response: a cut stream ends
+# the start and its task stays in its last status for good (`stream_drops_start=1`).
+
+DROPPED = "[fake:stream_drops_start=1]"
+
+
+async def test_fake_drops_the_start_with_a_cut_stream(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        stream = client.conversations.stream_start(
+            f"hello [fake:stream_cut_after=2] {DROPPED}", recover=False
+        )
+        seen: list[oh.StartTask] = []
+        with pytest.raises(oh.APIConnectionError):
+            await collect(stream, seen)
+        record = slow_cloud._store.tasks[seen[-1].id]
+        # However late it is read, the task shows the last element's status and time.
+        later = asyncio.get_running_loop().time() + 3600
+        assert record.phase(later) == 1
+        assert record.ready_at == record.error_at == float("inf")
+        read = await client.start_tasks.get(seen[-1].id)
+        assert (read.status, read.updated_at) == (seen[-1].status, seen[-1].updated_at)
+        conv = slow_cloud._store.conversations[stream.conversation_id]
+        assert conv.view(later) in (None, ("STARTING", None))
+        await settle(client)
+
+
+async def test_fake_drops_the_start_by_knob_and_keeps_it_by_default() -> None:
+    behavior = StreamBehavior(cut_after=1, drops_start=True)
+    async with FakeCloud(time_scale=3.0, stream=behavior) as cloud, make_client(cloud) as client:
+        first = await anext(client.conversations.stream_start("a", recover=False))
+        with_marker = client.conversations.stream_start("b [fake:stream_drops_start=0]")
+        seen = [t async for t in with_marker]
+        assert seen[-1].status is oh.StartTaskStatus.READY  # carried on after the cut
+        assert cloud._store.tasks[first.id].stopped_at < float("inf")
+        assert cloud._store.tasks[seen[0].id].stopped_at == float("inf")
+        await settle(client)
+
+
+async def test_fake_rejects_a_bad_drops_start_marker(cloud: FakeCloud) -> None:
+    async with make_client(cloud) as client:
+        with pytest.raises(oh.UnprocessableEntityError, match="stream_drops_start"):
+            await collect(client.conversations.stream_start("x [fake:stream_drops_start=yes]"), [])
+        await settle(client)
+
+
+async def test_dropped_start_raises_stalled_and_is_not_resent(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        stream = client.conversations.stream_start(
+            f"hello [fake:stream_cut_after=2] {DROPPED}", poll_interval=0.02, stall_timeout=0.2
+        )
+        seen: list[oh.StartTask] = []
+        with pytest.raises(oh.StartStalledError) as info:
+            await collect(stream, seen)
+        err = info.value
+        assert isinstance(err, oh.StreamError)
+        assert [t.status.value for t in seen] == START_SEQUENCE[:2]
+        assert err.task.id == seen[-1].id
+        assert (err.task.status, err.task.updated_at) == (seen[-1].status, seen[-1].updated_at)
+        assert err.conversation_id == stream.conversation_id
+        assert err.stall_timeout == 0.2
+        assert err.items_received == 2
+        assert isinstance(err.__cause__, oh.APIConnectionError | oh.StreamError)
+        text = str(err)
+        assert "not sent again" in text
+        assert f"client.start_tasks.get({err.task.id!r})" in text
+        assert "WAITING_FOR_SANDBOX" in text
+        # Polled, never sent again.
+        assert slow_cloud.starts_received == 1
+        assert slow_cloud.requests["stream_start"] == 1
+        assert slow_cloud.requests["start"] == 0
+        assert slow_cloud.requests["get_start_tasks"] >= 1
+        assert slow_cloud.duplicate_starts == 0
+        await settle(client)
+
+
+async def test_dropped_before_any_element_is_found_then_raises_stalled(
+    slow_cloud: FakeCloud,
+) -> None:
+    async with make_client(slow_cloud) as client:
+        stream = client.conversations.stream_start(
+            f"hello [fake:stream_cut_after=0] {DROPPED}", poll_interval=0.02, stall_timeout=0.2
+        )
+        seen: list[oh.StartTask] = []
+        with pytest.raises(oh.StartStalledError) as info:
+            await collect(stream, seen)
+        assert [t.id for t in seen] == [info.value.task.id]  # the task the look-up found
+        assert info.value.items_received == 0
+        assert info.value.task.request is not None
+        sent_as = info.value.task.request.conversation_id
+        assert sent_as is not None
+        assert uuid.UUID(sent_as) == uuid.UUID(stream.conversation_id)
+        assert slow_cloud.starts_received == 1
+        assert slow_cloud.requests["stream_start"] == 1
+        assert slow_cloud.requests["search_start_tasks"] >= 1
+        await settle(client)
+
+
+async def test_a_task_that_keeps_updating_is_not_stalled() -> None:
+    # Two seconds in one status, updated every 0.1 s: each update restarts the stall clock,
+    # so a 1 s bound never fires although the status stays the same for twice as long.
+    timeline = [("WORKING", 0.0), *[("WAITING_FOR_SANDBOX", 0.1)] * 20, ("READY", 0.1)]
+    async with FakeCloud(start_timeline=timeline) as cloud, make_client(cloud) as client:
+        stream = client.conversations.stream_start(
+            "hello [fake:stream_cut_after=2]", poll_interval=0.02, stall_timeout=1.0
+        )
+        seen = [t async for t in stream]
+        assert [t.status.value for t in seen] == ["WORKING", "WAITING_FOR_SANDBOX", "READY"]
+        assert cloud.starts_received == 1
+        await settle(client)
+
+
+async def test_stall_timeout_none_polls_a_dropped_start_on(slow_cloud: FakeCloud) -> None:
+    async with make_client(slow_cloud) as client:
+        stream = client.conversations.stream_start(
+            f"hello [fake:stream_cut_after=1] {DROPPED}", poll_interval=0.01, stall_timeout=None
+        )
+        job = asyncio.create_task(collect(stream, []))
+        while slow_cloud.requests["get_start_tasks"] < 30:  # many polls: no bound fired
+            assert not job.done()
+            await asyncio.sleep(0.01)
+        assert not job.done()
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        await stream.aclose()
+        await settle(client)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan")])
+async def test_stall_timeout_must_be_positive(client: oh.OpenHandsClient, bad: float) -> None:
+    with pytest.raises(ValueError, match="stall_timeout"):
+        client.conversations.stream_start("hello", stall_timeout=bad)
 
 
 # ---------------------------------------------------------------- nesting guard

@@ -9,6 +9,7 @@ from typing import Any
 from .._constants import (
     DEFAULT_ASK_POLL_INTERVAL,
     DEFAULT_ASK_TIMEOUT,
+    DEFAULT_START_STALL_TIMEOUT,
     DEFAULT_STREAM_POLL_INTERVAL,
 )
 from .._inputs import normalize_uuid
@@ -32,6 +33,7 @@ class Conversations(_Conversations):
         recover: bool = True,
         idle_timeout: float | None = None,
         poll_interval: float = DEFAULT_STREAM_POLL_INTERVAL,
+        stall_timeout: float | None = DEFAULT_START_STALL_TIMEOUT,
         **options: Any,
     ) -> StartTaskStream:
         """Start a conversation and follow its start task live (`POST .../stream-start`).
@@ -46,6 +48,12 @@ class Conversations(_Conversations):
           seconds (looking it up by conversation id first if no element had arrived). The
           start is never sent twice. With `recover=False` the break is raised
           (`StreamError`, `APIConnectionError`/`APITimeoutError`).
+        - `stall_timeout`: while recovering, a task whose status and `updated_at` have not
+          moved for this many seconds (default 900: above the server's own bounds on a
+          sandbox start and a setup script) raises `StartStalledError` (`.task`); None polls
+          for as long as it takes. The open-source server drops a start whose stream
+          connection closed, leaving its task in its last status for good. The start is not
+          sent again: look at it later with `client.start_tasks.get(error.task.id)`.
         """
         request = make_start_request(message, **options)
         return StartTaskStream(
@@ -57,6 +65,7 @@ class Conversations(_Conversations):
             recover=recover,
             idle_timeout=idle_timeout,
             poll_interval=poll_interval,
+            stall_timeout=stall_timeout,
         )
 
     async def ask(

@@ -6,7 +6,10 @@ parser (`_stream_parser`) turns it into `StartTask`s as it arrives.
 
 If the connection breaks (or stays silent longer than the idle timeout), the start is never
 sent again: with at least one element in hand the task is polled by id; with none, the SDK
-first looks for the start on the server (`SafeStart.look`) and polls it if found.
+first looks for the start on the server (`SafeStart.look`) and polls it if found. The
+polling ends: the open-source server drops a start whose stream connection closed (the task
+stays in its last status for good), so a task whose status and `updated_at` have not moved
+for `stall_timeout` seconds raises `StartStalledError`.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
+from datetime import datetime
 from types import TracebackType
 
 from .._base_client import BaseClient
-from .._constants import DEFAULT_STREAM_POLL_INTERVAL
+from .._constants import DEFAULT_START_STALL_TIMEOUT, DEFAULT_STREAM_POLL_INTERVAL
 from .._converter import unstructure
 from .._http import ByteStream
 from .._retry import Idempotency
@@ -26,6 +30,7 @@ from .._safe_start import SafeStart
 from ..errors import (
     APIConnectionError,
     InternalServerError,
+    StartStalledError,
     StartTaskFailed,
     StreamError,
     StreamTruncated,
@@ -62,8 +67,10 @@ class StartTaskStream:
     `async with client.conversations.stream_start(...) as stream: async for task in stream`.
 
     Ends after READY; a final ERROR task is yielded and then `StartTaskFailed` is raised
-    (unless `raise_on_error=False`). Leaving early (`break`, cancellation, leaving the
-    `async with`, `aclose()`) closes the response at once. `conversation_id` is the id the
+    (unless `raise_on_error=False`). After a break, `StartStalledError` is raised if the
+    polled task has not moved (status and `updated_at`) for `stall_timeout` seconds.
+    Leaving early (`break`, cancellation, leaving the `async with`, `aclose()`) closes the
+    response at once. `conversation_id` is the id the
     request carries (minted by the SDK unless given), `task` the latest snapshot. Snapshots
     whose `request` the server sent unchanged share one `StartRequest` object.
     """
@@ -79,11 +86,14 @@ class StartTaskStream:
         recover: bool = True,
         idle_timeout: float | None = None,
         poll_interval: float = DEFAULT_STREAM_POLL_INTERVAL,
+        stall_timeout: float | None = DEFAULT_START_STALL_TIMEOUT,
     ) -> None:
         if request.conversation_id is None:
             raise ValueError("request.conversation_id must be set (make_start_request mints one)")
-        if poll_interval <= 0:
+        if not poll_interval > 0:
             raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
+        if stall_timeout is not None and not stall_timeout > 0:
+            raise ValueError(f"stall_timeout must be > 0 or None, got {stall_timeout!r}")
         self.conversation_id: str = request.conversation_id
         self.request = request
         self._state = _State()
@@ -94,7 +104,7 @@ class StartTaskStream:
             raise_on_error=raise_on_error,
             recover=recover,
             idle_timeout=idle_timeout,
-            poll_interval=poll_interval,
+            watch=_Watch(poll_interval, stall_timeout),
         )
         # A plain `async for ... break` drops the stream without closing it: release the
         # response when the object goes away (a finalizer, so no reference cycle keeps it).
@@ -141,6 +151,15 @@ class _Deps:
         self.safe = safe
 
 
+class _Watch:
+    """How a broken stream's task is polled: every `interval` seconds, until it has shown the
+    same status and `updated_at` for `stall_timeout` seconds (None: for as long as it takes)."""
+
+    def __init__(self, interval: float, stall_timeout: float | None) -> None:
+        self.interval = interval
+        self.stall_timeout = stall_timeout
+
+
 async def _run(
     deps: _Deps,
     request: StartRequest,
@@ -149,7 +168,7 @@ async def _run(
     raise_on_error: bool,
     recover: bool,
     idle_timeout: float | None,
-    poll_interval: float,
+    watch: _Watch,
 ) -> AsyncGenerator[StartTask, None]:
     last: StartTask | None = None
     async for task in _stream_or_recover(
@@ -158,7 +177,7 @@ async def _run(
         state,
         recover=recover,
         idle_timeout=idle_timeout,
-        poll_interval=poll_interval,
+        watch=watch,
     ):
         last = state.task = task
         yield task
@@ -173,13 +192,17 @@ async def _stream_or_recover(
     *,
     recover: bool,
     idle_timeout: float | None,
-    poll_interval: float,
+    watch: _Watch,
 ) -> AsyncGenerator[StartTask, None]:
     client, safe = deps.client, deps.safe
     method, url = "POST", client.url(STREAM_PATH)
     cid = safe.conversation_id
     idle = client.timeouts.stream_idle if idle_timeout is None else idle_timeout
+    loop = asyncio.get_running_loop()
     last: StartTask | None = None
+    # Loop time the last element arrived: the stall clock of the recovery starts there.
+    last_at = 0.0
+    items = 0
     found: StartTask | None = None
     broken: APIConnectionError | StreamError
     try:
@@ -208,7 +231,7 @@ async def _stream_or_recover(
             reader = CountingReader(resp, method=method, url=url)
             try:
                 async for task in iter_start_tasks(reader, method=method, url=url):
-                    last = task
+                    last, last_at, items = task, loop.time(), items + 1
                     yield task
                 return  # `]` and a clean end
             except (APIConnectionError, StreamTruncated) as exc:
@@ -221,11 +244,30 @@ async def _stream_or_recover(
         state.release()
 
     # Recovery: never send the start again.
+    def stalled(task: StartTask) -> StartStalledError:
+        assert watch.stall_timeout is not None
+        log.warning(
+            "start task %s of %s stalled in %s after its stream broke; not sent again",
+            task.id,
+            cid,
+            task.status.value,
+        )
+        error = StartStalledError(
+            task,
+            conversation_id=cid,
+            stall_timeout=watch.stall_timeout,
+            method=method,
+            url=url,
+            items_received=items,
+        )
+        error.__cause__ = broken  # why the stream broke in the first place
+        return error
+
     if last is not None:
         log.info(
             "stream-start of task %s broke (%s); polling it instead", last.id, type(broken).__name__
         )
-        async for task in _poll(deps.start_tasks, last, poll_interval):
+        async for task in _poll(deps.start_tasks, last, last_at, watch, stalled):
             yield task
         return
     if found is None:
@@ -240,23 +282,49 @@ async def _stream_or_recover(
             url=url,
         ) from broken
     log.info("stream-start of %s broke; found task %s, polling it", cid, found.id)
+    found_at = loop.time()
     yield found
     if not found.status.is_terminal:
-        async for task in _poll(deps.start_tasks, found, poll_interval):
+        async for task in _poll(deps.start_tasks, found, found_at, watch, stalled):
             yield task
 
 
 async def _poll(
-    start_tasks: StartTasks, last: StartTask, interval: float
+    start_tasks: StartTasks,
+    last: StartTask,
+    seen_at: float,
+    watch: _Watch,
+    stalled: Callable[[StartTask], StartStalledError],
 ) -> AsyncGenerator[StartTask, None]:
-    """Poll a task until terminal, yielding only snapshots whose status changed."""
-    status = last.status
+    """Poll a task until terminal, yielding only snapshots whose status changed.
+
+    `seen_at` is the loop time `last` was read. The server bumps `updated_at` whenever the
+    task moves, so the same status and `updated_at` read `stall_timeout` seconds after they
+    were first seen mean nothing moved in between: then `stalled(task)` is raised.
+    """
+    loop = asyncio.get_running_loop()
+    status, mark = last.status, _mark(last)
+    bound = watch.stall_timeout
     while not status.is_terminal:
-        await asyncio.sleep(interval)
+        pause = watch.interval
+        if bound is not None:
+            # Read once more right at the bound rather than up to an interval after it.
+            pause = min(pause, max(0.0, seen_at + bound - loop.time()))
+        await asyncio.sleep(pause)
         task = await start_tasks.get(last.id)
+        now = loop.time()
+        if _mark(task) != mark:
+            mark, seen_at = _mark(task), now
+        elif bound is not None and now - seen_at >= bound:
+            raise stalled(task)
         if task.status != status:
             status = task.status
             yield task
+
+
+def _mark(task: StartTask) -> tuple[str, datetime | None]:
+    """What moves whenever the server works on a start: its status and `updated_at`."""
+    return task.status.value, task.updated_at
 
 
 def _as_conn(exc: StreamError | InternalServerError) -> APIConnectionError:

@@ -69,7 +69,8 @@ class FakeCloud:
       conversation is idle, then running, then ends in `run_outcome` (finished, error, stuck or
       waiting_for_confirmation). A start without an initial message stays idle.
     - `time_scale=1.0`: multiplies every delay above (0.01 for fast tests, 60 for a slow demo).
-    - `stream`: a `StreamBehavior` that makes stream-start cut, stall or write garbage.
+    - `stream`: a `StreamBehavior` that makes stream-start cut, stall or write garbage, and
+      (`drops_start=True`) end the start with the stream, as the open-source server does.
     - `max_running=None`, `cap_mode="pause"`: the per-account cap on running conversations
       (sandbox STARTING/RUNNING, execution not finished/error/stuck/waiting_for_confirmation).
       A start or a sandbox resume beyond the cap: "pause" pauses the oldest running ones to
@@ -95,8 +96,9 @@ class FakeCloud:
     keys may share one marker, comma-separated), so one server can serve mixed outcomes:
     `start=READY|ERROR`, `outcome=finished|error|stuck|waiting_for_confirmation`,
     `run_seconds=S`, `idle_seconds=S` (`inf` never ends), and the stream misbehaviours
-    `stream_cut_after=K`, `stream_stall_after=K`, `stream_garbage_after=K`. An unknown key or
-    bad value answers 422, so a typo never silently runs the default.
+    `stream_cut_after=K`, `stream_stall_after=K`, `stream_garbage_after=K`, and
+    `stream_drops_start=1` (a stream ended before `]` leaves its task frozen for good). An
+    unknown key or bad value answers 422, so a typo never silently runs the default.
 
     Behaviour measured on a real server and reproduced: a start reusing a known
     `conversation_id` ends in ERROR and leaves the original conversation's execution_status

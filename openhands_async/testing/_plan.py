@@ -8,6 +8,8 @@ one marker, separated by commas). They let one FakeCloud serve a batch with mixe
 - `run_seconds=S`, `idle_seconds=S`: the run timeline (before time_scale; `inf` never ends).
 - `stream_cut_after=K`, `stream_stall_after=K`, `stream_garbage_after=K`: stream-start
   misbehaviour for this start (see `StreamBehavior`).
+- `stream_drops_start=1|0`: whether a stream that ends before `]` ends the start with it,
+  as on the open-source server (`StreamBehavior.drops_start`).
 - `steps=N`: the agent's run takes N steps (an action and its observation each, spread
   evenly over the run; default 1).
 
@@ -53,12 +55,19 @@ class StreamBehavior:
     - `stall_after=k`: after k elements write nothing more but keep the connection open.
     - `garbage=b"..."`: write these bytes in place of element number `garbage_after`
       (counting from 0), then carry on with the rest of the stream.
+    - `drops_start=True`: the start runs inside the stream's response, as on the open-source
+      server (openhands-ai 1.11.0, `_stream_app_conversation_start`): when the response ends
+      before `]` (a cut above, a fault, or the client going away, noticed at the next
+      write), the start stops for good in the last status the stream wrote. Its task keeps
+      that status and its `updated_at` forever, and its conversation gets no further. With the
+      default False the task carries on, as the Cloud is expected to.
     """
 
     cut_after: int | None = None
     stall_after: int | None = None
     garbage: bytes | None = None
     garbage_after: int = 1
+    drops_start: bool = False
 
 
 @attrs.frozen
@@ -172,6 +181,8 @@ def plan_start(timing: Timing, message: str | None) -> StartPlan:
             garbage=stream.garbage or DEFAULT_GARBAGE,
             garbage_after=_count(marks, "stream_garbage_after"),
         )
+    if "stream_drops_start" in marks:
+        stream = attrs.evolve(stream, drops_start=_flag(marks, "stream_drops_start"))
     steps = _count(marks, "steps") if "steps" in marks else 1
     if marks:
         raise MarkerError(f"unknown FakeCloud marker key(s): {sorted(marks)}")
@@ -250,3 +261,11 @@ def _count(marks: dict[str, str], key: str) -> int:
     if not raw.isdigit():
         raise MarkerError(f"FakeCloud {key} must be an integer >= 0, got {raw!r}")
     return int(raw)
+
+
+def _flag(marks: dict[str, str], key: str) -> bool:
+    raw = marks.pop(key)
+    value = {"1": True, "true": True, "0": False, "false": False}.get(raw.lower())
+    if value is None:
+        raise MarkerError(f"FakeCloud {key} must be 1 or 0, got {raw!r}")
+    return value

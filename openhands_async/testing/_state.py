@@ -33,15 +33,22 @@ class StartTaskRecord:
     plan: StartPlan
     conversation_id: str
     sandbox_id: str
+    # When the server dropped the start (`Store.drop_start`): no phase after it is reached.
+    stopped_at: float = INF
 
     def phase(self, t: float) -> int:
         """The phase reached at loop time t."""
+        t = min(t, self.stopped_at)
         return max(0, bisect_right(self.plan.offsets, t - self.created) - 1)
 
     def at(self, phase: int) -> float:
-        """When a phase is reached (INF for `len(phases)`, the "never" index)."""
+        """When a phase is reached (INF for `len(phases)`, the "never" index, and for a
+        phase the start was dropped before)."""
         offsets = self.plan.offsets
-        return self.created + offsets[phase] if phase < len(offsets) else INF
+        if phase >= len(offsets):
+            return INF
+        when = self.created + offsets[phase]
+        return when if when <= self.stopped_at else INF
 
     def updated(self, phase: int) -> float:
         return self.at(phase) + (_FIRST_UPDATE if phase == 0 else 0.0)
@@ -204,6 +211,18 @@ class Store:
             parent.sub_conversation_ids.append(conv.id)
         self.activate(conv)
         return task
+
+    def drop_start(self, task: StartTaskRecord, now: float) -> None:
+        """Stop a start where it is at `now` (the open-source server drops a start whose
+        stream-start connection closed): its task's status and updated_at never move again,
+        and a conversation not yet READY never runs (its sandbox stays STARTING, counted as
+        running, if it had one)."""
+        if task.stopped_at <= now:
+            return
+        task.stopped_at = now
+        conv = self.conversations.get(task.conversation_id)
+        if conv is not None and conv.task is task and task.ready_at == INF:
+            conv.running_at = conv.outcome_at = INF
 
     def activate(self, conv: ConversationRecord) -> None:
         """Count the conversation as running until it settles."""

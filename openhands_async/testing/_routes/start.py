@@ -36,9 +36,19 @@ class StartRoutes(RouteGroup):
         response = web.StreamResponse(headers=JSON_HEADERS)
         response.enable_chunked_encoding()
         await response.prepare(request)
-        # A client that goes away only ends its stream; the task carries on, as on the server.
-        with contextlib.suppress(ConnectionError):
-            await self._write_stream(request, response, accepted)
+        # A client that goes away ends its stream; the task carries on unless the plan says
+        # the start lives in the response (`StreamBehavior.drops_start`, the open-source server).
+        progress = _Progress()
+        try:
+            with contextlib.suppress(ConnectionError):
+                await self._write_stream(request, response, accepted, progress)
+        finally:
+            if not progress.finished and accepted.plan.stream.drops_start:
+                # Like the server's, the start stops in the last status it wrote.
+                written = progress.written
+                floor = accepted.at(written - 1) if written else accepted.created
+                stop = min(self.ctx.now(), accepted.at(written) - _BEFORE)
+                self.ctx.store.drop_start(accepted, max(floor, stop))
         return response
 
     async def _accept_start(self, request: web.Request) -> StartTaskRecord | web.Response:
@@ -62,7 +72,11 @@ class StartRoutes(RouteGroup):
         return task
 
     async def _write_stream(
-        self, request: web.Request, response: web.StreamResponse, task: StartTaskRecord
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        task: StartTaskRecord,
+        progress: _Progress,
     ) -> None:
         ctx = self.ctx
         render = ctx.render.task
@@ -101,8 +115,10 @@ class StartRoutes(RouteGroup):
             else:
                 element = json_bytes(render(task, k))
             await response.write(element if k == 0 else b",\n" + element)
+            progress.written = k + 1
         await response.write(b"]")
         await response.write_eof()
+        progress.finished = True
 
     # -- start tasks -------------------------------------------------------------------
 
@@ -165,6 +181,18 @@ class StartRoutes(RouteGroup):
     async def count_start_tasks(self, request: web.Request) -> web.StreamResponse:
         query = QueryReader(request.query)
         return json_response(len(self._matches(query, self.ctx.now())))
+
+
+# A dropped start stops just before the phase it did not write (then it is never reached).
+_BEFORE = 1e-6
+
+
+class _Progress:
+    """How far a stream-start response got: elements written, and whether `]` went out."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.finished = False
 
 
 def _breaks(fault: Fault | None, action: str) -> bool:
