@@ -128,6 +128,12 @@ def test_an_old_journal_gains_the_new_columns_and_its_ids(db: Path) -> None:
 async def test_rows_counts_and_reads(db: Path, clock: _Clock) -> None:
     with SQLiteJournal(db) as journal:
         assert await journal.get("a") is None
+        await journal.add("z", 9, {})
+        z = await journal.get("z")
+        assert z is not None
+        assert z.key == "z"
+        journal._db.execute("DELETE FROM jobs WHERE key = 'z'")
+        clock.now = 99.0
         assert await journal.counts() == {
             "pending": 0,
             "starting": 0,
@@ -310,12 +316,24 @@ async def test_rejects_are_replaced_by_source_and_listed_in_input_order(db: Path
     with SQLiteJournal(db) as journal:
         await journal.reject("s3", 3, "skipped", error="dup", key="k", job={"b": 1, "a": 2})
         await journal.reject("s1", 1, "failed", error="bad")  # recorded_at 101
-        await journal.reject("s3", 2, "failed", error="worse", key="k2", job=[1])  # 102
+        await journal.reject("s3", 2, "failed", error="worse", key="k2", job={"z": 1, "a": 0})
         assert await journal.rejects() == [
             RejectRow("s1", 1, "failed", None, None, "bad", 101.0),
-            RejectRow("s3", 2, "failed", "k2", [1], "worse", 102.0),
+            RejectRow("s3", 2, "failed", "k2", {"a": 0, "z": 1}, "worse", 102.0),
         ]
-    assert _committed(db, "SELECT job FROM rejects ORDER BY seq") == [("null",), ("[1]",)]
+    assert _committed(db, "SELECT job FROM rejects ORDER BY seq") == [
+        ("null",),
+        ('{"a": 0, "z": 1}',),
+    ]
+
+
+async def test_an_empty_history_reads_as_none(db: Path) -> None:
+    with SQLiteJournal(db) as journal:
+        await journal.add("a", 0, {})
+        journal._db.execute("UPDATE jobs SET history = '' WHERE key = 'a'")
+        row = await journal.get("a")
+        assert row is not None
+        assert row.history == ()
 
 
 async def test_sharing_hooks_have_trivial_answers(db: Path) -> None:
@@ -359,9 +377,12 @@ async def test_only_the_starting_mark_commits_at_once(db: Path) -> None:
         journal._commit()  # what the timer calls
         assert _committed(db)[0] == ("a", "running")
         journal._commit()  # nothing held: no error
+        journal._commit()
         await journal.mark_pending("b")
         await journal.mark_ended("c", "failed")
         await journal.reject("s", 9, "failed", error="x")
+        assert _committed(db) == [("a", "running"), ("b", "pending"), ("c", "pending")]
+        assert _committed(db, "SELECT source FROM rejects") == []
     finally:
         journal.close()  # commits what is held
     assert _committed(db) == [("a", "running"), ("b", "pending"), ("c", "failed")]
@@ -486,17 +507,35 @@ async def test_write_results_is_atomic_and_counts_lines(db: Path, tmp_path: Path
         class Boom(Exception):
             pass
 
+        seen: list[str] = []
+
         def fail(_: object) -> None:
+            # the temporary file sits next to the target (so the rename is atomic)
+            seen.extend(p.name for p in tmp_path.iterdir() if p.name != "results.jsonl")
             raise Boom
 
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr("openhands_async.lib.batch.results.os.fsync", fail)
             with pytest.raises(Boom):
                 await write_results(journal, out)
+        assert [n for n in seen if n.startswith(".results.jsonl.") and n.endswith(".tmp")] == [
+            n for n in seen if n != "run.db" and not n.startswith("run.db")
+        ]
+        assert len([n for n in seen if n.endswith(".tmp")]) == 1
         assert out.read_text().splitlines() == lines  # the old file, whole
         assert sorted(p.name for p in tmp_path.iterdir() if "results" in p.name) == [
             "results.jsonl"
         ]
+
+        def replace_then_fail(src: str, dst: object) -> None:
+            Path(src).unlink()  # the temporary file is already gone when the cleanup runs
+            raise Boom
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("openhands_async.lib.batch.results.os.replace", replace_then_fail)
+            with pytest.raises(Boom):
+                await write_results(journal, out)
+        assert out.read_text().splitlines() == lines
     finally:
         journal.close()
 
@@ -531,3 +570,40 @@ async def test_batch_counts_and_summary(db: Path) -> None:
     assert BatchSummary(0, 0, 0, 0, {**ended, "failed": 1}).complete
     for state in ("pending", "starting", "running"):
         assert not BatchSummary(0, 0, 0, 0, {**ended, state: 1}).complete
+
+
+class _StubJournal:
+    """Just the reads `results` makes, with answers no SQLite journal gives."""
+
+    def __init__(self, rows: list[JournalRow], rejects: list[RejectRow], counts: Any) -> None:
+        self._rows, self._rejects, self._counts = rows, rejects, counts
+
+    async def rows(self) -> list[JournalRow]:
+        return self._rows
+
+    async def rejects(self) -> list[RejectRow]:
+        return self._rejects
+
+    async def counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+
+def _job_row(key: str, seq: int, job: dict[str, Any]) -> JournalRow:
+    return JournalRow(key, seq, job, "pending", *([None] * 5), 1.0, None, None, None)
+
+
+async def test_results_of_any_backend(tmp_path: Path) -> None:
+    # A row and a reject at one seq: the row first (a stable sort by seq alone).
+    journal: Any = _StubJournal(
+        [_job_row("a", 1, {"when": Path("x")})],
+        [RejectRow("s", 1, "skipped", "a", None, "dup", 2.0)],
+        {"pending": 1, "paused": 2},
+    )
+    records = await result_records(journal)
+    assert [r["state"] for r in records] == ["pending", "skipped"]
+    out = tmp_path / "r.jsonl"
+    assert await write_results(journal, out) == 2
+    assert json.loads(out.read_text().splitlines()[0])["job"] == {"when": "x"}
+    counts = await batch_counts(journal)
+    assert (counts["pending"], counts["paused"], counts["skipped"]) == (1, 2, 1)
+    assert counts["total"] == 2  # the states of the batch only
