@@ -377,11 +377,11 @@ async def test_only_the_starting_mark_commits_at_once(db: Path) -> None:
         journal._commit()  # what the timer calls
         assert _committed(db)[0] == ("a", "running")
         journal._commit()  # nothing held: no error
-        journal._commit()
+        await journal.mark_starting("b", CID_B)  # commits
         await journal.mark_pending("b")
         await journal.mark_ended("c", "failed")
         await journal.reject("s", 9, "failed", error="x")
-        assert _committed(db) == [("a", "running"), ("b", "pending"), ("c", "pending")]
+        assert _committed(db) == [("a", "running"), ("b", "starting"), ("c", "pending")]
         assert _committed(db, "SELECT source FROM rejects") == []
     finally:
         journal.close()  # commits what is held
