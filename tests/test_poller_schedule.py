@@ -582,3 +582,29 @@ async def test_a_feed_ends_on_close_and_raises_the_pollers_error() -> None:
         await task
     assert cancelled in source.unsubscribed
     await cancelled.aclose()
+
+
+async def test_untrack_forgets_done_items_and_can_end_a_wait(clock: None) -> None:
+    host = _Host()
+    host.store[T1] = _task("ERROR")
+    host.store[C1] = None
+    host.store[T2] = _task("WORKING")
+    poller = _poller(host)
+    poller.track_start_task(T1)
+    poller.track_conversation(C1)
+    await poller.wait()
+    replay = {c.id: (c.kind, c.new, c.model is not None) async for c in poller.as_completed()}
+    assert replay == {T1: ("start_task", "ERROR", True), C1: ("conversation", MISSING, False)}
+    poller.untrack(T1.upper())
+    poller.untrack(C1)
+    assert poller.results() == {}
+    assert poller._missing_kinds == {}
+    with pytest.raises(ValueError, match=r"^id must be a UUID"):
+        poller.untrack("nope")
+    poller.track_start_task(T2)
+    waiting = asyncio.ensure_future(poller.wait())
+    await asyncio.sleep(5)  # virtual: T2 read a few times, still WORKING
+    assert not waiting.done()
+    poller.untrack(T2)  # the last followed item: the wait ends
+    assert await waiting == {}
+    await poller.aclose()

@@ -179,7 +179,7 @@ class NestingGuard:
     def feed(self, data: bytes) -> bool:
         """Account for the next chunk; False once the body nests deeper than MAX_DEPTH."""
         self._before = (self.depth, self._in_string, self._escaped)
-        if self._escaped:
+        if self._escaped and data:  # an empty chunk leaves the escape to the next one
             data, self._escaped = data[1:], False
         # Escapes go first so an escaped quote cannot end a string; a lone backslash left
         # at the very end escapes the next chunk's first byte.
