@@ -56,6 +56,10 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "run.db"
 
 
+def _named_like(folder: Path, part: str) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if part in p.name)
+
+
 def _committed(db: Path, sql: str = "SELECT key, state FROM jobs ORDER BY seq") -> list[Any]:
     """What another connection sees: only committed writes."""
     other = sqlite3.connect(db)
@@ -483,7 +487,11 @@ async def test_result_records_list_every_input_in_order(db: Path) -> None:
         "ended_at": 104.0,
     }
     assert records[2]["state"] == "failed"
-    assert (records[2]["error"], records[2]["reason"], records[2]["key"]) == ("not JSON", None, None)
+    assert (records[2]["error"], records[2]["reason"], records[2]["key"]) == (
+        "not JSON",
+        None,
+        None,
+    )
     assert (records[3]["state"], records[3]["error"], records[3]["conversation_id"]) == (
         "failed",
         "boom",
@@ -500,9 +508,7 @@ async def test_write_results_is_atomic_and_counts_lines(db: Path, tmp_path: Path
         lines = out.read_text().splitlines()
         records = await result_records(journal)
         assert lines == [json.dumps(r, sort_keys=True, default=str) for r in records]
-        assert sorted(p.name for p in tmp_path.iterdir() if "results" in p.name) == [
-            "results.jsonl"
-        ]
+        assert _named_like(tmp_path, "results") == ["results.jsonl"]
 
         class Boom(Exception):
             pass
@@ -523,9 +529,7 @@ async def test_write_results_is_atomic_and_counts_lines(db: Path, tmp_path: Path
         ]
         assert len([n for n in seen if n.endswith(".tmp")]) == 1
         assert out.read_text().splitlines() == lines  # the old file, whole
-        assert sorted(p.name for p in tmp_path.iterdir() if "results" in p.name) == [
-            "results.jsonl"
-        ]
+        assert _named_like(tmp_path, "results") == ["results.jsonl"]
 
         def replace_then_fail(src: str, dst: object) -> None:
             Path(src).unlink()  # the temporary file is already gone when the cleanup runs

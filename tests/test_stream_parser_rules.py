@@ -9,7 +9,6 @@ these valid.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -209,7 +208,9 @@ async def test_garbage_keeps_the_elements_before_it_and_shows_where_it_is() -> N
     tasks, exc = await run([data])
     err = _error(exc)
     assert len(tasks) == 1
-    assert err.message == "stream-start body is not valid JSON: lexical error: invalid char in json text."
+    assert err.message == (
+        "stream-start body is not valid JSON: lexical error: invalid char in json text."
+    )
     # yajl points just past the invalid byte: 40 bytes before that point, 80 from it
     assert err.excerpt == data[at + 1 - 40 : at + 1 + 80]
     assert (err.offset, err.items_received) == (len(data), 1)
@@ -302,7 +303,9 @@ async def test_the_reader_maps_a_plain_sources_errors() -> None:
     reader = CountingReader(Reads([OSError("gone")]), method="GET", url=URL)
     with pytest.raises(APIConnectionError) as caught_conn:
         await reader.read(5)
-    assert caught_conn.value.message == "connection error: OSError: gone (stream broke after 0 bytes)"
+    assert caught_conn.value.message == (
+        "connection error: OSError: gone (stream broke after 0 bytes)"
+    )
     assert caught_conn.value.request_url == URL
     assert not isinstance(caught_conn.value, APITimeoutError)
 
@@ -330,7 +333,7 @@ async def test_a_source_that_maps_its_own_errors_decides() -> None:
     assert caught.value is mine
     # the source says "not mine": no fallback mapping, the error goes through
     reader = CountingReader(Mapping([OSError("x")]))
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match=r"^x$"):
         await reader.read(5)
 
 
