@@ -427,3 +427,32 @@ def test_the_guard_carries_strings_and_escapes_across_chunks() -> None:
     assert guard.feed(b'["\\\\')  # an escaped backslash: the string is still open
     assert guard.feed(b'"[')
     assert guard.depth == 2
+
+
+def test_the_guard_says_how_much_of_a_refused_chunk_is_safe() -> None:
+    guard = NestingGuard()
+    data = b'[{"a": "[[["}, ' + b"[" * 100
+    assert not guard.feed(data)
+    assert guard.safe_length(data) == data.index(b"[[[[") + MAX_DEPTH - 1
+    full = NestingGuard()
+    assert full.feed(b"[" * MAX_DEPTH)
+    assert not full.feed(b"[")
+    assert full.safe_length(b"[") == 0
+
+
+async def test_the_excerpt_finds_the_error_across_blank_lines_and_repeats() -> None:
+    good = element(title="y" * 150)
+    # whitespace near the error (yajl quotes it as spaces), the same text again later
+    data = b"[" + good + b",\n\t@@@\r\n " + good + b",\n\t@@@\r\n " + good + b"]"
+    at = data.index(b"@")
+    tasks, exc = await run([data])
+    err = _error(exc)
+    assert len(tasks) == 1
+    assert err.excerpt == data[at + 1 - 40 : at + 1 + 80]
+
+
+async def test_the_reader_keeps_method_and_url_on_a_broken_connection() -> None:
+    reader = CountingReader(Reads([OSError("gone")]), method="GET", url=URL)
+    with pytest.raises(APIConnectionError) as caught:
+        await reader.read(5)
+    assert (caught.value.request_method, caught.value.request_url) == ("GET", URL)
