@@ -179,7 +179,7 @@ class NestingGuard:
     def feed(self, data: bytes) -> bool:
         """Account for the next chunk; False once the body nests deeper than MAX_DEPTH."""
         self._before = (self.depth, self._in_string, self._escaped)
-        if self._escaped:
+        if self._escaped and data:  # an empty chunk leaves the escape to the next one
             data, self._escaped = data[1:], False
         # Escapes go first so an escaped quote cannot end a string; a lone backslash left
         # at the very end escapes the next chunk's first byte.
@@ -387,8 +387,8 @@ def _excerpt_at_error(exc: BaseException, data: bytes) -> bytes | None:
         return None
     quoted = lines[1].lstrip()
     at = lines[2].index("^") - (len(lines[1]) - len(quoted))
-    # yajl writes whitespace in the quote as spaces.
-    spaced = data.translate(_WHITESPACE_AS_SPACE)
+    # yajl writes line breaks in the quote as spaces (tabs as they are).
+    spaced = data.translate(_LINE_BREAKS_AS_SPACES)
     pos = spaced.find(quoted.encode("utf-8", "replace"))
     if pos < 0 or at < 0:
         return None
@@ -396,4 +396,4 @@ def _excerpt_at_error(exc: BaseException, data: bytes) -> bytes | None:
     return data[max(0, error - _EXCERPT // 3) : error + 2 * _EXCERPT // 3]
 
 
-_WHITESPACE_AS_SPACE = bytes.maketrans(b"\n\r\t", b"   ")
+_LINE_BREAKS_AS_SPACES = bytes.maketrans(b"\n\r", b"  ")
