@@ -102,10 +102,6 @@ class SQLiteJournal:
             "INSERT OR IGNORE INTO conversation_ids SELECT conversation_id, key FROM jobs "
             "WHERE conversation_id IS NOT NULL"
         )
-        # Any reject recorded: a job read at a reject's source drops it (else no DELETE).
-        self._rejects = bool(
-            self._db.execute("SELECT EXISTS (SELECT 1 FROM rejects)").fetchone()[0]
-        )
 
     def _lock(self) -> None:
         self._lock_file = open(f"{self.path}.lock", "a+")  # noqa: SIM115 (held for the run)
@@ -178,14 +174,14 @@ class SQLiteJournal:
     ) -> JournalRow:
         """Record a job as pending, or return the row a previous run left for this key."""
         with self._transaction(durable=False):
-            new = self._db.execute(
+            self._db.execute(
                 "INSERT OR IGNORE INTO jobs (key, seq, job, state, created_at, source) "
-                "VALUES (?, ?, ?, 'pending', ?, ?) RETURNING *",
+                "VALUES (?, ?, ?, 'pending', ?, ?)",
                 (key, seq, json.dumps(job, sort_keys=True), time.time(), source),
-            ).fetchall()
-            if source is not None and self._rejects:
+            )
+            if source is not None:
                 self._db.execute("DELETE FROM rejects WHERE source = ?", (source,))
-        return _row(new[0]) if new else self._must_get(key)
+        return self._must_get(key)
 
     async def key_of(self, conversation_id: str) -> str | None:
         return self._key_of(conversation_id)
@@ -199,34 +195,30 @@ class SQLiteJournal:
     async def mark_starting(self, key: str, conversation_id: str) -> JournalRow:
         """Commit the minted conversation id before the start request leaves."""
         with self._transaction():  # the id is claimed and recorded together
-            inserted = self._db.execute(
+            self._db.execute(
                 "INSERT OR IGNORE INTO conversation_ids (conversation_id, key) VALUES (?, ?)",
                 (conversation_id, key),
-            ).rowcount
-            holder = key if inserted == 1 else self._key_of(conversation_id)
+            )
+            holder = self._key_of(conversation_id)
             if holder != key:
                 raise AssertionError(
                     f"conversation id {conversation_id} belongs to job {holder!r} in journal "
                     f"{self.path}: it is never sent for job {key!r}"
                 )
-            return _row(
-                self._update(
-                    key, state="starting", conversation_id=conversation_id, sent_at=time.time()
-                )
+            self._update(
+                key, state="starting", conversation_id=conversation_id, sent_at=time.time()
             )
+        return self._must_get(key)
 
     async def mark_pending(self, key: str) -> None:
         """The server provably did not take the start (e.g. its concurrency cap refused it)."""
-        with self._transaction(durable=False, single=True):
+        with self._transaction(durable=False):
             self._update(key, state="pending", conversation_id=None, sent_at=None)
 
     async def mark_running(self, key: str, start_task_id: str) -> JournalRow:
-        with self._transaction(durable=False, single=True):
-            return _row(
-                self._update(
-                    key, state="running", start_task_id=start_task_id, running_at=time.time()
-                )
-            )
+        with self._transaction(durable=False):
+            self._update(key, state="running", start_task_id=start_task_id, running_at=time.time())
+        return self._must_get(key)
 
     async def mark_ended(
         self,
@@ -237,7 +229,7 @@ class SQLiteJournal:
         execution_status: str | None = None,
         error: str | None = None,
     ) -> None:
-        with self._transaction(durable=False, single=True):
+        with self._transaction(durable=False):
             self._update(
                 key,
                 state=state,
@@ -271,8 +263,7 @@ class SQLiteJournal:
         key: str | None = None,
         job: Any = None,
     ) -> None:
-        self._rejects = True
-        with self._transaction(durable=False, single=True):
+        with self._transaction(durable=False):
             self._db.execute(
                 "INSERT OR REPLACE INTO rejects (source, seq, state, key, job, error, recorded_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -306,25 +297,21 @@ class SQLiteJournal:
         return 0.0  # the lock proves the run that sent it is gone
 
     @contextlib.contextmanager
-    def _transaction(self, *, durable: bool = True, single: bool = False) -> Iterator[None]:
+    def _transaction(self, *, durable: bool = True) -> Iterator[None]:
         """Group statements (the connection is in autocommit mode). `durable`: committed
-        when this returns, with any writes held before; otherwise held (see module docs).
-        `single`: one statement, atomic by itself (no savepoint within held writes)."""
+        when this returns, with any writes held before; otherwise held (see module docs)."""
         nested = self._db.in_transaction  # writes held: keep them if these fail
-        if not (nested and single):
-            self._db.execute("SAVEPOINT write" if nested else "BEGIN IMMEDIATE")
+        self._db.execute("SAVEPOINT write" if nested else "BEGIN IMMEDIATE")
         try:
             yield
         except BaseException:
-            if nested and single:
-                pass  # the failed statement undid itself; the held writes stay
-            elif nested:
+            if nested:
                 self._db.execute("ROLLBACK TO write")
                 self._db.execute("RELEASE write")
             else:
                 self._db.execute("ROLLBACK")
             raise
-        if nested and not single:
+        if nested:
             self._db.execute("RELEASE write")
         if durable:
             self._commit()
@@ -349,15 +336,13 @@ class SQLiteJournal:
             raise KeyError(f"no job with key {key!r} in journal {self.path}")
         return row
 
-    def _update(self, key: str, **fields: Any) -> sqlite3.Row:
-        """Set `fields` of job `key`; its row as updated (one statement)."""
+    def _update(self, key: str, **fields: Any) -> None:
         assignments = ", ".join(f"{name} = ?" for name in fields)
-        updated = self._db.execute(
-            f"UPDATE jobs SET {assignments} WHERE key = ? RETURNING *", (*fields.values(), key)
-        ).fetchall()
-        if len(updated) != 1:
+        cursor = self._db.execute(
+            f"UPDATE jobs SET {assignments} WHERE key = ?", (*fields.values(), key)
+        )
+        if cursor.rowcount != 1:
             raise KeyError(f"no job with key {key!r} in journal {self.path}")
-        return updated[0]
 
     def export_jsonl(self, path: str | os.PathLike[str]) -> int:
         """Write every job's outcome as one JSON object per line; returns the count."""
