@@ -309,13 +309,14 @@ class ConversationPoller:
         convs = [item for item in due if item.kind == "conversation"]
         chunks = [*chunked(tasks, MAX_BATCH_IDS), *chunked(convs, MAX_BATCH_IDS)]
         self.stats.count_cycle(len(tasks), len(convs), len(chunks))
-        # Each chunk is observed as its answer comes in (<= max_in_flight alive). Intervals
-        # count from the cycle's end, or with `fixed_rate` its start (read every interval,
-        # however long reads take; a batch's few items): items read together stay due
-        # together. Meanwhile `due` holds the interval alone; the base is added here.
-        start = asyncio.get_running_loop().time()
+        # Chunks are observed as they come in (<= max_in_flight alive). Intervals count from
+        # the cycle's end, or (`fixed_rate`) its start but >= min_interval/2 after its end;
+        # items read together stay due together (`due` holds the interval; base added here).
+        clock = asyncio.get_running_loop().time
+        start = clock()
         await for_each_bounded(chunks, self._read_chunk, concurrency=self.max_in_flight)
-        base = start if self.fixed_rate else asyncio.get_running_loop().time()
+        end = clock()
+        base = max(start, end - self.min_interval / 2) if self.fixed_rate else end
         for item in due:
             item.due += base
         if not self._active:
