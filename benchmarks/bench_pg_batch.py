@@ -21,6 +21,7 @@ import contextlib
 import json
 import statistics
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from openhands_async.testing import FakeCloud  # noqa: E402
 
 _WORKER = """
-import asyncio, json, sys, time
+import asyncio, json, resource, sys, time
 import openhands_async as oh
 from openhands_async.lib.batch import account_label
 from openhands_async.lib.batch.postgres import PostgresJournal
@@ -58,8 +59,10 @@ async def main():
                                        poll_interval=0.1):
                 done += r.ok
             trips = journal.round_trips
+        ru = resource.getrusage(resource.RUSAGE_SELF)
         print(json.dumps({"start": started, "end": time.time(), "done": done,
-                          "trips": trips, "lat": journal.latencies}))
+                          "trips": trips, "lat": journal.latencies,
+                          "cpu": ru.ru_utime + ru.ru_stime}))
 asyncio.run(main())
 """
 
@@ -68,6 +71,7 @@ async def one_run(
     dsn: str, workers: int, jobs: int, cap: int, run_seconds: float
 ) -> dict[str, Any]:
     batch = f"bench-{uuid.uuid4().hex[:8]}"
+    host_cpu = time.process_time()
     async with contextlib.AsyncExitStack() as stack:
         clouds = [
             await stack.enter_async_context(
@@ -86,6 +90,7 @@ async def one_run(
         starts = sum(cloud.starts_received for cloud in clouds)
         paused = sum(cloud.paused_by_cap for cloud in clouds)
         peak = max(cloud.peak_running for cloud in clouds)
+    host_cpu = time.process_time() - host_cpu  # this process: the FakeClouds
     assert sum(r["done"] for r in reports) == jobs, reports
     assert starts == jobs, starts  # each job started once
     assert paused == 0
@@ -97,6 +102,8 @@ async def one_run(
         "claim_p50_ms": 1000 * latencies[len(latencies) // 2],
         "claim_p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         "claims": len(latencies),
+        "worker_cpu": statistics.mean(r["cpu"] for r in reports),
+        "cloud_cpu": host_cpu,
     }
 
 
@@ -115,7 +122,8 @@ async def all_runs(dsn: str, args: argparse.Namespace) -> None:
             f"{args.run_seconds}s: wall {m['wall']:.1f}s (runs: "
             f"{walls}), "
             f"{m['trips_per_job']:.1f} statements/job, claim p50 {m['claim_p50_ms']:.2f} ms "
-            f"p99 {m['claim_p99_ms']:.2f} ms ({m['claims']:.0f} claims)",
+            f"p99 {m['claim_p99_ms']:.2f} ms ({m['claims']:.0f} claims); CPU per worker "
+            f"{m['worker_cpu']:.1f}s, FakeClouds' process {m['cloud_cpu']:.1f}s",
             flush=True,
         )
     ratio = medians[1]["wall"] / medians[3]["wall"]

@@ -89,8 +89,9 @@ class ConversationPoller:
         max_interval: float | None = None,
         max_in_flight: int = DEFAULT_POLLER_MAX_IN_FLIGHT,
         interval: float | None = None,
+        fixed_rate: bool = False,
     ) -> None:
-        """`interval` is the deprecated name of `poll_interval`."""
+        """`interval`: deprecated name of `poll_interval`. `fixed_rate`: see `_cycle`."""
         period = resolve_poll_interval(poll_interval, interval, DEFAULT_POLLER_INTERVAL)
         min_i, max_i = bounds(period, min_interval, max_interval)
         if max_in_flight < 1:
@@ -100,6 +101,7 @@ class ConversationPoller:
         self.min_interval = min_i
         self.max_interval = max_i
         self.max_in_flight = max_in_flight
+        self.fixed_rate = fixed_rate
         self.stats = PollerStats()
         self._table = StatusTable()
         self._active: dict[str, _Item] = {}
@@ -168,11 +170,8 @@ class ConversationPoller:
 
     def results(self) -> dict[str, StartTask | Conversation | None]:
         """Final model of every item that is done, as of now (None: the server had no such id).
-
-        Items still being followed are not included: the poller keeps only their status
-        (to stay small with thousands of items); their latest model comes with each
-        `StatusChange`.
-        """
+        Items still followed are not included: the poller keeps only their status (to stay
+        small with thousands of items); their latest model comes with each `StatusChange`."""
         return dict(self._done)
 
     # ------------------------------------------------------------------ consuming
@@ -311,13 +310,16 @@ class ConversationPoller:
         convs = [item for item in due if item.kind == "conversation"]
         chunks = [*chunked(tasks, MAX_BATCH_IDS), *chunked(convs, MAX_BATCH_IDS)]
         self.stats.count_cycle(len(tasks), len(convs), len(chunks))
-        # Each chunk is observed as its answer comes in: <= max_in_flight answers are alive.
-        # Intervals count from the cycle's end (items read together stay due together and
-        # share requests): meanwhile `due` holds the interval alone; the end is added here.
+        # Chunks are observed as they come in (<= max_in_flight alive). Intervals count from
+        # the cycle's end, or (`fixed_rate`) its start but >= min_interval/2 after its end;
+        # items read together stay due together (`due` holds the interval; base added here).
+        clock = asyncio.get_running_loop().time
+        start = clock()
         await for_each_bounded(chunks, self._read_chunk, concurrency=self.max_in_flight)
-        end = asyncio.get_running_loop().time()
+        end = clock()
+        base = max(start, end - self.min_interval / 2) if self.fixed_rate else end
         for item in due:
-            item.due += end
+            item.due += base
         if not self._active:
             self._went_idle()
 

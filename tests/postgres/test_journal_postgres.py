@@ -372,15 +372,15 @@ def test_bad_arguments_are_refused_up_front(kwargs: dict[str, object], message: 
         PostgresJournal("postgresql://x@127.0.0.1:1/db", **args)  # type: ignore[arg-type]
 
 
-async def test_mark_starting_claims_the_job_read_or_resends_a_held_one(open_journal: Open) -> None:
+async def test_mark_starting_claims_a_pending_job_or_resends_a_held_one(open_journal: Open) -> None:
     one, two = await open_journal(max_running=1), await open_journal(max_running=1)
     await one.add_many(jobs(2))
     minted = cid()
     row = await one.mark_starting("k000", minted)
     assert row is not None
     assert row.conversation_id == minted
-    assert await two.mark_starting("k000", cid()) is None  # taken by one
-    assert await two.mark_starting("k001", cid()) is None  # no slot: cap 1
+    assert await two.mark_starting("k000", cid()) is None  # no slot: cap 1
+    assert await two.mark_starting("k001", cid()) is None
     # Sending again with the recorded id (the server never took it) keeps its slot.
     again = await one.mark_starting("k000", minted)
     assert again is not None
@@ -406,3 +406,30 @@ async def test_workers_opening_at_once_on_a_fresh_database_all_get_in(pg_dsn: st
             await journals[0].open()
     finally:
         await asyncio.gather(*(j.close() for j in journals))
+
+
+async def test_workers_reading_the_same_job_each_claim_a_different_one(open_journal: Open) -> None:
+    # Workers feeding one list read the same next job: a fresh id goes to the first pending
+    # job no other claim holds, so none of them loses a claim to the race.
+    workers = [await open_journal(max_running=10) for _ in range(3)]
+    await workers[0].add_many(jobs(6))
+    claimed = await asyncio.gather(*(w.mark_starting("k000", cid()) for w in workers))
+    keys = sorted(row.key for row in claimed if row is not None)
+    assert keys == ["k000", "k001", "k002"]
+    again = await asyncio.gather(*(w.mark_starting("k001", cid()) for w in workers))
+    assert sorted(row.key for row in again if row is not None) == ["k003", "k004", "k005"]
+    assert await workers[0].mark_starting("k001", cid()) is None  # none pending
+
+
+async def test_a_recorded_id_is_sent_only_for_its_own_job(open_journal: Open) -> None:
+    journal = await open_journal(max_running=10)
+    await journal.add_many(jobs(3))
+    minted = cid()
+    first = await journal.mark_starting("k000", minted)
+    assert first is not None
+    await journal.mark_pending("k000")  # refused at the cap: the id stays k000's
+    with pytest.raises(AssertionError, match="k001"):  # never another job's, even pending
+        await journal.mark_starting("k001", minted)
+    again = await journal.mark_starting("k000", minted)
+    assert again is not None
+    assert (again.key, again.conversation_id) == ("k000", minted)

@@ -95,6 +95,14 @@ class Claims:
                 self.queue.appendleft((now, job))
                 self.blocked = True
             return None  # else another worker took it: it reports it
+        if claimed.key != row.key:
+            # A shared journal hands a fresh id to the first pending job in its order, not
+            # necessarily the one read (workers feeding one list would all race for that):
+            # the one read stays pending for whoever comes to it first.
+            job = job_of(claimed)
+            request = await self._request(claimed, job, conversation_id)
+            if request is None:
+                return None
         return await self._checked(claimed, job, request)
 
     async def _claim_next(self) -> _Claimed | None:

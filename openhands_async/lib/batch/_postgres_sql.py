@@ -133,6 +133,15 @@ BEGIN
     IF used >= p_max_running THEN
         RETURN;
     END IF;
+    -- A fresh id may go to any pending job: the first in the batch's order that no other
+    -- claim holds (SKIP LOCKED), not the job `p_key` this worker just read, which workers
+    -- feeding the same list would all race for. An id already recorded (a start the server
+    -- refused, sent again) stays with its own job.
+    IF p_key IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM openhands_batch_conversations AS c
+         WHERE c.conversation_id = p_conversation_id) THEN
+        p_key := NULL;
+    END IF;
     UPDATE openhands_batch_jobs AS j
        SET state = 'starting', account = p_account, worker = p_worker,
            conversation_id = p_conversation_id,

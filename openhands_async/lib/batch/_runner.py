@@ -53,8 +53,12 @@ class Runner(Claims):
         # A fixed cadence, no backing off: a batch follows at most max_running items, read
         # in one or two requests a cycle, so backing off quiet ones would save few requests
         # but notice a finished job (and refill its slot) up to 4 intervals late.
+        # At a fixed rate (from each cycle's start), an end is seen half an interval late on
+        # average, not half an interval plus a cycle's round trip.
         period = settings.poll_interval
-        self.poller = ConversationPoller(client, period, min_interval=period, max_interval=period)
+        self.poller = ConversationPoller(
+            client, period, min_interval=period, max_interval=period, fixed_rate=True
+        )
         # One feed for the whole run, open from the start, so nothing is missed while the
         # batch follows no job (all ended, the next starting).
         self.changes = self.poller.changes(until_idle=False)

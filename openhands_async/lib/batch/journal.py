@@ -123,7 +123,9 @@ class Journal(Protocol):
         this run holds in "starting" with that id, note that it is sent again). Raises
         AssertionError if another job holds, or held, that id. None: the job is not this
         run's to start now: another worker took it, or (the row is still pending) the
-        account's running slots are all taken across workers."""
+        account's running slots are all taken across workers. A shared journal may give a
+        fresh id to another pending job instead (the first in its order that no other worker
+        is claiming) and return that job's row; the job `key` then stays pending."""
         ...
 
     async def mark_pending(self, key: str) -> None:
