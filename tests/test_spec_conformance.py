@@ -127,10 +127,18 @@ def _has_inputs(method: str, path: str) -> bool:
     return bool(operation.get("parameters") or operation.get("requestBody"))
 
 
+# Invalid bodies schemathesis 4.32 cannot always generate: negating POSTProviderModel's
+# schema sometimes needs a `not` it does not support (UnsupportedSchema, in some runs and not
+# others). The route's 422s are tested by hand in tests/test_account_api.py.
+NO_NEGATIVE = {("POST", "/api/v1/secrets/git-providers")}
+
+
 def _schema(mode: GenerationMode) -> Any:
     def tested(ctx: Any) -> bool:
         method, path = ctx.operation.method, ctx.operation.path
         if (method.upper(), _template(path)) not in FAKE_ROUTES:
+            return False
+        if mode is GenerationMode.NEGATIVE and (method.upper(), path) in NO_NEGATIVE:
             return False
         # An operation with no parameter and no body (the probes) has no invalid request.
         return mode is GenerationMode.POSITIVE or _has_inputs(method, path)

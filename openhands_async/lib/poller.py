@@ -10,8 +10,7 @@ client-wide 429 pause apply to the poller like to any other call.
 Intervals (per item; `poll_interval` is the base, `min_interval` defaults to a quarter of it
 and `max_interval` to four times it):
 
-- an item that was just added or whose status just changed is read again after
-  `min_interval`;
+- an item just added or whose status just changed is read again after `min_interval`;
 - an item whose status did not change since its last read waits twice as long as last
   time, capped at `max_interval` (min, 2*min, 4*min, ... max);
 - a read that failed (connection error, 5xx, 429 after the client's own retries) counts
