@@ -231,8 +231,13 @@ async def test_a_finished_run_ends_after_its_replay(fast: oh.OpenHandsClient) ->
     assert await ids_of(follow(fast, cid)) == everything
     # With `since` past the end there is nothing; a quiet socket after a terminal
     # snapshot ends it.
-    last = [e async for e in follow(fast, cid)][-1]
-    assert await ids_of(follow(fast, cid, since=last.timestamp)) == [last.id]
+    events = [e async for e in follow(fast, cid)]
+    last = events[-1]
+    # `since` is inclusive: the last event and any that share its timestamp (the fake's
+    # timeline can put two events at one instant).
+    tail = [e.id for e in events if e.timestamp >= last.timestamp]
+    assert tail[-1] == last.id
+    assert await ids_of(follow(fast, cid, since=last.timestamp)) == tail
 
 
 async def test_keys_stay_where_they_belong(
