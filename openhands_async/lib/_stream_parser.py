@@ -136,7 +136,8 @@ class CountingReader:
             mapped: APIConnectionError | None = source_map(exc)
             return mapped
         where = f"after {self.offset} bytes"
-        if isinstance(exc, asyncio.TimeoutError):
+        # Two classes before Python 3.11, one since: a plain source may raise either.
+        if isinstance(exc, asyncio.TimeoutError | TimeoutError):
             return APITimeoutError(
                 f"stream idle timeout ({where})",
                 method=self._method,

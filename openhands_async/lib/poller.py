@@ -15,20 +15,17 @@ and `max_interval` to four times it):
   time, capped at `max_interval` (min, 2*min, 4*min, ... max);
 - a read that failed (connection error, 5xx, 429 after the client's own retries) counts
   as "quiet": the item backs off the same way and is read again later, never dropped.
-
 Items due within `min_interval / 2` of a cycle are read in it too (they share requests).
 
 Terminal: a start task READY or ERROR (READY hands over to its conversation, which is then
 followed automatically); a conversation whose `is_terminal` holds. Sandbox PAUSED is not
 terminal: it is reported as a change and followed on. An id the server answers null for is
-reported once as missing and no longer read.
-
-Cost: per followed item the poller keeps its id, kind, status and schedule (~100-300
-bytes); a model only once the item is final (what `wait()` returns). A read builds a typed
-model only for a change a feed will see or a final one: an unchanged item is compared by
-its raw status fields (`_polling.StatusTable`), as building a model costs 1.5-3x parsing
-it. Each chunk's answer is observed as it comes in (a cycle holds <= `max_in_flight`).
-Each consumer reads its own `ChangeFeed` (`changes()`, `as_completed()`).
+reported once as missing and no longer read. Cost: per followed item the poller keeps its
+id, kind, status and schedule (~100-300 bytes); a model only once the item is final (what
+`wait()` returns). A read builds a typed model only for a change a feed will see or a final
+one: an unchanged item is compared by its raw status fields (`_polling.StatusTable`), as
+building a model costs 1.5-3x parsing it. Each chunk's answer is observed as it comes in (a
+cycle holds <= `max_in_flight`); each consumer reads its own `ChangeFeed` (`changes()`).
 """
 
 from __future__ import annotations
@@ -240,6 +237,8 @@ class ConversationPoller:
         if not self._active:
             self._idle.set()
         self._task = asyncio.get_running_loop().create_task(self._run())
+        # Its failure reaches consumers (`_error`); never "exception never retrieved" at exit.
+        self._task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self._client._register_poller(self)
 
     async def start(self) -> ConversationPoller:
@@ -296,7 +295,8 @@ class ConversationPoller:
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a bug or a non-transient API error: tell consumers
-            log.warning("poller stopped: %r", exc)
+            if isinstance(exc, Exception):  # Ctrl-C (3.10 delivers it here) is the user's
+                log.warning("poller stopped: %r", exc)
             self._error = exc
             if self._idle is not None:
                 self._idle.set()
