@@ -129,7 +129,7 @@ async def test_only_a_starts_mark_commits_at_once_the_rest_soon_after(tmp_path: 
     db = tmp_path / "run.db"
 
     def committed() -> dict[str, str]:
-        with sqlite3.connect(db) as other:
+        with contextlib.closing(sqlite3.connect(db)) as other:
             return dict(other.execute("SELECT key, state FROM jobs").fetchall())
 
     journal = SQLiteJournal(db)

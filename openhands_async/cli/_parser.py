@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         "3 auth, 4 network, 130 interrupted, 141 output closed (e.g. | head)\n\n"
         "'openhands-async COMMAND --help' shows a command's options.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
 
     p = _add(sub, "start", common, "start a conversation, showing each step of its start")
     p.add_argument("message", help="what the agent should do")
