@@ -201,29 +201,21 @@ async def test_the_excerpt_starts_at_the_error_when_it_is_the_reads_first_byte()
     assert err.offset == len(first) + len(second)
 
 
-# ------------------------------------------------------------------- known bugs, xfail
+# ----------------------------------------------- bugs the survivors pointed at (now fixed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a blank-only body ends through ijson's premature-EOF error with offset > 0, "
-    "so it is reported as cut mid-array (`iter_start_tasks` checks offset == 0, not "
-    "reader.started); its 'body is empty' branch on a clean end is unreachable",
-)
 async def test_a_body_of_blanks_only_is_empty() -> None:
+    # ijson ends it with a premature-EOF error after bytes were read: it was reported as
+    # "ended mid-array after 0 elements".
     tasks, exc = await parse([b"  \n", b"\r\n"])
     err = stream_error(exc)
     assert isinstance(err, StreamTruncated)
     assert (tasks, err.message, err.items_received) == ([], "stream-start body is empty", 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ijson gives yajl's message as bytes when the quoted text is not UTF-8, so "
-    "str(exc) is the bytes repr: the reason is its whole repr on one line and the "
-    "excerpt falls back to the last bytes read",
-)
 async def test_invalid_utf8_near_the_error_keeps_a_readable_reason() -> None:
+    # ijson hands yajl's message over as bytes when the text it quotes is not UTF-8: the
+    # reason was that bytes repr, and the excerpt fell back to the last bytes read.
     data = b"[" + element(title="x" * 150) + b", \xff\xfe" + b" " * 200
     tasks, exc = await parse([data])
     err = stream_error(exc)
