@@ -27,20 +27,7 @@ from openhands_async.lib._stream_parser import (
     iter_start_tasks,
 )
 
-
-class Reads:
-    """Hands out the given reads in order (an exception in the list is raised instead)."""
-
-    def __init__(self, reads: list[bytes | BaseException]) -> None:
-        self._reads = list(reads)
-
-    async def read(self, n: int = -1, /) -> bytes:
-        if not self._reads:
-            return b""
-        item = self._reads.pop(0)
-        if isinstance(item, BaseException):
-            raise item
-        return item
+from .test_stream_parser_rules import Reads
 
 
 async def parse(
