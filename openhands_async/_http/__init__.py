@@ -163,7 +163,11 @@ class ByteStream:
         self._resp.release()
 
     async def aclose(self) -> None:
+        """`release`, then wait for a read a silence left pending to end (it is cancelled)."""
+        pending = self._pending
         self.release()
+        if pending is not None:
+            await asyncio.wait((pending,))
 
     def map_error(self, exc: BaseException) -> errors.APIConnectionError | None:
         """The SDK error for an aiohttp/asyncio failure met while reading this stream (None
@@ -174,8 +178,7 @@ class ByteStream:
     def _silent(self) -> errors.APITimeoutError:
         idle = self.idle_timeout
         return errors.APITimeoutError(
-            f"stream idle timeout: the server sent nothing for {idle}s "
-            f"(after {self.offset} bytes)",
+            f"stream idle timeout: the server sent nothing for {idle}s (after {self.offset} bytes)",
             method=self._method,
             url=self._url,
             kind="stream-idle",
