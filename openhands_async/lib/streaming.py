@@ -7,9 +7,12 @@ parser (`_stream_parser`) turns it into `StartTask`s as it arrives.
 If the connection breaks (or stays silent longer than the idle timeout), the start is never
 sent again: with at least one element in hand the task is polled by id; with none, the SDK
 first looks for the start on the server (`SafeStart.look`) and polls it if found. The
-polling ends: the open-source server drops a start whose stream connection closed (the task
-stays in its last status for good), so a task whose status and `updated_at` have not moved
-for `stall_timeout` seconds raises `StartStalledError`.
+open-source server runs the start inside the stream's response and drops it when that
+connection closes, so a silent stream is kept open, and read on, while the task is polled
+(`_start_recovery.follow_open`), and closed only once the task is terminal, the stall bound
+gives up or the consumer leaves. The polling ends: a task whose status and `updated_at`
+have not moved for `stall_timeout` seconds raises `StartStalledError` (a cut stream's start
+is dropped by that server, its task stays in its last status for good).
 """
 
 from __future__ import annotations
@@ -77,7 +80,9 @@ class StartTaskStream:
 
     Ends after READY; a final ERROR task is yielded and then `StartTaskFailed` is raised
     (unless `raise_on_error=False`). After a break, `StartStalledError` is raised if the
-    polled task has not moved (status and `updated_at`) for `stall_timeout` seconds.
+    polled task has not moved (status and `updated_at`) for `stall_timeout` seconds. A
+    stream that went silent stays open (and is read on) while its task is polled, since
+    the open-source server drops a start whose stream connection closes.
     Leaving early (`break`, cancellation, leaving the `async with`, `aclose()`) closes the
     response at once. `conversation_id` is the id the
     request carries (minted by the SDK unless given), `task` the latest snapshot. Snapshots
