@@ -77,6 +77,7 @@ class ByteStream:
     kind "stream-idle" but does not touch the connection: the read stays pending, and the
     next `read()` goes on waiting for it (a server that works while the stream is silent,
     and stops when its connection closes, is not cut off by the client's impatience).
+    `read(-1)` (the whole rest of the body) is not bounded.
     """
 
     def __init__(
