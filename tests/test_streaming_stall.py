@@ -239,10 +239,13 @@ async def test_leaving_during_the_silence_closes_the_stream(leave: str) -> None:
 
 
 async def test_fake_drops_a_stalled_start_when_the_client_closes() -> None:
-    async with FakeCloud(start_timeline=SLOW_SANDBOX) as cloud, make_client(cloud) as client:
+    # Wider margins than the others: the first element must come within the idle timeout
+    # and the start must not be READY by then, on a loaded machine too.
+    slower = [(status, 5.0 if status == "WAITING_FOR_SANDBOX" else s) for status, s in SLOW_SANDBOX]
+    async with FakeCloud(start_timeline=slower) as cloud, make_client(cloud) as client:
         seen: list[oh.StartTask] = []
         stream = client.conversations.stream_start(
-            f"hello [fake:stream_stall_after=1] {DROPPED}", idle_timeout=0.1, recover=False
+            f"hello [fake:stream_stall_after=1] {DROPPED}", idle_timeout=1.0, recover=False
         )
         with pytest.raises(oh.APITimeoutError):
             await collect(stream, seen)
