@@ -145,13 +145,18 @@ class Runner(Claims):
             if self.stop_starting or self.blocked:
                 break
             item = await self._next_job(intake)
+            ahead = self.journal.feed_ahead > 0  # pending jobs are anyone's: claim them
             if item is not None:
                 claimed = await self._claim(*item)
                 if claimed is None:
                     continue  # another worker's now, or no slot (then `blocked` is set)
-            elif intake.exhausted and self.claimable:
+            elif (ahead or intake.exhausted) and self.claimable:
                 claimed = await self._claim_next()
                 if claimed is None:
+                    # Nothing pending (with a free slot, or `blocked` is set): feed more.
+                    if ahead and not self.blocked and await intake.feed():
+                        self.claimable = True
+                        continue
                     break
             else:
                 break

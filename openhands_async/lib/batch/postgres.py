@@ -29,17 +29,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ... import errors
 from ..._constants import DEFAULT_LEASE_SECONDS
+from . import _postgres_schema as schema
 from . import _postgres_sql as sql
-from ._postgres_rows import (
-    SharedJobRow,
-    account_label,
-    connect,
-    is_postgres_dsn,
-    reject_row,
-)
+from ._postgres_reads import Reads
+from ._postgres_rows import SharedJobRow, account_label, connect, is_postgres_dsn
 from ._postgres_rows import row as _row
-from ._postgres_status import STATES, BatchStatus, WorkerStatus, batch_status, read_status
-from .journal import JobState, RejectRow, Remaining
+from ._postgres_status import BatchStatus, WorkerStatus, batch_status
+from .journal import NewJob, Remaining
 
 if TYPE_CHECKING:
     import psycopg
@@ -58,7 +54,7 @@ __all__ = [
 ]
 
 
-class PostgresJournal:
+class PostgresJournal(Reads):
     """`async with PostgresJournal(dsn, batch_name=..., account=...) as journal:`.
 
     One connection per worker for claims and updates (each one statement, autocommit), one
@@ -67,6 +63,10 @@ class PostgresJournal:
     `close()` hands them over at once.
     `round_trips` counts the statements sent (for benchmarks).
     """
+
+    #: Pending jobs are anyone's to claim: the runner feeds its input ahead, this many jobs
+    #: in one statement, and starts what `claim_next` hands it (see `Journal.feed_ahead`).
+    feed_ahead = 256
 
     def __init__(
         self,
@@ -98,6 +98,9 @@ class PostgresJournal:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._listener: psycopg.AsyncConnection[Any] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        # Conversation id -> key, for the ids this worker's claims just recorded (see
+        # `key_of`).
+        self._claimed_ids: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifetime
 
@@ -108,8 +111,7 @@ class PostgresJournal:
         host = {"host": socket.gethostname(), "pid": os.getpid(), "max_running": self.max_running}
         try:
             async with self._conn.transaction():
-                await self._execute("SELECT pg_advisory_xact_lock(%s)", (sql.SCHEMA_LOCK,))
-                await self._execute(sql.SCHEMA)
+                await schema.create(self._execute)
             await self._execute(sql.REGISTER_WORKER, {**self._ids(), **host})
             await self.listen()
         except BaseException:
@@ -176,6 +178,27 @@ class PostgresJournal:
             return found
         return _row(record)
 
+    async def add_all(self, jobs: Sequence[NewJob]) -> list[SharedJobRow]:
+        """`add` for many jobs in one statement (one more only for keys another worker was
+        inserting at that moment): each job's row as the database has it, in no particular
+        order."""
+        if not jobs:
+            return []
+        keys = [key for key, _, _, _ in jobs]
+        params = {
+            "batch": self.batch_name,
+            "keys": keys,
+            "seqs": [seq for _, seq, _, _ in jobs],
+            "jobs": [json.dumps(dict(job), sort_keys=True) for _, _, job, _ in jobs],
+            "sources": [source for _, _, _, source in jobs],
+        }
+        cursor = await self._execute(sql.FEED, params)
+        rows = [_row(record) for record in await cursor.fetchall()]
+        if len(rows) < len(keys):  # inserted by others after this statement's snapshot
+            have = {row.key for row in rows}
+            rows += await self.rows_of([key for key in keys if key not in have])
+        return rows
+
     async def claim(self, conversation_id: str, *, key: str | None = None) -> SharedJobRow | None:
         """Take the first pending job (or the one with `key`) and a slot of this account, and
         record `conversation_id` as its start's id: all in one transaction. None when no job
@@ -201,6 +224,9 @@ class PostgresJournal:
             return None
         row = _row(record)
         self.held.add(row.key)
+        # The claim recorded the id as this job's, and checked it, in its transaction; ids
+        # are never reassigned: `key_of` can answer for it without asking again.
+        self._claimed_ids[conversation_id] = row.key
         return row
 
     async def adopt(self) -> list[SharedJobRow]:
@@ -324,24 +350,15 @@ class PostgresJournal:
 
     # ------------------------------------------------------------------ reads
 
-    async def get(self, key: str) -> SharedJobRow | None:
-        cursor = await self._execute(sql.GET, {"batch": self.batch_name, "key": key})
-        record = await cursor.fetchone()
-        return None if record is None else _row(record)
-
-    async def rows(self, *states: JobState) -> Sequence[SharedJobRow]:
-        params = {"batch": self.batch_name, "states": list(states) or None}
-        cursor = await self._execute(sql.ROWS, params)
-        return [_row(record) for record in await cursor.fetchall()]
-
-    async def counts(self) -> dict[str, int]:
-        cursor = await self._execute(sql.COUNTS, {"batch": self.batch_name})
-        counts: dict[str, int] = dict.fromkeys(STATES, 0)
-        for state, n in await cursor.fetchall():
-            counts[state] = n
-        return counts
-
     async def key_of(self, conversation_id: str) -> str | None:
+        """The job that holds, or held, this id. For an id this worker's last claim recorded,
+        the claim's answer (one round trip per start, not two): the claim inserted the id
+        into `openhands_batch_conversations` (or found it there, its job's) and read its
+        holder back in its own transaction, and nothing ever changes or deletes a row
+        there. Answered once; later asks read the table."""
+        known = self._claimed_ids.pop(conversation_id, None)
+        if known is not None:
+            return known
         cursor = await self._execute(sql.KEY_OF, {"cid": conversation_id})
         record = await cursor.fetchone()
         if record is None:
@@ -349,27 +366,6 @@ class PostgresJournal:
         batch, key = record
         # Another batch's id is never this batch's job's: name it so it matches no key here.
         return str(key) if batch == self.batch_name else f"{batch}/{key}"
-
-    async def reject(
-        self,
-        source: str,
-        seq: int,
-        state: Literal["failed", "skipped"],
-        *,
-        error: str,
-        key: str | None = None,
-        job: Any = None,
-    ) -> None:
-        body = json.dumps(job, sort_keys=True)
-        values = {"source": source, "seq": seq, "state": state, "key": key, "error": error}
-        await self._execute(sql.REJECT, {"batch": self.batch_name, "job": body, **values})
-
-    async def rejects(self) -> list[RejectRow]:
-        cursor = await self._execute(sql.REJECTS, {"batch": self.batch_name})
-        return [reject_row(record) for record in await cursor.fetchall()]
-
-    async def status(self) -> BatchStatus:
-        return await read_status(self._require(), self.batch_name, self.lease_seconds)
 
     # ------------------------------------------------------------------ plumbing
 

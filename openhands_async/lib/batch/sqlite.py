@@ -22,7 +22,7 @@ import os
 import sqlite3
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -30,7 +30,7 @@ import attrs
 
 from ..._constants import JOURNAL_COMMIT_DELAY
 from ...errors import JournalLockedError
-from .journal import JobState, JournalRow, RejectRow, Remaining
+from .journal import JobState, JournalRow, NewJob, RejectRow, Remaining
 
 __all__ = ["JournalLockedError", "SQLiteJournal"]
 
@@ -282,6 +282,11 @@ class SQLiteJournal:
             return []
         self._adopted = True
         return self._rows("starting", "running")
+
+    feed_ahead = 0  # the run adds each job it reads when it starts it
+
+    async def add_all(self, jobs: Sequence[NewJob]) -> list[JournalRow]:
+        return [await self.add(key, seq, job, source=source) for key, seq, job, source in jobs]
 
     async def claim_next(self, conversation_id: str) -> JournalRow | None:
         return None
