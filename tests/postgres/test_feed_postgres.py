@@ -77,6 +77,33 @@ async def test_a_claim_and_its_id_check_are_one_round_trip(open_journal: Open) -
     assert await other.key_of(minted) == row.key  # the same, as any worker reads it
 
 
+async def test_one_statement_claims_a_job_per_id_within_the_accounts_slots(
+    open_journal: Open,
+) -> None:
+    a1, a2 = await open_journal("acct-a", 3), await open_journal("acct-a", 3)
+    b = await open_journal("acct-b", 2)
+    await a1.add_all(new_jobs(20))
+    assert (await a1.claim_next(uuid.uuid4().hex)) is not None  # one slot of acct-a taken
+    ids = [[uuid.uuid4().hex for _ in range(5)] for _ in range(3)]
+    before = [j.round_trips for j in (a1, a2, b)]
+    got = await asyncio.gather(*(j.claim_many(i) for j, i in zip((a1, a2, b), ids, strict=True)))
+    assert [j.round_trips - n for j, n in zip((a1, a2, b), before, strict=True)] == [1, 1, 1]
+    # Five ids each, but acct-a had 2 slots left (shared by a1 and a2), acct-b 2.
+    assert sum(len(rows) for rows in got[:2]) == 2
+    assert len(got[2]) == 2
+    claimed = [r for rows in got for r in rows]
+    assert len({r.key for r in claimed}) == 4
+    for journal, rows, minted in zip((a1, a2, b), got, ids, strict=True):
+        # Each row has the id of its turn, in order, and the claim answers the id check.
+        assert [r.conversation_id for r in rows] == minted[: len(rows)]
+        assert all(r.state == "starting" and r.worker == journal.worker for r in rows)
+        for r in rows:
+            assert await journal.key_of(r.conversation_id or "") == r.key
+    counts = await b.counts()
+    assert counts["starting"] == 5
+    assert counts["pending"] == 15
+
+
 async def test_two_workers_on_one_list_start_each_job_once_fed_in_bulk(pg_dsn: str) -> None:
     n, cap = 40, 4
     async with (

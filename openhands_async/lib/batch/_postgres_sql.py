@@ -108,6 +108,16 @@ CLAIM: LiteralString = (
     " %(conversation_id)s, %(lease)s, %(key)s)"
 )
 
+# Several claims in one round trip (one transaction): `openhands_batch_claim` once per
+# minted id, in order; each call sees the ones before it (a VOLATILE function reads a fresh
+# snapshot per statement), so the slot count holds. Ends when nothing is pending or the
+# account's slots are taken: fewer rows than ids.
+CLAIM_MANY: LiteralString = (
+    "SELECT " + COLUMNS + " FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS c(id, n)"
+    " CROSS JOIN LATERAL openhands_batch_claim(%(batch)s, %(account)s, %(worker)s,"
+    " %(max_running)s, c.id, %(lease)s, NULL) ORDER BY c.n"
+)
+
 # Jobs of this account whose holder's lease lapsed (dead or cut off): now this worker's.
 ADOPT: LiteralString = (
     """

@@ -145,24 +145,31 @@ class Runner(Claims):
             if self.stop_starting or self.blocked:
                 break
             item = await self._next_job(intake)
-            ahead = self.journal.feed_ahead > 0  # pending jobs are anyone's: claim them
             if item is not None:
                 claimed = await self._claim(*item)
                 if claimed is None:
                     continue  # another worker's now, or no slot (then `blocked` is set)
-            elif (ahead or intake.exhausted) and self.claimable:
+                self._launch(claimed)
+            elif self.journal.feed_ahead and self.claimable:
+                # Pending jobs are anyone's: claim one per free slot, in one round trip.
+                free = self.target - len(self.starting) - self._running()
+                for claimed in await self._claim_many(free):
+                    self._launch(claimed)
+                # Fewer than asked and not for want of a slot (`blocked`): feed more.
+                if not self.claimable and not self.blocked and await intake.feed():
+                    self.claimable = True
+            elif intake.exhausted and self.claimable:
                 claimed = await self._claim_next()
                 if claimed is None:
-                    # Nothing pending (with a free slot, or `blocked` is set): feed more.
-                    if ahead and not self.blocked and await intake.feed():
-                        self.claimable = True
-                        continue
                     break
+                self._launch(claimed)
             else:
                 break
-            task = loop.create_task(self._send(*claimed))
-            self.starting[task] = claimed[:2]
-            self._report()
+
+    def _launch(self, claimed: tuple[JournalRow, Job, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(*claimed))
+        self.starting[task] = claimed[:2]
+        self._report()
 
     async def _next_job(self, intake: Intake) -> tuple[JournalRow, Job] | None:
         if self.queue:
@@ -235,11 +242,16 @@ class Runner(Claims):
             row, job = self.starting.pop(task)
             self._started(row, job, task.result())
         # One change at a time: a job that ended is refilled before the next change is read.
-        if self.next_change is not None and self.next_change.done():
+        # Feeding ahead (a shared journal), every change already read first: the slots they
+        # free are then refilled in one claim (one round trip, not one per job).
+        while self.next_change is not None and self.next_change.done():
             change = self.next_change.result()  # raises the poller's error, if it stopped
             self.next_change = None if change is None else loop.create_task(self.changes.get())
             if change is not None:
                 await self._on_change(change)
+            if not self.journal.feed_ahead or self.next_change is None:
+                break
+            await asyncio.sleep(0)  # a change queued already is handed over in one step
 
     async def _on_change(self, change: StatusChange) -> None:
         entry = self.active.get(change.id) or self.by_conversation.get(change.id)

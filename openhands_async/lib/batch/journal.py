@@ -25,8 +25,8 @@ asks which kind it has; the hooks below have trivial answers for a journal one r
 alone (`SQLiteJournal`): `mark_starting` may answer None (not this run's to start now),
 `adopt` hands over jobs whose holder is gone (for a one-run journal: the earlier run's, on
 the first call), `feed_ahead` says whether the run feeds its input ahead in bulk (`add_all`)
-and starts only what `claim_next` hands it, `claim_next` takes a pending job (fed by this
-run or another), `remaining` says
+and starts only what `claim_many` hands it, `claim_next` / `claim_many` take pending jobs
+(fed by this run or another), `remaining` says
 what is left beyond this run's own input, `wait_for_slot` waits for another worker to free
 a running slot, and a transition on a job another worker took over raises
 `JournalLeaseLost` (the runner then lets it go).
@@ -110,7 +110,8 @@ class Journal(Protocol):
     #: 0: the run adds each job it reads when the job's turn to start comes, and starts it
     #: (a one-run journal). N > 0 (a shared journal, whose pending jobs are anyone's): the
     #: run reads its input ahead, N jobs at a time, adds them with one `add_all`, and starts
-    #: whatever `claim_next` hands it, so that every worker's claims find jobs waiting.
+    #: whatever `claim_many` hands it (one claim for every free slot), so that every
+    #: worker's claims find jobs waiting.
     feed_ahead: int
 
     async def add(
@@ -204,6 +205,12 @@ class Journal(Protocol):
         """Take the first pending job (with `feed_ahead`: whoever fed it; else one another
         worker fed) and mark it starting with `conversation_id`; None if there is none or no
         free slot. A one-run journal: None (a run starts the jobs it is given)."""
+        ...
+
+    async def claim_many(self, conversation_ids: Sequence[str]) -> Sequence[JournalRow]:
+        """`claim_next` once per id, in order, in one round trip where the backend can: the
+        jobs claimed, each marked starting with its id (fewer than the ids once nothing is
+        pending or no slot is free). A one-run journal: none."""
         ...
 
     async def remaining(self) -> Remaining:

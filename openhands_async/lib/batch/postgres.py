@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ... import errors
@@ -35,7 +34,7 @@ from ._postgres_reads import Reads
 from ._postgres_rows import SharedJobRow, account_label, connect, is_postgres_dsn
 from ._postgres_rows import row as _row
 from ._postgres_status import BatchStatus, WorkerStatus, batch_status
-from .journal import NewJob, Remaining
+from .journal import Remaining
 
 if TYPE_CHECKING:
     import psycopg
@@ -65,7 +64,7 @@ class PostgresJournal(Reads):
     """
 
     #: Pending jobs are anyone's to claim: the runner feeds its input ahead, this many jobs
-    #: in one statement, and starts what `claim_next` hands it (see `Journal.feed_ahead`).
+    #: in one statement, and starts what `claim_many` hands it (see `Journal.feed_ahead`).
     feed_ahead = 256
 
     def __init__(
@@ -147,58 +146,6 @@ class PostgresJournal(Reads):
 
     # ------------------------------------------------------------------ feeding, claiming
 
-    async def add_many(self, jobs: Iterable[tuple[str, int, Mapping[str, Any]]]) -> int:
-        """Insert (key, seq, job) rows as pending, keeping any row a key already has (from
-        this worker or another); one statement for all. Returns how many were new."""
-        keys: list[str] = []
-        seqs: list[int] = []
-        bodies: list[str] = []
-        for key, seq, job in jobs:
-            keys.append(key)
-            seqs.append(seq)
-            bodies.append(json.dumps(dict(job), sort_keys=True))
-        if not keys:
-            return 0
-        cursor = await self._execute(
-            sql.ADD, {"batch": self.batch_name, "keys": keys, "seqs": seqs, "jobs": bodies}
-        )
-        return cursor.rowcount
-
-    async def add(
-        self, key: str, seq: int, job: Mapping[str, Any], *, source: str | None = None
-    ) -> SharedJobRow:
-        """Insert one job (if its key is new) and return its row as the database has it; a
-        reject recorded at `source` goes. One round trip."""
-        body = json.dumps(dict(job), sort_keys=True)
-        params = {"batch": self.batch_name, "key": key, "seq": seq, "source": source}
-        record = await (await self._execute(sql.ADD_ONE, {**params, "job": body})).fetchone()
-        if record is None:  # inserted by another worker after this statement's snapshot
-            found = await self.get(key)
-            assert found is not None
-            return found
-        return _row(record)
-
-    async def add_all(self, jobs: Sequence[NewJob]) -> list[SharedJobRow]:
-        """`add` for many jobs in one statement (one more only for keys another worker was
-        inserting at that moment): each job's row as the database has it, in no particular
-        order."""
-        if not jobs:
-            return []
-        keys = [key for key, _, _, _ in jobs]
-        params = {
-            "batch": self.batch_name,
-            "keys": keys,
-            "seqs": [seq for _, seq, _, _ in jobs],
-            "jobs": [json.dumps(dict(job), sort_keys=True) for _, _, job, _ in jobs],
-            "sources": [source for _, _, _, source in jobs],
-        }
-        cursor = await self._execute(sql.FEED, params)
-        rows = [_row(record) for record in await cursor.fetchall()]
-        if len(rows) < len(keys):  # inserted by others after this statement's snapshot
-            have = {row.key for row in rows}
-            rows += await self.rows_of([key for key in keys if key not in have])
-        return rows
-
     async def claim(self, conversation_id: str, *, key: str | None = None) -> SharedJobRow | None:
         """Take the first pending job (or the one with `key`) and a slot of this account, and
         record `conversation_id` as its start's id: all in one transaction. None when no job
@@ -228,6 +175,25 @@ class PostgresJournal(Reads):
         # are never reassigned: `key_of` can answer for it without asking again.
         self._claimed_ids[conversation_id] = row.key
         return row
+
+    async def claim_many(self, conversation_ids: Sequence[str]) -> list[SharedJobRow]:
+        """`claim` once per id (any pending job each), in one statement and transaction:
+        the jobs claimed, in order; fewer once nothing is pending or the slots are taken."""
+        import psycopg
+
+        if not conversation_ids:
+            return []
+        params = {**self._ids(), "max_running": self.max_running, "lease": self.lease_seconds}
+        try:
+            cursor = await self._execute(sql.CLAIM_MANY, {**params, "ids": list(conversation_ids)})
+        except psycopg.errors.UniqueViolation as exc:
+            raise AssertionError(f"a minted conversation id is another job's: {exc}") from None
+        rows = [_row(record) for record in await cursor.fetchall()]
+        for row in rows:
+            self.held.add(row.key)
+            assert row.conversation_id is not None
+            self._claimed_ids[row.conversation_id] = row.key  # see `claim`
+        return rows
 
     async def adopt(self) -> list[SharedJobRow]:
         """This account's starting/running jobs whose holder's lease lapsed: now this

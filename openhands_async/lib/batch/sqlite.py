@@ -291,6 +291,9 @@ class SQLiteJournal:
     async def claim_next(self, conversation_id: str) -> JournalRow | None:
         return None
 
+    async def claim_many(self, conversation_ids: Sequence[str]) -> list[JournalRow]:
+        return []
+
     async def remaining(self) -> Remaining:
         return Remaining()
 
