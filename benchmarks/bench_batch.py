@@ -10,7 +10,8 @@ separate process. Every conversation runs `--run-seconds` after a short start-up
 
 - `run_batch`: `client.run_batch(jobs, max_running=cap, poll_interval=0.02)` (the interval
   is `--poll-interval`); ideal wall time is ceil(jobs / cap) x (start-up + run seconds).
-  Also printed: the requests the FakeCloud received, and the client's CPU time per job.
+  Also printed: the requests the FakeCloud received, and the client's and the FakeCloud's
+  CPU time per job.
 - `docs way`: start all jobs with POST (50 at a time), then poll each conversation with its
   own GET every 0.5 s until all are terminal or the ideal time x 1.5 has passed (paused
   conversations never finish on their own).
@@ -55,6 +56,9 @@ def _serve(conn: Connection, cap: int, run_seconds: float) -> None:
                             "requests": sum(cloud.requests.values()),
                             "paused": cloud.paused_by_cap,
                             "peak_running": cloud.peak_running,
+                            # The FakeCloud's own CPU: what the client waits for when its
+                            # event loop idles.
+                            "server_cpu": time.process_time(),
                         }
                     )
                 else:
@@ -224,9 +228,10 @@ def main() -> None:
     )
     print(
         "| client | finished | wall s | ideal s | wall/ideal | requests"
-        " | paused by cap | peak running | journal CPU µs/job | client CPU ms/job |"
+        " | paused by cap | peak running | journal CPU µs/job | client CPU ms/job"
+        " | FakeCloud CPU ms/job |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
 
     def journal_cost(r: dict[str, Any]) -> str:
         us = r.get("journal_us_per_job")
@@ -236,11 +241,14 @@ def main() -> None:
         ms = r.get("cpu_ms_per_job")
         return "-" if ms is None else f"{ms:.2f}"
 
+    def server_cpu(r: dict[str, Any]) -> str:
+        return f"{r['server_cpu'] / args.jobs * 1e3:.2f}"
+
     for kind, r in rows:
         print(
             f"| {kind} | {r['finished']}/{args.jobs} | {r['wall']:.1f} | {r['ideal']:.1f} | "
             f"{r['wall'] / r['ideal']:.2f} | {r['requests']:,} | {r['paused']} "
-            f"| {r['peak_running']} | {journal_cost(r)} | {client_cpu(r)} |"
+            f"| {r['peak_running']} | {journal_cost(r)} | {client_cpu(r)} | {server_cpu(r)} |"
         )
     if args.repeat > 1:
         for kind in kinds:
