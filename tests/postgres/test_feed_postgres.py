@@ -169,3 +169,22 @@ async def test_a_worker_opening_a_current_schema_takes_no_table_lock(
     third = await open_journal()
     cursor = await third._require().execute("SELECT version FROM openhands_batch_schema")
     assert await cursor.fetchall() == [(SCHEMA_VERSION,)]
+
+
+async def test_answers_to_starts_go_on_their_own_connection(open_journal: Open) -> None:
+    journal = await open_journal()
+    await journal.add_all(new_jobs(1))
+    (row,) = await journal.claim_many([uuid.uuid4().hex])
+    assert journal._side is not None
+    side_pid = journal._side.info.backend_pid
+    assert side_pid != journal._require().info.backend_pid
+    running = await journal.mark_running(row.key, "task-1")
+    assert running.state == "running"
+    assert running.start_task_id == "task-1"
+    cursor = await journal._require().execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+        (f"openhands-async {journal.worker}%",),
+    )
+    assert await cursor.fetchone() == (3,)  # claims and ends, answers to starts, LISTEN
+    await journal.close()
+    assert journal._side is None

@@ -31,7 +31,11 @@ class Reads:
         raise NotImplementedError  # PostgresJournal's
 
     async def _execute(
-        self, query: LiteralString, params: Mapping[str, Any] | tuple[Any, ...] | None = None
+        self,
+        query: LiteralString,
+        params: Mapping[str, Any] | tuple[Any, ...] | None = None,
+        *,
+        side: bool = False,
     ) -> psycopg.AsyncCursor[Any]:
         raise NotImplementedError  # PostgresJournal's
 

@@ -56,8 +56,10 @@ __all__ = [
 class PostgresJournal(Reads):
     """`async with PostgresJournal(dsn, batch_name=..., account=...) as journal:`.
 
-    One connection per worker for claims and updates (each one statement, autocommit), one
-    more that LISTENs for freed slots (opened with the journal, so none is missed). A
+    One connection per worker for claims and updates (each one statement, autocommit), a
+    second for `mark_running` (the answers to starts in flight, so that they do not queue
+    ahead of the ends and claims that refill slots), one more that LISTENs for freed slots
+    (opened with the journal, so none is missed). A
     background task renews the leases of the worker's jobs every third of `lease_seconds`;
     `close()` hands them over at once.
     `round_trips` counts the statements sent (for benchmarks).
@@ -96,6 +98,7 @@ class PostgresJournal(Reads):
         self.lost: set[str] = set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._listener: psycopg.AsyncConnection[Any] | None = None
+        self._side: psycopg.AsyncConnection[Any] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         # Conversation id -> key, for the ids this worker's claims just recorded (see
         # `key_of`).
@@ -113,6 +116,7 @@ class PostgresJournal(Reads):
                 await schema.create(self._execute)
             await self._execute(sql.REGISTER_WORKER, {**self._ids(), **host})
             await self.listen()
+            self._side = await connect(self.dsn, f"openhands-async {self.worker} side")
         except BaseException:
             await self.close()
             raise
@@ -126,9 +130,10 @@ class PostgresJournal(Reads):
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
-        if self._listener is not None:
-            await self._listener.close()
-            self._listener = None
+        for other in (self._listener, self._side):
+            if other is not None:
+                await other.close()
+        self._listener = self._side = None
         if self._conn is not None:
             with contextlib.suppress(Exception):  # the database may be what failed
                 await self._execute(sql.RELEASE, self._ids())
@@ -250,8 +255,8 @@ class PostgresJournal(Reads):
         return await self.claim(conversation_id, key=key)
 
     async def mark_running(self, key: str, start_task_id: str) -> SharedJobRow:
-        record = await self._fenced(key, sql.MARK_RUNNING, {"start_task_id": start_task_id})
-        return _row(record)
+        params = {"start_task_id": start_task_id}
+        return _row(await self._fenced(key, sql.MARK_RUNNING, params, side=True))
 
     async def mark_pending(self, key: str) -> None:
         """The server provably did not take the start: the job and its slot are free again."""
@@ -344,13 +349,21 @@ class PostgresJournal(Reads):
         return self._conn
 
     async def _execute(
-        self, query: LiteralString, params: Mapping[str, Any] | tuple[Any, ...] | None = None
+        self,
+        query: LiteralString,
+        params: Mapping[str, Any] | tuple[Any, ...] | None = None,
+        *,
+        side: bool = False,
     ) -> psycopg.AsyncCursor[Any]:
         self.round_trips += 1
-        return await self._require().execute(query, params)
+        conn = self._side if side and self._side is not None else self._require()
+        return await conn.execute(query, params)
 
-    async def _fenced(self, key: str, query: LiteralString, params: Mapping[str, Any]) -> Any:
-        cursor = await self._execute(query, {**self._ids(), "key": key, **params})
+    async def _fenced(
+        self, key: str, query: LiteralString, params: Mapping[str, Any], *, side: bool = False
+    ) -> Any:
+        params = {**self._ids(), "key": key, **params}
+        cursor = await self._execute(query, params, side=side)
         record = await cursor.fetchone()
         if record is None:
             self.held.discard(key)
