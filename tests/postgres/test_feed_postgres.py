@@ -188,3 +188,29 @@ async def test_answers_to_starts_go_on_their_own_connection(open_journal: Open) 
     assert await cursor.fetchone() == (3,)  # claims and ends, answers to starts, LISTEN
     await journal.close()
     assert journal._side is None
+
+
+async def test_ends_are_recorded_in_one_statement_but_not_over_a_new_holder(
+    open_journal: Open,
+) -> None:
+    from openhands_async.lib.batch.journal import Ended
+
+    first, second = await open_journal(), await open_journal()
+    await first.add_all(new_jobs(3))
+    a, b, c = await first.claim_many([uuid.uuid4().hex for _ in range(3)])
+    # `b`'s lease lapsed and `second` adopted it: `first` must not record its end.
+    await first._require().execute(
+        "UPDATE openhands_batch_jobs SET lease_until = now() - interval '1 second' WHERE key = %s",
+        (b.key,),
+    )
+    assert [r.key for r in await second.adopt()] == [b.key]
+    before = first.round_trips
+    lost = await first.mark_ended_many(
+        [Ended(a.key, "finished"), Ended(b.key, "finished"), Ended(c.key, "failed", error="x")]
+    )
+    assert first.round_trips - before == 1
+    assert lost == {b.key}
+    assert b.key in first.lost
+    assert first.held == set()
+    states = {r.key: (r.state, r.error) for r in await first.rows()}
+    assert states == {a.key: ("finished", None), b.key: ("starting", None), c.key: ("failed", "x")}

@@ -192,6 +192,21 @@ WITH ended AS (
 SELECT key, pg_notify('openhands_batch', %(batch)s) FROM ended
 """
 
+MARK_ENDED_MANY: LiteralString = """
+WITH ended AS (
+    UPDATE openhands_batch_jobs AS j
+       SET state = e.state, sandbox_status = e.sandbox, execution_status = e.execution,
+           error = e.error, ended_at = now(), lease_until = NULL
+      FROM unnest(%(keys)s::text[], %(states)s::text[], %(sandbox)s::text[],
+                  %(execution)s::text[], %(errors)s::text[])
+           AS e(key, state, sandbox, execution, error)
+     WHERE j.batch_name = %(batch)s AND j.key = e.key AND j.worker = %(worker)s
+       AND j.state IN ('starting', 'running')
+    RETURNING j.key
+)
+SELECT key, pg_notify('openhands_batch', %(batch)s) FROM ended
+"""
+
 # A failed job goes back to pending for another attempt; the attempt's fields move to
 # `history` (its conversation id stays this job's in openhands_batch_conversations).
 _RETRY_SET: LiteralString = """

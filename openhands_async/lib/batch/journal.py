@@ -41,6 +41,7 @@ import attrs
 
 __all__ = [
     "TERMINAL_STATES",
+    "Ended",
     "JobState",
     "Journal",
     "JournalRow",
@@ -101,6 +102,23 @@ class Remaining:
     held_elsewhere: int = 0
     #: Seconds until `adopt` may find something (a lease lapses); None: never.
     next_check: float | None = None
+
+
+@attrs.frozen
+class Ended:
+    """One job's end, as `mark_ended` takes it."""
+
+    key: str
+    state: Literal["finished", "failed"]
+    sandbox_status: str | None = None
+    execution_status: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, key: str, result: Any) -> Ended:
+        """The end of a `JobResult` that ended on the server (finished or failed)."""
+        state: Literal["finished", "failed"] = "finished" if result.ok else "failed"
+        return cls(key, state, result.sandbox_status, result.execution_status, result.error)
 
 
 class Journal(Protocol):
@@ -170,6 +188,12 @@ class Journal(Protocol):
         error: str | None = None,
     ) -> None:
         """The job ended (`state`), with the final statuses read and, if failed, why."""
+        ...
+
+    async def mark_ended_many(self, ends: Sequence[Ended]) -> set[str]:
+        """`mark_ended` for each, in one round trip where the backend can. Returns the keys
+        of the jobs another worker took over (whose `mark_ended` would raise
+        `JournalLeaseLost`): nothing recorded for them."""
         ...
 
     async def retry(self, key: str) -> JournalRow:

@@ -34,7 +34,7 @@ from ._postgres_reads import Reads
 from ._postgres_rows import SharedJobRow, account_label, connect, is_postgres_dsn
 from ._postgres_rows import row as _row
 from ._postgres_status import BatchStatus, WorkerStatus, batch_status
-from .journal import Remaining
+from .journal import Ended, Remaining
 
 if TYPE_CHECKING:
     import psycopg
@@ -280,6 +280,23 @@ class PostgresJournal(Reads):
         }
         await self._fenced(key, sql.MARK_ENDED, params)
         self.held.discard(key)
+
+    async def mark_ended_many(self, ends: Sequence[Ended]) -> set[str]:
+        """`mark_ended` for all in one statement; the keys this worker no longer held."""
+        params = {
+            **self._ids(),
+            "keys": [e.key for e in ends],
+            "states": [e.state for e in ends],
+            "sandbox": [e.sandbox_status for e in ends],
+            "execution": [e.execution_status for e in ends],
+            "errors": [e.error for e in ends],
+        }
+        cursor = await self._execute(sql.MARK_ENDED_MANY, params)
+        recorded = {record[0] for record in await cursor.fetchall()}
+        lost = {e.key for e in ends} - recorded
+        self.held -= {e.key for e in ends}
+        self.lost |= lost
+        return lost
 
     async def retry(self, key: str) -> SharedJobRow:
         """Make the failed job `key` pending again (its attempt moved to `history`). If it is
