@@ -26,10 +26,10 @@ alone (`SQLiteJournal`): `mark_starting` may answer None (not this run's to star
 `adopt` hands over jobs whose holder is gone (for a one-run journal: the earlier run's, on
 the first call), `feed_ahead` says whether the run feeds its input ahead in bulk (`add_all`)
 and starts only what `claim_many` hands it, `claim_next` / `claim_many` take pending jobs
-(fed by this run or another), `remaining` says
-what is left beyond this run's own input, `wait_for_slot` waits for another worker to free
-a running slot, and a transition on a job another worker took over raises
-`JournalLeaseLost` (the runner then lets it go).
+(fed by this run or another), `remaining` says what is left beyond this run's own input,
+`wait_for_slot` waits for another worker to free a running slot, and a transition on a job
+another worker took over raises `JournalLeaseLost` (the runner then lets it go; the ends
+`mark_ended_many` records together name such jobs instead).
 """
 
 from __future__ import annotations
