@@ -8,8 +8,10 @@ A FakeCloud with a per-account running cap (`--cap`, pause mode: a start beyond 
 silently pauses the account's oldest running conversations, as the Cloud does) runs in a
 separate process. Every conversation runs `--run-seconds` after a short start-up.
 
-- `run_batch`: `client.run_batch(jobs, max_running=cap, poll_interval=0.02)`; ideal wall
-  time is ceil(jobs / cap) x (start-up + run seconds).
+- `run_batch`: `client.run_batch(jobs, max_running=cap, poll_interval=0.02)` (the interval
+  is `--poll-interval`); ideal wall time is ceil(jobs / cap) x (start-up + run seconds).
+  Also printed: the requests the FakeCloud received, and the client's and the FakeCloud's
+  CPU time per job.
 - `docs way`: start all jobs with POST (50 at a time), then poll each conversation with its
   own GET every 0.5 s until all are terminal or the ideal time x 1.5 has passed (paused
   conversations never finish on their own).
@@ -54,6 +56,9 @@ def _serve(conn: Connection, cap: int, run_seconds: float) -> None:
                             "requests": sum(cloud.requests.values()),
                             "paused": cloud.paused_by_cap,
                             "peak_running": cloud.peak_running,
+                            # The FakeCloud's own CPU: what the client waits for when its
+                            # event loop idles.
+                            "server_cpu": time.process_time(),
                         }
                     )
                 else:
@@ -104,14 +109,20 @@ async def _with_batch(
     journal = _timed_journal(":memory:" if journal_kind == "memory" else "file")
     async with oh.OpenHandsClient(api_key=API_KEY, base_url=base_url) as client:
         jobs = (oh.Job(f"bench job {i}", repository="bench/repo") for i in range(n))
-        began = time.monotonic()
+        began, cpu = time.monotonic(), time.process_time()
         ok = 0
         runs = client.run_batch(jobs, max_running=cap, poll_interval=poll, journal=journal)
         async for result in runs:
             ok += result.ok
-        wall = time.monotonic() - began
+        wall, cpu = time.monotonic() - began, time.process_time() - cpu
     journal.close()
-    return {"wall": wall, "finished": ok, "journal_us_per_job": journal.spent / n * 1e6}
+    return {
+        "wall": wall,
+        "finished": ok,
+        "journal_us_per_job": journal.spent / n * 1e6,
+        # The client's CPU over the run: near the wall time, its event loop never idles.
+        "cpu_ms_per_job": cpu / n * 1e3,
+    }
 
 
 async def _docs_way(base_url: str, n: int, deadline: float) -> dict[str, Any]:
@@ -217,19 +228,27 @@ def main() -> None:
     )
     print(
         "| client | finished | wall s | ideal s | wall/ideal | requests"
-        " | paused by cap | peak running | journal CPU µs/job |"
+        " | paused by cap | peak running | journal CPU µs/job | client CPU ms/job"
+        " | FakeCloud CPU ms/job |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
 
     def journal_cost(r: dict[str, Any]) -> str:
         us = r.get("journal_us_per_job")
         return "-" if us is None else f"{us:.0f}"
 
+    def client_cpu(r: dict[str, Any]) -> str:
+        ms = r.get("cpu_ms_per_job")
+        return "-" if ms is None else f"{ms:.2f}"
+
+    def server_cpu(r: dict[str, Any]) -> str:
+        return f"{r['server_cpu'] / args.jobs * 1e3:.2f}"
+
     for kind, r in rows:
         print(
             f"| {kind} | {r['finished']}/{args.jobs} | {r['wall']:.1f} | {r['ideal']:.1f} | "
             f"{r['wall'] / r['ideal']:.2f} | {r['requests']:,} | {r['paused']} "
-            f"| {r['peak_running']} | {journal_cost(r)} |"
+            f"| {r['peak_running']} | {journal_cost(r)} | {client_cpu(r)} | {server_cpu(r)} |"
         )
     if args.repeat > 1:
         for kind in kinds:

@@ -117,6 +117,21 @@ class Claims:
         request = await self._request(row, job, conversation_id)
         return None if request is None else await self._checked(row, job, request)
 
+    async def _claim_many(self, n: int) -> list[_Claimed]:
+        """Up to `n` pending jobs (anyone's: the journal feeds ahead), claimed in one round
+        trip; fewer (then `claimable` is False) once none is left or no slot is free."""
+        rows = await self.journal.claim_many([uuid.uuid4().hex for _ in range(n)])
+        if len(rows) < n:  # none left, or (some pending) no free slot: wait for one
+            self.claimable = False
+            self.blocked = (await self.journal.remaining()).pending > 0
+        claimed = []
+        for row in rows:
+            job = job_of(row)
+            request = await self._request(row, job, row.conversation_id or "")
+            if request is not None:
+                claimed.append(await self._checked(row, job, request))
+        return claimed
+
     async def _request(
         self, row: JournalRow, job: Job, conversation_id: str
     ) -> StartRequest | None:

@@ -1,7 +1,8 @@
-"""The shared journal's schema and statements (PostgreSQL 12+), kept apart from the code.
+"""The shared journal's statements (PostgreSQL 12+), kept apart from the code; the schema
+they run on is `_postgres_schema`.
 
-Every table is keyed by `batch_name`, so one database holds many batches. Times are the
-database's own clock (`now()`): workers on several machines never compare their clocks.
+Times are the database's own clock (`now()`): workers on several machines never compare
+their clocks.
 """
 
 from __future__ import annotations
@@ -10,169 +11,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
-
-SCHEMA_VERSION = 1
-# pg_advisory_xact_lock key: workers opening the journal at once create the schema in turn
-# (concurrent CREATE ... IF NOT EXISTS / CREATE OR REPLACE FUNCTION can fail otherwise).
-SCHEMA_LOCK = 0x6F68_6261_7463_68  # "ohbatch"
-
-SCHEMA: LiteralString = """
-CREATE TABLE IF NOT EXISTS openhands_batch_jobs (
-    batch_name       text NOT NULL,
-    key              text NOT NULL,
-    seq              bigint NOT NULL,
-    job              jsonb NOT NULL,
-    state            text NOT NULL DEFAULT 'pending'
-                     CHECK (state IN ('pending', 'starting', 'running', 'finished', 'failed')),
-    -- The account label (a keyed hash of the API key, never the key) holding the job's slot.
-    account          text,
-    worker           text,
-    lease_until      timestamptz,
-    conversation_id  text,
-    start_task_id    text,
-    sandbox_status   text,
-    execution_status text,
-    error            text,
-    attempts         integer NOT NULL DEFAULT 0,
-    -- Earlier attempts, oldest first (a failed job retried gets a fresh id): each the
-    -- fields `retry` cleared, like the SQLite journal's.
-    history          jsonb NOT NULL DEFAULT '[]',
-    -- Where the job was first read ("jobs.jsonl:2"), if known.
-    source           text,
-    created_at       timestamptz NOT NULL DEFAULT now(),
-    sent_at          timestamptz,
-    running_at       timestamptz,
-    ended_at         timestamptz,
-    PRIMARY KEY (batch_name, key)
-);
-CREATE INDEX IF NOT EXISTS openhands_batch_jobs_pending
-    ON openhands_batch_jobs (batch_name, seq, key) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS openhands_batch_jobs_active
-    ON openhands_batch_jobs (batch_name, account) WHERE state IN ('starting', 'running');
--- A conversation id belongs to one job, ever: a second start with a known id breaks the
--- original conversation on the server.
-CREATE UNIQUE INDEX IF NOT EXISTS openhands_batch_jobs_conversation
-    ON openhands_batch_jobs (conversation_id) WHERE conversation_id IS NOT NULL;
-
-ALTER TABLE openhands_batch_jobs ADD COLUMN IF NOT EXISTS source text;
--- Every conversation id ever minted, and its job: no id ever serves two jobs (a retried
--- job's old id included). Ids are the server's, so unique across batches too.
-CREATE TABLE IF NOT EXISTS openhands_batch_conversations (
-    conversation_id text PRIMARY KEY,
-    batch_name      text NOT NULL,
-    key             text NOT NULL
-);
--- Inputs that are not jobs of their own (invalid lines, duplicate keys), by where read.
-CREATE TABLE IF NOT EXISTS openhands_batch_rejects (
-    batch_name  text NOT NULL,
-    source      text NOT NULL,
-    seq         bigint NOT NULL,
-    state       text NOT NULL CHECK (state IN ('failed', 'skipped')),
-    key         text,
-    job         jsonb,
-    error       text NOT NULL,
-    recorded_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (batch_name, source)
-);
-
--- One row per (batch, account): claims lock it, so slot counts are taken one at a time.
-CREATE TABLE IF NOT EXISTS openhands_batch_accounts (
-    batch_name text NOT NULL,
-    account    text NOT NULL,
-    PRIMARY KEY (batch_name, account)
-);
-
-CREATE TABLE IF NOT EXISTS openhands_batch_workers (
-    batch_name  text NOT NULL,
-    worker      text NOT NULL,
-    account     text NOT NULL,
-    host        text NOT NULL,
-    pid         integer NOT NULL,
-    max_running integer NOT NULL,
-    started_at  timestamptz NOT NULL DEFAULT now(),
-    seen_at     timestamptz NOT NULL DEFAULT now(),
-    stopped_at  timestamptz,
-    PRIMARY KEY (batch_name, worker)
-);
-
-CREATE TABLE IF NOT EXISTS openhands_batch_schema (version integer NOT NULL);
-
--- Claim one pending job and a running slot of the account, atomically (one transaction,
--- one round trip). VOLATILE: each statement reads a fresh snapshot, so the count below
--- sees every claim committed before this one got the account's lock.
-CREATE OR REPLACE FUNCTION openhands_batch_claim(
-    p_batch text, p_account text, p_worker text, p_max_running integer,
-    p_conversation_id text, p_lease double precision, p_key text
-) RETURNS SETOF openhands_batch_jobs LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    used integer;
-    claimed text;
-    holder record;
-BEGIN
-    -- Sending again the start of a job this worker holds, with its recorded id (the server
-    -- provably never took it): it has its slot already.
-    IF p_key IS NOT NULL THEN
-        RETURN QUERY
-        UPDATE openhands_batch_jobs AS j
-           SET sent_at = now(), lease_until = now() + make_interval(secs => p_lease)
-         WHERE j.batch_name = p_batch AND j.key = p_key AND j.state = 'starting'
-           AND j.worker = p_worker AND j.conversation_id = p_conversation_id
-        RETURNING j.*;
-        IF FOUND THEN
-            RETURN;
-        END IF;
-    END IF;
-    PERFORM 1 FROM openhands_batch_accounts
-        WHERE batch_name = p_batch AND account = p_account FOR UPDATE;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'account % is not registered for batch %', p_account, p_batch;
-    END IF;
-    SELECT count(*) INTO used FROM openhands_batch_jobs
-        WHERE batch_name = p_batch AND account = p_account
-          AND state IN ('starting', 'running');
-    IF used >= p_max_running THEN
-        RETURN;
-    END IF;
-    -- A fresh id may go to any pending job: the first in the batch's order that no other
-    -- claim holds (SKIP LOCKED), not the job `p_key` this worker just read, which workers
-    -- feeding the same list would all race for. An id already recorded (a start the server
-    -- refused, sent again) stays with its own job.
-    IF p_key IS NOT NULL AND NOT EXISTS (
-        SELECT 1 FROM openhands_batch_conversations AS c
-         WHERE c.conversation_id = p_conversation_id) THEN
-        p_key := NULL;
-    END IF;
-    UPDATE openhands_batch_jobs AS j
-       SET state = 'starting', account = p_account, worker = p_worker,
-           conversation_id = p_conversation_id,
-           lease_until = now() + make_interval(secs => p_lease),
-           sent_at = now(), attempts = j.attempts + 1
-     WHERE (j.batch_name, j.key) = (
-           SELECT p.batch_name, p.key FROM openhands_batch_jobs AS p
-            WHERE p.batch_name = p_batch AND p.state = 'pending'
-              AND (p_key IS NULL OR p.key = p_key)
-            ORDER BY p.seq, p.key
-            LIMIT 1
-              FOR UPDATE SKIP LOCKED)
-    RETURNING j.key INTO claimed;
-    IF claimed IS NULL THEN
-        RETURN;
-    END IF;
-    -- The id is this job's for good; an id another job holds or held is never sent.
-    INSERT INTO openhands_batch_conversations (conversation_id, batch_name, key)
-        VALUES (p_conversation_id, p_batch, claimed) ON CONFLICT DO NOTHING;
-    SELECT c.batch_name, c.key INTO holder FROM openhands_batch_conversations AS c
-        WHERE c.conversation_id = p_conversation_id;
-    IF holder.batch_name <> p_batch OR holder.key <> claimed THEN
-        RAISE EXCEPTION USING ERRCODE = 'unique_violation', MESSAGE = format(
-            'conversation id %s belongs to job %L of batch %L: it is never sent for job %L',
-            p_conversation_id, holder.key, holder.batch_name, claimed);
-    END IF;
-    RETURN QUERY SELECT * FROM openhands_batch_jobs AS j
-        WHERE j.batch_name = p_batch AND j.key = claimed;
-END
-$$;
-"""
 
 # The columns a row is read with (times as seconds since the epoch, like the SQLite journal).
 COLUMNS: LiteralString = """
@@ -224,14 +62,60 @@ ADD: LiteralString = """
 INSERT INTO openhands_batch_jobs (batch_name, key, seq, job)
 SELECT %(batch)s, k, s, j FROM unnest(%(keys)s::text[], %(seqs)s::bigint[], %(jobs)s::jsonb[])
     AS t(k, s, j)
+ORDER BY k
 ON CONFLICT (batch_name, key) DO NOTHING
 """
+
+# Many jobs in one round trip (a worker feeding ahead), and their rows as the database has
+# them: new, or what a key already held. Rows in key order, so two workers feeding
+# overlapping lists take the keys' locks in one order (no deadlock). A key another worker
+# inserted after this statement's snapshot is missing from the answer (read it apart).
+FEED: LiteralString = (
+    """
+WITH ins AS (
+    INSERT INTO openhands_batch_jobs (batch_name, key, seq, job, source)
+    SELECT %(batch)s, k, s, j, src FROM unnest(
+        %(keys)s::text[], %(seqs)s::bigint[], %(jobs)s::jsonb[], %(sources)s::text[]
+    ) AS t(k, s, j, src)
+    ORDER BY k
+    ON CONFLICT (batch_name, key) DO NOTHING
+    RETURNING *
+), dropped AS (
+    DELETE FROM openhands_batch_rejects
+     WHERE batch_name = %(batch)s AND source = ANY(%(sources)s::text[])
+)
+SELECT """
+    + COLUMNS
+    + """ FROM ins
+UNION ALL
+SELECT """
+    + COLUMNS
+    + """ FROM openhands_batch_jobs
+ WHERE batch_name = %(batch)s AND key = ANY(%(keys)s::text[])
+   AND key NOT IN (SELECT key FROM ins)
+"""
+)
+
+ROWS_OF: LiteralString = (
+    "SELECT " + COLUMNS + " FROM openhands_batch_jobs"
+    " WHERE batch_name = %(batch)s AND key = ANY(%(keys)s::text[])"
+)
 
 CLAIM: LiteralString = (
     "SELECT "
     + COLUMNS
     + " FROM openhands_batch_claim(%(batch)s, %(account)s, %(worker)s, %(max_running)s,"
     " %(conversation_id)s, %(lease)s, %(key)s)"
+)
+
+# Several claims in one round trip (one transaction): `openhands_batch_claim` once per
+# minted id, in order; each call sees the ones before it (a VOLATILE function reads a fresh
+# snapshot per statement), so the slot count holds. Ends when nothing is pending or the
+# account's slots are taken: fewer rows than ids.
+CLAIM_MANY: LiteralString = (
+    "SELECT " + COLUMNS + " FROM unnest(%(ids)s::text[]) WITH ORDINALITY AS c(id, n)"
+    " CROSS JOIN LATERAL openhands_batch_claim(%(batch)s, %(account)s, %(worker)s,"
+    " %(max_running)s, c.id, %(lease)s, NULL) ORDER BY c.n"
 )
 
 # Jobs of this account whose holder's lease lapsed (dead or cut off): now this worker's.
@@ -304,6 +188,21 @@ WITH ended AS (
      WHERE batch_name = %(batch)s AND key = %(key)s AND worker = %(worker)s
        AND state IN ('starting', 'running')
     RETURNING key
+)
+SELECT key, pg_notify('openhands_batch', %(batch)s) FROM ended
+"""
+
+MARK_ENDED_MANY: LiteralString = """
+WITH ended AS (
+    UPDATE openhands_batch_jobs AS j
+       SET state = e.state, sandbox_status = e.sandbox, execution_status = e.execution,
+           error = e.error, ended_at = now(), lease_until = NULL
+      FROM unnest(%(keys)s::text[], %(states)s::text[], %(sandbox)s::text[],
+                  %(execution)s::text[], %(errors)s::text[])
+           AS e(key, state, sandbox, execution, error)
+     WHERE j.batch_name = %(batch)s AND j.key = e.key AND j.worker = %(worker)s
+       AND j.state IN ('starting', 'running')
+    RETURNING j.key
 )
 SELECT key, pg_notify('openhands_batch', %(batch)s) FROM ended
 """

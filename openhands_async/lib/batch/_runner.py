@@ -32,7 +32,7 @@ from ._claims import AUTH_ERRORS, Active, Claims, Lost, Resend, StartOutcome
 from ._config import BatchHost, Settings
 from ._intake import Intake
 from .jobs import BatchProgress, Job, JobResult, JobsInput, ended, failed
-from .journal import Journal, JournalRow
+from .journal import Ended, Journal, JournalRow
 
 log = logging.getLogger("openhands_async")
 
@@ -69,6 +69,7 @@ class Runner(Claims):
         self.starting: dict[asyncio.Task[StartOutcome], tuple[JournalRow, Job]] = {}
         self.queue: deque[tuple[JournalRow, Job]] = deque()
         self.ended: list[JobResult] = []  # to yield
+        self.ending: list[tuple[str, JobResult]] = []  # read as ended, to record (by key)
         self.target = settings.max_running
         self.hold_until = 0.0  # no new start before this loop time (a cap refusal)
         self.stop_starting = False
@@ -149,15 +150,27 @@ class Runner(Claims):
                 claimed = await self._claim(*item)
                 if claimed is None:
                     continue  # another worker's now, or no slot (then `blocked` is set)
+                self._launch(claimed)
+            elif self.journal.feed_ahead and self.claimable:
+                # Pending jobs are anyone's: claim one per free slot, in one round trip.
+                free = self.target - len(self.starting) - self._running()
+                for claimed in await self._claim_many(free):
+                    self._launch(claimed)
+                # Fewer than asked and not for want of a slot (`blocked`): feed more.
+                if not self.claimable and not self.blocked and await intake.feed():
+                    self.claimable = True
             elif intake.exhausted and self.claimable:
                 claimed = await self._claim_next()
                 if claimed is None:
                     break
+                self._launch(claimed)
             else:
                 break
-            task = loop.create_task(self._send(*claimed))
-            self.starting[task] = claimed[:2]
-            self._report()
+
+    def _launch(self, claimed: tuple[JournalRow, Job, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(*claimed))
+        self.starting[task] = claimed[:2]
+        self._report()
 
     async def _next_job(self, intake: Intake) -> tuple[JournalRow, Job] | None:
         if self.queue:
@@ -230,11 +243,29 @@ class Runner(Claims):
             row, job = self.starting.pop(task)
             self._started(row, job, task.result())
         # One change at a time: a job that ended is refilled before the next change is read.
-        if self.next_change is not None and self.next_change.done():
+        # Feeding ahead (a shared journal), every change already read first: the slots they
+        # free are then refilled in one claim (one round trip, not one per job).
+        while self.next_change is not None and self.next_change.done():
             change = self.next_change.result()  # raises the poller's error, if it stopped
             self.next_change = None if change is None else loop.create_task(self.changes.get())
             if change is not None:
                 await self._on_change(change)
+            if not self.journal.feed_ahead or self.next_change is None:
+                break
+            await asyncio.sleep(0)  # a change queued already is handed over in one step
+        await self._record_ends()
+
+    async def _record_ends(self) -> None:
+        """Record the ends read (one round trip for all where the journal can), then report
+        them; one another worker took over is its new holder's to record and report."""
+        ending, self.ending = self.ending, []
+        if ending:
+            lost = await self.journal.mark_ended_many([Ended.of(k, r) for k, r in ending])
+            for key, result in ending:
+                if key in lost:
+                    log.warning("job %s was taken over by another worker", key)
+                else:
+                    self._ended(result)
 
     async def _on_change(self, change: StatusChange) -> None:
         entry = self.active.get(change.id) or self.by_conversation.get(change.id)
@@ -256,18 +287,9 @@ class Runner(Claims):
             result = ended(
                 entry.job, entry.row.conversation_id, entry.task, change, entry.row.sent_at
             )
-            try:
-                await self.journal.mark_ended(
-                    entry.row.key,
-                    "finished" if result.ok else "failed",
-                    sandbox_status=result.sandbox_status,
-                    execution_status=result.execution_status,
-                    error=result.error,
-                )
-            except errors.JournalLeaseLost:  # its new holder records and reports it
-                log.warning("job %s was taken over by another worker", entry.row.key)
-                return
-            self._ended(result)
+            self.ending.append((entry.row.key, result))
+            if not self.journal.feed_ahead:  # else recorded with the other ends read
+                await self._record_ends()
             return
         if not isinstance(model, Conversation):
             return

@@ -24,10 +24,12 @@ Sharing: a journal may be shared by several workers (`PostgresJournal`). The run
 asks which kind it has; the hooks below have trivial answers for a journal one run holds
 alone (`SQLiteJournal`): `mark_starting` may answer None (not this run's to start now),
 `adopt` hands over jobs whose holder is gone (for a one-run journal: the earlier run's, on
-the first call), `claim_next` takes a pending job this run did not read, `remaining` says
-what is left beyond this run's own input, `wait_for_slot` waits for another worker to free
-a running slot, and a transition on a job another worker took over raises
-`JournalLeaseLost` (the runner then lets it go).
+the first call), `feed_ahead` says whether the run feeds its input ahead in bulk (`add_all`)
+and starts only what `claim_many` hands it, `claim_next` / `claim_many` take pending jobs
+(fed by this run or another), `remaining` says what is left beyond this run's own input,
+`wait_for_slot` waits for another worker to free a running slot, and a transition on a job
+another worker took over raises `JournalLeaseLost` (the runner then lets it go; the ends
+`mark_ended_many` records together name such jobs instead).
 """
 
 from __future__ import annotations
@@ -37,10 +39,21 @@ from typing import Any, Literal, Protocol
 
 import attrs
 
-__all__ = ["TERMINAL_STATES", "JobState", "Journal", "JournalRow", "RejectRow", "Remaining"]
+__all__ = [
+    "TERMINAL_STATES",
+    "Ended",
+    "JobState",
+    "Journal",
+    "JournalRow",
+    "NewJob",
+    "RejectRow",
+    "Remaining",
+]
 
 JobState = Literal["pending", "starting", "running", "finished", "failed"]
 TERMINAL_STATES: frozenset[str] = frozenset({"finished", "failed"})
+#: A job to add: (key, seq, job, source), what `add` takes.
+NewJob = tuple[str, int, dict[str, Any], "str | None"]
 
 
 @attrs.frozen
@@ -91,15 +104,44 @@ class Remaining:
     next_check: float | None = None
 
 
+@attrs.frozen
+class Ended:
+    """One job's end, as `mark_ended` takes it."""
+
+    key: str
+    state: Literal["finished", "failed"]
+    sandbox_status: str | None = None
+    execution_status: str | None = None
+    error: str | None = None
+
+    @classmethod
+    def of(cls, key: str, result: Any) -> Ended:
+        """The end of a `JobResult` that ended on the server (finished or failed)."""
+        state: Literal["finished", "failed"] = "finished" if result.ok else "failed"
+        return cls(key, state, result.sandbox_status, result.execution_status, result.error)
+
+
 class Journal(Protocol):
     """A batch's record of its jobs, held by one run (or, for a shared backend, one worker
     per job) at a time."""
+
+    #: 0: the run adds each job it reads when the job's turn to start comes, and starts it
+    #: (a one-run journal). N > 0 (a shared journal, whose pending jobs are anyone's): the
+    #: run reads its input ahead, N jobs at a time, adds them with one `add_all`, and starts
+    #: whatever `claim_many` hands it (one claim for every free slot), so that every
+    #: worker's claims find jobs waiting.
+    feed_ahead: int
 
     async def add(
         self, key: str, seq: int, job: dict[str, Any], *, source: str | None = None
     ) -> JournalRow:
         """Record a job as pending, or return the row an earlier run left for this key (its
         content may differ: the caller compares). A reject recorded at `source` goes."""
+        ...
+
+    async def add_all(self, jobs: Sequence[NewJob]) -> Sequence[JournalRow]:
+        """`add` for each of `jobs` (distinct keys), in as few round trips as the backend
+        can: the rows, in any order. The runner calls it only when `feed_ahead` > 0."""
         ...
 
     async def get(self, key: str) -> JournalRow | None:
@@ -148,6 +190,12 @@ class Journal(Protocol):
         """The job ended (`state`), with the final statuses read and, if failed, why."""
         ...
 
+    async def mark_ended_many(self, ends: Sequence[Ended]) -> set[str]:
+        """`mark_ended` for each, in one round trip where the backend can. Returns the keys
+        of the jobs another worker took over (whose `mark_ended` would raise
+        `JournalLeaseLost`): nothing recorded for them."""
+        ...
+
     async def retry(self, key: str) -> JournalRow:
         """Make a failed job pending again, its attempt moved to `history`."""
         ...
@@ -178,9 +226,15 @@ class Journal(Protocol):
         ...
 
     async def claim_next(self, conversation_id: str) -> JournalRow | None:
-        """Take the first pending job this run did not read (another worker fed it) and
-        mark it starting with `conversation_id`; None if there is none or no free slot.
-        A one-run journal: None (a run starts the jobs it is given)."""
+        """Take the first pending job (with `feed_ahead`: whoever fed it; else one another
+        worker fed) and mark it starting with `conversation_id`; None if there is none or no
+        free slot. A one-run journal: None (a run starts the jobs it is given)."""
+        ...
+
+    async def claim_many(self, conversation_ids: Sequence[str]) -> Sequence[JournalRow]:
+        """`claim_next` once per id, in order, in one round trip where the backend can: the
+        jobs claimed, each marked starting with its id (fewer than the ids once nothing is
+        pending or no slot is free). A one-run journal: none."""
         ...
 
     async def remaining(self) -> Remaining:

@@ -19,27 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ... import errors
 from ..._constants import DEFAULT_LEASE_SECONDS
+from . import _postgres_schema as schema
 from . import _postgres_sql as sql
-from ._postgres_rows import (
-    SharedJobRow,
-    account_label,
-    connect,
-    is_postgres_dsn,
-    reject_row,
-)
+from ._postgres_reads import Reads
+from ._postgres_rows import SharedJobRow, account_label, connect, is_postgres_dsn
 from ._postgres_rows import row as _row
-from ._postgres_status import STATES, BatchStatus, WorkerStatus, batch_status, read_status
-from .journal import JobState, RejectRow, Remaining
+from ._postgres_status import BatchStatus, WorkerStatus, batch_status
+from .journal import Ended, Remaining
 
 if TYPE_CHECKING:
     import psycopg
@@ -58,15 +53,21 @@ __all__ = [
 ]
 
 
-class PostgresJournal:
+class PostgresJournal(Reads):
     """`async with PostgresJournal(dsn, batch_name=..., account=...) as journal:`.
 
-    One connection per worker for claims and updates (each one statement, autocommit), one
-    more that LISTENs for freed slots (opened with the journal, so none is missed). A
+    One connection per worker for claims and updates (each one statement, autocommit), a
+    second for `mark_running` (the answers to starts in flight, so that they do not queue
+    ahead of the ends and claims that refill slots), one more that LISTENs for freed slots
+    (opened with the journal, so none is missed). A
     background task renews the leases of the worker's jobs every third of `lease_seconds`;
     `close()` hands them over at once.
     `round_trips` counts the statements sent (for benchmarks).
     """
+
+    #: Pending jobs are anyone's to claim: the runner feeds its input ahead, this many jobs
+    #: in one statement, and starts what `claim_many` hands it (see `Journal.feed_ahead`).
+    feed_ahead = 256
 
     def __init__(
         self,
@@ -97,7 +98,11 @@ class PostgresJournal:
         self.lost: set[str] = set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._listener: psycopg.AsyncConnection[Any] | None = None
+        self._side: psycopg.AsyncConnection[Any] | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        # Conversation id -> key, for the ids this worker's claims just recorded (see
+        # `key_of`).
+        self._claimed_ids: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifetime
 
@@ -108,10 +113,10 @@ class PostgresJournal:
         host = {"host": socket.gethostname(), "pid": os.getpid(), "max_running": self.max_running}
         try:
             async with self._conn.transaction():
-                await self._execute("SELECT pg_advisory_xact_lock(%s)", (sql.SCHEMA_LOCK,))
-                await self._execute(sql.SCHEMA)
+                await schema.create(self._execute)
             await self._execute(sql.REGISTER_WORKER, {**self._ids(), **host})
             await self.listen()
+            self._side = await connect(self.dsn, f"openhands-async {self.worker} side")
         except BaseException:
             await self.close()
             raise
@@ -125,9 +130,10 @@ class PostgresJournal:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
             self._heartbeat = None
-        if self._listener is not None:
-            await self._listener.close()
-            self._listener = None
+        for other in (self._listener, self._side):
+            if other is not None:
+                await other.close()
+        self._listener = self._side = None
         if self._conn is not None:
             with contextlib.suppress(Exception):  # the database may be what failed
                 await self._execute(sql.RELEASE, self._ids())
@@ -144,37 +150,6 @@ class PostgresJournal:
         await self.close()
 
     # ------------------------------------------------------------------ feeding, claiming
-
-    async def add_many(self, jobs: Iterable[tuple[str, int, Mapping[str, Any]]]) -> int:
-        """Insert (key, seq, job) rows as pending, keeping any row a key already has (from
-        this worker or another); one statement for all. Returns how many were new."""
-        keys: list[str] = []
-        seqs: list[int] = []
-        bodies: list[str] = []
-        for key, seq, job in jobs:
-            keys.append(key)
-            seqs.append(seq)
-            bodies.append(json.dumps(dict(job), sort_keys=True))
-        if not keys:
-            return 0
-        cursor = await self._execute(
-            sql.ADD, {"batch": self.batch_name, "keys": keys, "seqs": seqs, "jobs": bodies}
-        )
-        return cursor.rowcount
-
-    async def add(
-        self, key: str, seq: int, job: Mapping[str, Any], *, source: str | None = None
-    ) -> SharedJobRow:
-        """Insert one job (if its key is new) and return its row as the database has it; a
-        reject recorded at `source` goes. One round trip."""
-        body = json.dumps(dict(job), sort_keys=True)
-        params = {"batch": self.batch_name, "key": key, "seq": seq, "source": source}
-        record = await (await self._execute(sql.ADD_ONE, {**params, "job": body})).fetchone()
-        if record is None:  # inserted by another worker after this statement's snapshot
-            found = await self.get(key)
-            assert found is not None
-            return found
-        return _row(record)
 
     async def claim(self, conversation_id: str, *, key: str | None = None) -> SharedJobRow | None:
         """Take the first pending job (or the one with `key`) and a slot of this account, and
@@ -201,7 +176,29 @@ class PostgresJournal:
             return None
         row = _row(record)
         self.held.add(row.key)
+        # The claim recorded the id as this job's, and checked it, in its transaction; ids
+        # are never reassigned: `key_of` can answer for it without asking again.
+        self._claimed_ids[conversation_id] = row.key
         return row
+
+    async def claim_many(self, conversation_ids: Sequence[str]) -> list[SharedJobRow]:
+        """`claim` once per id (any pending job each), in one statement and transaction:
+        the jobs claimed, in order; fewer once nothing is pending or the slots are taken."""
+        import psycopg
+
+        if not conversation_ids:
+            return []
+        params = {**self._ids(), "max_running": self.max_running, "lease": self.lease_seconds}
+        try:
+            cursor = await self._execute(sql.CLAIM_MANY, {**params, "ids": list(conversation_ids)})
+        except psycopg.errors.UniqueViolation as exc:
+            raise AssertionError(f"a minted conversation id is another job's: {exc}") from None
+        rows = [_row(record) for record in await cursor.fetchall()]
+        for row in rows:
+            self.held.add(row.key)
+            assert row.conversation_id is not None
+            self._claimed_ids[row.conversation_id] = row.key  # see `claim`
+        return rows
 
     async def adopt(self) -> list[SharedJobRow]:
         """This account's starting/running jobs whose holder's lease lapsed: now this
@@ -258,8 +255,8 @@ class PostgresJournal:
         return await self.claim(conversation_id, key=key)
 
     async def mark_running(self, key: str, start_task_id: str) -> SharedJobRow:
-        record = await self._fenced(key, sql.MARK_RUNNING, {"start_task_id": start_task_id})
-        return _row(record)
+        params = {"start_task_id": start_task_id}
+        return _row(await self._fenced(key, sql.MARK_RUNNING, params, side=True))
 
     async def mark_pending(self, key: str) -> None:
         """The server provably did not take the start: the job and its slot are free again."""
@@ -283,6 +280,23 @@ class PostgresJournal:
         }
         await self._fenced(key, sql.MARK_ENDED, params)
         self.held.discard(key)
+
+    async def mark_ended_many(self, ends: Sequence[Ended]) -> set[str]:
+        """`mark_ended` for all in one statement; the keys this worker no longer held."""
+        params = {
+            **self._ids(),
+            "keys": [e.key for e in ends],
+            "states": [e.state for e in ends],
+            "sandbox": [e.sandbox_status for e in ends],
+            "execution": [e.execution_status for e in ends],
+            "errors": [e.error for e in ends],
+        }
+        cursor = await self._execute(sql.MARK_ENDED_MANY, params)
+        recorded = {record[0] for record in await cursor.fetchall()}
+        lost = {e.key for e in ends} - recorded
+        self.held -= {e.key for e in ends}
+        self.lost |= lost
+        return lost
 
     async def retry(self, key: str) -> SharedJobRow:
         """Make the failed job `key` pending again (its attempt moved to `history`). If it is
@@ -324,24 +338,15 @@ class PostgresJournal:
 
     # ------------------------------------------------------------------ reads
 
-    async def get(self, key: str) -> SharedJobRow | None:
-        cursor = await self._execute(sql.GET, {"batch": self.batch_name, "key": key})
-        record = await cursor.fetchone()
-        return None if record is None else _row(record)
-
-    async def rows(self, *states: JobState) -> Sequence[SharedJobRow]:
-        params = {"batch": self.batch_name, "states": list(states) or None}
-        cursor = await self._execute(sql.ROWS, params)
-        return [_row(record) for record in await cursor.fetchall()]
-
-    async def counts(self) -> dict[str, int]:
-        cursor = await self._execute(sql.COUNTS, {"batch": self.batch_name})
-        counts: dict[str, int] = dict.fromkeys(STATES, 0)
-        for state, n in await cursor.fetchall():
-            counts[state] = n
-        return counts
-
     async def key_of(self, conversation_id: str) -> str | None:
+        """The job that holds, or held, this id. For an id this worker's last claim recorded,
+        the claim's answer (one round trip per start, not two): the claim inserted the id
+        into `openhands_batch_conversations` (or found it there, its job's) and read its
+        holder back in its own transaction, and nothing ever changes or deletes a row
+        there. Answered once; later asks read the table."""
+        known = self._claimed_ids.pop(conversation_id, None)
+        if known is not None:
+            return known
         cursor = await self._execute(sql.KEY_OF, {"cid": conversation_id})
         record = await cursor.fetchone()
         if record is None:
@@ -349,27 +354,6 @@ class PostgresJournal:
         batch, key = record
         # Another batch's id is never this batch's job's: name it so it matches no key here.
         return str(key) if batch == self.batch_name else f"{batch}/{key}"
-
-    async def reject(
-        self,
-        source: str,
-        seq: int,
-        state: Literal["failed", "skipped"],
-        *,
-        error: str,
-        key: str | None = None,
-        job: Any = None,
-    ) -> None:
-        body = json.dumps(job, sort_keys=True)
-        values = {"source": source, "seq": seq, "state": state, "key": key, "error": error}
-        await self._execute(sql.REJECT, {"batch": self.batch_name, "job": body, **values})
-
-    async def rejects(self) -> list[RejectRow]:
-        cursor = await self._execute(sql.REJECTS, {"batch": self.batch_name})
-        return [reject_row(record) for record in await cursor.fetchall()]
-
-    async def status(self) -> BatchStatus:
-        return await read_status(self._require(), self.batch_name, self.lease_seconds)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -382,13 +366,21 @@ class PostgresJournal:
         return self._conn
 
     async def _execute(
-        self, query: LiteralString, params: Mapping[str, Any] | tuple[Any, ...] | None = None
+        self,
+        query: LiteralString,
+        params: Mapping[str, Any] | tuple[Any, ...] | None = None,
+        *,
+        side: bool = False,
     ) -> psycopg.AsyncCursor[Any]:
         self.round_trips += 1
-        return await self._require().execute(query, params)
+        conn = self._side if side and self._side is not None else self._require()
+        return await conn.execute(query, params)
 
-    async def _fenced(self, key: str, query: LiteralString, params: Mapping[str, Any]) -> Any:
-        cursor = await self._execute(query, {**self._ids(), "key": key, **params})
+    async def _fenced(
+        self, key: str, query: LiteralString, params: Mapping[str, Any], *, side: bool = False
+    ) -> Any:
+        params = {**self._ids(), "key": key, **params}
+        cursor = await self._execute(query, params, side=side)
         record = await cursor.fetchone()
         if record is None:
             self.held.discard(key)

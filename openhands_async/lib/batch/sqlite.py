@@ -22,7 +22,7 @@ import os
 import sqlite3
 import time
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -30,7 +30,7 @@ import attrs
 
 from ..._constants import JOURNAL_COMMIT_DELAY
 from ...errors import JournalLockedError
-from .journal import JobState, JournalRow, RejectRow, Remaining
+from .journal import Ended, JobState, JournalRow, NewJob, RejectRow, Remaining
 
 __all__ = ["JournalLockedError", "SQLiteJournal"]
 
@@ -283,8 +283,27 @@ class SQLiteJournal:
         self._adopted = True
         return self._rows("starting", "running")
 
+    feed_ahead = 0  # the run adds each job it reads when it starts it
+
+    async def mark_ended_many(self, ends: Sequence[Ended]) -> set[str]:
+        for end in ends:  # one run holds the file: no job is ever taken over
+            await self.mark_ended(
+                end.key,
+                end.state,
+                sandbox_status=end.sandbox_status,
+                execution_status=end.execution_status,
+                error=end.error,
+            )
+        return set()
+
+    async def add_all(self, jobs: Sequence[NewJob]) -> list[JournalRow]:
+        return [await self.add(key, seq, job, source=source) for key, seq, job, source in jobs]
+
     async def claim_next(self, conversation_id: str) -> JournalRow | None:
         return None
+
+    async def claim_many(self, conversation_ids: Sequence[str]) -> list[JournalRow]:
+        return []
 
     async def remaining(self) -> Remaining:
         return Remaining()
