@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
-from types import TracebackType
 
 from .._base_client import BaseClient
 from .._constants import DEFAULT_START_STALL_TIMEOUT, DEFAULT_STREAM_POLL_INTERVAL
@@ -37,7 +35,8 @@ from ..errors import (
 )
 from ..models import StartRequest, StartTask, StartTaskStatus
 from ..resources.start_tasks import StartTasks
-from ._stream_parser import CountingReader, iter_start_tasks
+from ._async_stream import AsyncStream
+from ._stream_parser import CountingReader, iter_start_task_batches
 
 log = logging.getLogger("openhands_async")
 
@@ -51,7 +50,6 @@ class _State:
 
     def __init__(self) -> None:
         self.response: ByteStream | None = None
-        self.task: StartTask | None = None
 
     def release(self) -> None:
         resp, self.response = self.response, None
@@ -60,7 +58,7 @@ class _State:
             resp.release()
 
 
-class StartTaskStream:
+class StartTaskStream(AsyncStream[StartTask]):
     """The start-task snapshots of one conversation start, as they happen.
 
     `async for task in client.conversations.stream_start(...)`, or
@@ -97,7 +95,7 @@ class StartTaskStream:
         self.conversation_id: str = request.conversation_id
         self.request = request
         self._state = _State()
-        self._gen = _run(
+        run = _run(
             _Deps(client, start_tasks, safe_start),
             request,
             self._state,
@@ -106,39 +104,15 @@ class StartTaskStream:
             idle_timeout=idle_timeout,
             watch=_Watch(poll_interval, stall_timeout),
         )
-        # A plain `async for ... break` drops the stream without closing it: release the
-        # response when the object goes away (a finalizer, so no reference cycle keeps it).
-        self._finalizer = weakref.finalize(self, self._state.release)
+        super().__init__(run, self._state.release)
 
     @property
     def task(self) -> StartTask | None:
         """The latest snapshot yielded (None before the first)."""
-        return self._state.task
-
-    def __aiter__(self) -> StartTaskStream:
-        return self
-
-    async def __anext__(self) -> StartTask:
-        return await self._gen.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop: close the response (the start itself carries on on the server)."""
-        self._state.release()
-        await self._gen.aclose()
-
-    async def __aenter__(self) -> StartTaskStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        return self._latest
 
     def __repr__(self) -> str:
-        status = self._state.task.status if self._state.task else None
+        status = self._latest.status if self._latest else None
         return f"StartTaskStream(conversation_id={self.conversation_id!r}, status={status})"
 
 
@@ -169,9 +143,9 @@ async def _run(
     recover: bool,
     idle_timeout: float | None,
     watch: _Watch,
-) -> AsyncGenerator[StartTask, None]:
+) -> AsyncGenerator[list[StartTask], None]:
     last: StartTask | None = None
-    async for task in _stream_or_recover(
+    async for got in _stream_or_recover(
         deps,
         request,
         state,
@@ -179,8 +153,11 @@ async def _run(
         idle_timeout=idle_timeout,
         watch=watch,
     ):
-        last = state.task = task
-        yield task
+        # The parser hands over a read's worth of snapshots at once (no generator hop per
+        # element); the recovery, one snapshot per poll.
+        batch = got if isinstance(got, list) else [got]
+        last = batch[-1]
+        yield batch
     if last is not None and last.status is StartTaskStatus.ERROR and raise_on_error:
         raise StartTaskFailed(last)
 
@@ -193,7 +170,7 @@ async def _stream_or_recover(
     recover: bool,
     idle_timeout: float | None,
     watch: _Watch,
-) -> AsyncGenerator[StartTask, None]:
+) -> AsyncGenerator[list[StartTask] | StartTask, None]:
     client, safe = deps.client, deps.safe
     method, url = "POST", client.url(STREAM_PATH)
     cid = safe.conversation_id
@@ -230,9 +207,9 @@ async def _stream_or_recover(
             state.response = resp
             reader = CountingReader(resp, method=method, url=url)
             try:
-                async for task in iter_start_tasks(reader, method=method, url=url):
-                    last, last_at, items = task, loop.time(), items + 1
-                    yield task
+                async for batch in iter_start_task_batches(reader, method=method, url=url):
+                    last, last_at, items = batch[-1], loop.time(), items + len(batch)
+                    yield batch
                 return  # `]` and a clean end
             except (APIConnectionError, StreamTruncated) as exc:
                 if not recover:
