@@ -51,12 +51,22 @@ class NestingGuard:
             if close < 0:
                 return True
             shape, self._in_string = shape[close + 1 :], False
-        # Dropping two adjacent quotes leaves every other byte as much inside or outside a
-        # string as before, and clears most strings (no brackets in them) without a regex.
-        shape = _STRING.sub(b"", shape.replace(b'""', b""))
-        quote = shape.find(b'"')
-        if quote >= 0:  # a string still open at the chunk's end
-            shape, self._in_string = shape[:quote], True
+        # The usual read: up to its last bracket, every run of quotes is even (`count`
+        # takes them two by two), so no bracket is inside a string; the quotes after it
+        # only say whether a string is left open. Then the brackets alone are the shape:
+        # a few C passes over the shape, no regex.
+        end = max(shape.rfind(b"["), shape.rfind(b"]")) + 1
+        brackets = shape.translate(None, b'"')
+        if 2 * shape.count(b'""', 0, end) == end - len(brackets):
+            self._in_string = (len(shape) - end) % 2 == 1
+            shape = brackets
+        else:
+            # Dropping two adjacent quotes leaves every other byte as much inside or outside
+            # a string as before, and clears most strings (no brackets in them).
+            shape = _STRING.sub(b"", shape.replace(b'""', b""))
+            quote = shape.find(b'"')
+            if quote >= 0:  # a string still open at the chunk's end
+                shape, self._in_string = shape[:quote], True
         opens = shape.count(b"[")
         if self.depth + opens <= MAX_DEPTH:
             self.depth += 2 * opens - len(shape)

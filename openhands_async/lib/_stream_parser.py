@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 import ijson
 
-from .._converter import converter, structurer
 from ..errors import (
     APIConnectionError,
     APITimeoutError,
@@ -28,7 +27,7 @@ from ..errors import (
     StreamError,
     StreamTruncated,
 )
-from ..models import StartRequest, StartTask
+from ..models import StartTask
 from ._nesting import MAX_DEPTH, NestingGuard
 from ._task_builder import TaskBuilder
 
@@ -179,16 +178,6 @@ def _push_parser(into: list[Any]) -> Any:
     return ijson.items_coro(into, "item", use_float=True)  # `into`: a sendable_list
 
 
-_request_hook = converter.get_structure_hook(StartRequest)
-
-
-def _request_or_made(value: Any, type_: Any) -> Any:
-    # The `request` field's hook in this parser only: a request already made passes as is.
-    if value is None or isinstance(value, StartRequest):
-        return value
-    return _request_hook(value, StartRequest)
-
-
 async def iter_start_tasks(
     reader: CountingReader, *, method: str = "", url: str = ""
 ) -> AsyncIterator[StartTask]:
@@ -216,8 +205,6 @@ async def iter_start_task_batches(
     """
     count = 0
     first_id: str | None = None
-    raw_request: object = None
-    request: StartRequest | None = None
 
     def fail(
         message: str, cls: type[StreamError] = StreamError, excerpt: bytes | None = None
@@ -231,12 +218,7 @@ async def iter_start_task_batches(
             items_received=count,
         )
 
-    # The usual element is built by hand; anything else (and every error) goes through
-    # cattrs, built once per type and hook (cached), so opening a stream generates no code.
-    build = TaskBuilder().build
-    to_task = structurer(
-        StartTask, method=method, url=url, field_hooks={"request": _request_or_made}
-    )
+    build = TaskBuilder(method=method, url=url).build
     # Push-style: ijson appends each element it completes to `done`; a read that is
     # malformed after some elements raises only once those elements are in `done`.
     done = ijson.sendable_list()
@@ -273,23 +255,11 @@ async def iter_start_task_batches(
                     f"stream-start element {count} is a {type(item).__name__}, not an object"
                 )
                 break
-            this_request = item.get("request")
-            if this_request is not None and this_request == raw_request:
-                # The server repeats the start request in every element, and structuring it
-                # is half the cost of one: an equal request gets the StartRequest already
-                # made (frozen, so shared by the snapshots), the value structuring it again
-                # would give. Only fields typed Any keep the first of equal numbers (1, 1.0).
-                item["request"] = request
-            else:
-                raw_request = this_request
-            task = build(item)
-            if task is None:
-                try:
-                    task = to_task(item)
-                except ResponseValidationError as exc:
-                    invalid = fail(f"stream-start element {count}: {exc.message}")
-                    break
-            request = task.request
+            try:
+                task = build(item)
+            except ResponseValidationError as exc:
+                invalid = fail(f"stream-start element {count}: {exc.message}")
+                break
             if task.id != first_id:
                 if first_id is not None:
                     invalid = fail(
