@@ -49,7 +49,9 @@ def tests(session: nox.Session) -> None:
     args = list(session.posargs)
     if not args and session.python not in (PYTHONS[0], PYTHONS[-1]):
         args = MIDDLE
-    session.run("python", "-m", "pytest", "-q", *args)
+    # Tests wait on loopback servers more than they compute: two workers (at most four on a
+    # big machine, where timing-sensitive tests would otherwise crowd each other).
+    session.run("python", "-m", "pytest", "-q", "-n", "auto", "--maxprocesses", "4", *args)
 
 
 @nox.session

@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import json
 import math
-import multiprocessing as mp
 import resource
 import statistics
 import subprocess
@@ -45,6 +44,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from _fake_process import FakeCloudProcess, serve
+
 API_KEY = "bench-key"
 PATH = "/api/v1/app-conversations"
 POLL_ROUTES = ("get_conversations", "get_start_tasks")
@@ -54,31 +55,21 @@ POLL_ROUTES = ("get_conversations", "get_start_tasks")
 
 
 def _serve(conn: Connection) -> None:
-    asyncio.run(_serve_async(conn))
+    serve(conn, API_KEY, _handle)
 
 
-async def _serve_async(conn: Connection) -> None:
-    from openhands_async.testing import FakeCloud
-
-    loop = asyncio.get_running_loop()
-    async with FakeCloud(api_key=API_KEY, time_scale=1.0) as cloud:
-        conn.send(cloud.port)
-        while True:
-            msg = await loop.run_in_executor(None, conn.recv)
-            if msg[0] == "stop":
-                return
-            if msg[0] == "count":
-                conn.send(sum(cloud.requests[r] for r in POLL_ROUTES))
-                continue
-            _, n, window, started_ago = msg
-            # 20 groups finishing at window/20, 2*window/20, ... window seconds.
-            ids: list[str] = []
-            for g in range(20):
-                size = n // 20 + (1 if g < n % 20 else 0)
-                run = window * (g + 1) / 20
-                message = f"bench [fake:run_seconds={run}]"
-                ids += cloud.seed_conversations(size, message=message, started_ago=started_ago)
-            conn.send(ids)
+async def _handle(cloud: Any, msg: tuple[Any, ...]) -> Any:
+    if msg[0] == "count":
+        return sum(cloud.requests[r] for r in POLL_ROUTES)
+    _, n, window, started_ago = msg
+    # 20 groups finishing at window/20, 2*window/20, ... window seconds.
+    ids: list[str] = []
+    for g in range(20):
+        size = n // 20 + (1 if g < n % 20 else 0)
+        run = window * (g + 1) / 20
+        message = f"bench [fake:run_seconds={run}]"
+        ids += cloud.seed_conversations(size, message=message, started_ago=started_ago)
+    return ids
 
 
 # ---------------------------------------------------------------------- the client processes
@@ -236,32 +227,9 @@ def _client_main(spec: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------- orchestration
 
 
-class _Server:
-    def __init__(self) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.proc.start()
-        self.base_url = f"http://127.0.0.1:{self.conn.recv()}"
-
-    def seed(self, n: int, window: float, started_ago: float) -> list[str]:
-        self.conn.send(("seed", n, window, started_ago))
-        ids: list[str] = self.conn.recv()
-        return ids
-
-    def poll_requests(self) -> int:
-        self.conn.send(("count",))
-        count: int = self.conn.recv()
-        return count
-
-    def stop(self) -> None:
-        self.conn.send(("stop",))
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.terminate()
-
-
-def _run_client(server: _Server, mode: str, ids: list[str], args: argparse.Namespace) -> Any:
+def _run_client(
+    server: FakeCloudProcess, mode: str, ids: list[str], args: argparse.Namespace
+) -> Any:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(ids, f)
     spec = {
@@ -271,7 +239,7 @@ def _run_client(server: _Server, mode: str, ids: list[str], args: argparse.Names
         "interval": args.interval,
         "cycles": args.cycles,
     }
-    before = server.poll_requests()
+    before = server.ask("count")
     try:
         proc = subprocess.run(
             [sys.executable, __file__, "--client", json.dumps(spec)],
@@ -282,7 +250,7 @@ def _run_client(server: _Server, mode: str, ids: list[str], args: argparse.Names
     finally:
         Path(f.name).unlink()
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["server_requests"] = server.poll_requests() - before
+    out["server_requests"] = server.ask("count") - before
     print(f"  N={len(ids)} {mode}: {out}", file=sys.stderr, flush=True)
     return out
 
@@ -315,7 +283,7 @@ def main() -> None:
 
     same_work = ("poller", "bare-batch", "one-get")
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
-    server = _Server()
+    server = FakeCloudProcess(_serve)
     try:
         for _ in range(args.repeat):
             for n in args.sizes:
@@ -323,15 +291,15 @@ def main() -> None:
                 for mode in same_work:
                     if mode == "one-get" and n > args.one_get_max:
                         continue
-                    ids = server.seed(n, 3600.0, 5.0)
+                    ids = server.ask("seed", n, 3600.0, 5.0)
                     runs.setdefault((n, mode), []).append(_run_client(server, mode, ids, args))
-                ids = server.seed(n, args.window, 0.0)
+                ids = server.ask("seed", n, args.window, 0.0)
                 runs.setdefault((n, "until-done"), []).append(
                     _run_client(server, "until-done", ids, args)
                 )
-                ids = server.seed(n, 3600.0, 5.0)
+                ids = server.ask("seed", n, 3600.0, 5.0)
                 runs.setdefault((n, "memory"), []).append(_run_client(server, "memory", ids, args))
-                ids = server.seed(n, 1.0, 3600.0)  # finished an hour ago
+                ids = server.ask("seed", n, 1.0, 3600.0)  # finished an hour ago
                 runs.setdefault((n, "memory-finished"), []).append(
                     _run_client(server, "memory-finished", ids, args)
                 )

@@ -43,7 +43,6 @@ import asyncio
 import gc
 import json
 import math
-import multiprocessing as mp
 import os
 import random
 import statistics
@@ -56,6 +55,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from _fake_process import FakeCloudProcess, serve
+
 API_KEY = "soak-key"
 ROUTE = "get_conversations"
 RSS_GOAL_MB = 5.0
@@ -67,7 +68,7 @@ STARTUP = 3.0  # seconds, about, from seeding to the poller's first cycle
 
 
 def _serve(conn: Connection) -> None:
-    asyncio.run(_serve_async(conn))
+    serve(conn, API_KEY, _Handler().handle)
 
 
 def _random_fault(rng: random.Random) -> tuple[str, Any]:
@@ -83,16 +84,16 @@ def _random_fault(rng: random.Random) -> tuple[str, Any]:
     return "429", Fault(route=ROUTE, status=429, retry_after="1", body={"error": "slow down"})
 
 
-async def _serve_async(conn: Connection) -> None:
-    import attrs
+class _Handler:
+    """The soak's server side: seeds the conversations, arms random faults, tallies."""
 
-    from openhands_async.testing import FakeCloud
+    def __init__(self) -> None:
+        self.arming: asyncio.Task[None] | None = None
+        self.armed: Counter[str] = Counter()
 
-    loop = asyncio.get_running_loop()
-    arming: asyncio.Task[None] | None = None
-    armed: Counter[str] = Counter()
+    async def arm(self, cloud: Any, rate: float, per_cycle: int, seed: int) -> None:
+        import attrs
 
-    async def arm(cloud: FakeCloud, rate: float, per_cycle: int, seed: int) -> None:
         # Faults are tied to the reads that succeed, not to the clock: `rate` faults per
         # cycle's worth of answered reads (a clock rate would outrun a poller slowed by them).
         rng = random.Random(seed)
@@ -110,55 +111,50 @@ async def _serve_async(conn: Connection) -> None:
                 count = int(rate) + (1 if rng.random() < rate - int(rate) else 0)
                 for _ in range(count):
                     name, fault = _random_fault(rng)
-                    armed[name] += 1
+                    self.armed[name] += 1
                     # Somewhere in the next cycle's reads, not always its first.
                     cloud.add_fault(attrs.evolve(fault, skip=rng.randrange(per_cycle)))
 
-    async with FakeCloud(api_key=API_KEY, time_scale=1.0) as cloud:
-        conn.send(cloud.port)
-        while True:
-            msg = await loop.run_in_executor(None, conn.recv)
-            if msg[0] == "stop":
-                return
-            if msg[0] == "seed":
-                _, n, finishing, first, last = msg
-                k = round(n * finishing)
-                ids = []
-                # Finishing ones: 20 groups at evenly spread times between `first` and `last`.
-                for g in range(20):
-                    size = k // 20 + (1 if g < k % 20 else 0)
-                    run = first + (last - first) * g / 19
-                    ids += cloud.seed_conversations(
-                        size, message=f"soak [fake:run_seconds={run}]", started_ago=5.0
-                    )
+    async def handle(self, cloud: Any, msg: tuple[Any, ...]) -> Any:
+        if msg[0] == "seed":
+            _, n, finishing, first, last = msg
+            k = round(n * finishing)
+            ids = []
+            # Finishing ones: 20 groups at evenly spread times between `first` and `last`.
+            for g in range(20):
+                size = k // 20 + (1 if g < k % 20 else 0)
+                run = first + (last - first) * g / 19
                 ids += cloud.seed_conversations(
-                    n - k, message="soak [fake:run_seconds=3600]", started_ago=5.0
+                    size, message=f"soak [fake:run_seconds={run}]", started_ago=5.0
                 )
-                conn.send((ids[:k], ids[k:]))
-            elif msg[0] == "faults":
-                _, rate, per_cycle, seed = msg
-                armed.clear()
-                cloud.clear_faults()
-                cloud.request_log.clear()
-                arming = loop.create_task(arm(cloud, rate, per_cycle, seed))
-                conn.send(True)
-            elif msg[0] == "tally":
-                _, t_from, t_to = msg
-                if arming is not None:
-                    arming.cancel()
-                    arming = None
-                cloud.clear_faults()
-                window = [r for r in cloud.request_log if r.route == ROUTE and t_from <= r.time]
-                inside = [r for r in window if r.time <= t_to]
-                conn.send(
-                    {
-                        "armed": dict(armed),
-                        "server_requests": len(inside),
-                        "server_ok": sum(1 for r in inside if r.status == 200),
-                        "server_faulted": Counter(str(r.status) for r in inside if r.status != 200),
-                        "after_window": len(window) - len(inside),
-                    }
-                )
+            ids += cloud.seed_conversations(
+                n - k, message="soak [fake:run_seconds=3600]", started_ago=5.0
+            )
+            return ids[:k], ids[k:]
+        if msg[0] == "faults":
+            _, rate, per_cycle, seed = msg
+            self.armed.clear()
+            cloud.clear_faults()
+            cloud.request_log.clear()
+            self.arming = asyncio.get_running_loop().create_task(
+                self.arm(cloud, rate, per_cycle, seed)
+            )
+            return True
+        # "tally"
+        _, t_from, t_to = msg
+        if self.arming is not None:
+            self.arming.cancel()
+            self.arming = None
+        cloud.clear_faults()
+        window = [r for r in cloud.request_log if r.route == ROUTE and t_from <= r.time]
+        inside = [r for r in window if r.time <= t_to]
+        return {
+            "armed": dict(self.armed),
+            "server_requests": len(inside),
+            "server_ok": sum(1 for r in inside if r.status == 200),
+            "server_faulted": Counter(str(r.status) for r in inside if r.status != 200),
+            "after_window": len(window) - len(inside),
+        }
 
 
 # ---------------------------------------------------------------------- the client process
@@ -291,26 +287,7 @@ def _client_main(spec_file: str) -> None:
 # ---------------------------------------------------------------------- orchestration
 
 
-class _Server:
-    def __init__(self) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True)
-        self.proc.start()
-        self.base_url = f"http://127.0.0.1:{self.conn.recv()}"
-
-    def ask(self, *msg: Any) -> Any:
-        self.conn.send(msg)
-        return self.conn.recv()
-
-    def stop(self) -> None:
-        self.conn.send(("stop",))
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.terminate()
-
-
-def _one_run(server: _Server, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+def _one_run(server: FakeCloudProcess, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     i = args.interval
     # Seeded as running for 5 s already; the client needs a few seconds to start: finish
     # between about cycle 2 and two thirds of the way through.
@@ -369,7 +346,7 @@ def main() -> int:
     if not 0 < args.rss_cycle < args.cycles:
         parser.error("--rss-cycle must be between 0 and --cycles")
 
-    server = _Server()
+    server = FakeCloudProcess(_serve)
     try:
         runs = [_one_run(server, args, args.seed + r) for r in range(args.repeat)]
     finally:

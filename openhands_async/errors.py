@@ -227,13 +227,14 @@ class StreamTruncated(StreamError):
 
 
 class StartStalledError(StreamError):
-    """A stream-start broke, and the start task it was following stopped moving.
+    """A stream-start broke or went silent, and the start task it was following stopped moving.
 
     After the break the SDK polls the task (it never sends the start again); this is raised
     once the task has shown the same status and `updated_at` for `stall_timeout` seconds.
     The open-source server (openhands-ai 1.11.0) runs the start inside the stream-start
     response, so when that connection closes it drops the start part-way and the task stays
-    in its last status for good. `task` is the last snapshot read, `conversation_id` the id
+    in its last status for good (a silent stream is therefore kept open until this is
+    raised). `task` is the last snapshot read, `conversation_id` the id
     the start asked for. The start was NOT sent again: look at the task later with
     `client.start_tasks.get(task.id)`; if it never moves, start anew (a new conversation id).
     """
@@ -253,9 +254,9 @@ class StartStalledError(StreamError):
         self.stall_timeout = stall_timeout
         super().__init__(
             f"start task {task.id} (conversation {conversation_id}) stalled: its stream-start "
-            f"broke, and since then it has stayed {task.status.value} with no update for "
-            f"{stall_timeout:g} s (the open-source server drops a start whose stream connection "
-            f"closed). The start was not sent again; look at it later with "
+            f"broke or went silent, and since then it has stayed {task.status.value} with no "
+            f"update for {stall_timeout:g} s (the open-source server drops a start whose "
+            f"stream connection closed). The start was not sent again; look at it later with "
             f"client.start_tasks.get({task.id!r}), or start anew with a new conversation id",
             method=method,
             url=url,

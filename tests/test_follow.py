@@ -317,3 +317,24 @@ def test_event_conveniences_on_real_shapes() -> None:
         id="x", kind="AgentErrorEvent", timestamp=snapshot.timestamp, payload={"error": "boom"}
     )
     assert error.output == "boom"
+
+
+def test_event_gist_of_each_real_event_says_what_it_is_about() -> None:
+    # The events the real server recorded (a finish, its observation, state updates, the
+    # system prompt, the user's message): one short line each, the gist rather than JSON.
+    from openhands_async._converter import structure
+    from openhands_async.lib.follow import event_gist
+
+    from .captures import body
+
+    events = [structure(e, oh.Event) for e in body("events_search_nonstream_after35s.txt")["items"]]
+    gists = {(e.kind, e.payload.get("key")): event_gist(e) for e in events}
+    assert gists[("ActionEvent", None)] == "FinishAction: Hello from the fake LLM. Done."
+    assert gists[("ObservationEvent", None)].startswith("Hello from the fake LLM")
+    message = next(e for e in events if e.kind == "MessageEvent")
+    assert gists[("MessageEvent", None)] == " ".join((message.text or "-").split())
+    assert gists[("SystemPromptEvent", None)] == "system prompt"
+    assert gists[("ConversationStateUpdateEvent", "execution_status")] == "status -> finished"
+    assert gists[("ConversationStateUpdateEvent", "stats")] == "stats updated"
+    assert all(g and "{'" not in g and '{"' not in g for g in gists.values()), gists
+    assert all(len(event_gist(e, width=20)) <= 20 for e in events)

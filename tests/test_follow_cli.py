@@ -37,3 +37,16 @@ async def test_events_follow_human_lines(cloud: FakeCloud) -> None:
     assert any("ActionEvent" in r and "ls -la" in r for r in rows)
     assert any("ObservationEvent" in r for r in rows)
     assert rows[-1] == "outcome: stuck"
+
+
+async def test_follow_lines_say_the_command_not_the_tool_call_json(cloud: FakeCloud) -> None:
+    # The real server's `summary` is the tool call as JSON (`terminal: {"command": ...}`);
+    # a person reading the line wants the command itself, as `event_gist` gives it.
+    code, out, err = await run(
+        "start", "Fix it", "--follow", "--base-url", cloud.base_url, "--api-key", str(cloud.api_key)
+    )
+    assert code == 0, err
+    rows = [r for r in out.splitlines() if "ActionEvent" in r]
+    assert rows, out
+    assert all('{"' not in r for r in rows), rows
+    assert any(r.rstrip().endswith("TerminalAction: ls -la") for r in rows), rows

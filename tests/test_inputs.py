@@ -235,7 +235,9 @@ def test_loopback(url: str) -> None:
         "https://app.all-hands.dev",
         "http://notlocalhost",
         "http://localhost.example.com",
-        "http://128.0.0.1",
+        # "Any address" is not loopback, though a connect to it reaches this host on Linux:
+        # plain http to it still needs `allow_insecure_http`.
+        "http://0.0.0.0:3000",
         "http://[2001:db8::1]:3000",
         "http://openhands.invalid",
         "http://",

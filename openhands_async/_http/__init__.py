@@ -12,6 +12,7 @@ is the only part of the SDK that imports aiohttp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import IO, Any
@@ -51,14 +52,11 @@ def request_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
     )
 
 
-def stream_timeout(timeouts: Timeouts, idle: float | None = None) -> aiohttp.ClientTimeout:
-    """No total bound (a stream may last minutes); `idle` (default `stream_idle`) bounds
-    one silence."""
-    return aiohttp.ClientTimeout(
-        total=None,
-        sock_connect=timeouts.connect,
-        sock_read=timeouts.stream_idle if idle is None else idle,
-    )
+def stream_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
+    """No total bound (a stream may last minutes) and no aiohttp read bound: aiohttp's
+    `sock_read` would abort the connection when it fires, so `ByteStream` bounds a silence
+    itself and leaves the connection open (see `ByteStream.read`)."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=None)
 
 
 @attrs.frozen
@@ -71,27 +69,64 @@ class RawResponse:
 
 class ByteStream:
     """An open response body, read as it arrives. `read(n)` returns as soon as any bytes
-    are there (b"" at the end) and raises the SDK's `APIConnectionError`/`APITimeoutError`
-    when the connection breaks or stays silent past the idle bound; `aclose()` releases
-    the connection at once (also safe to call twice, and from a finalizer via `release`).
+    are there (b"" at the end) and raises the SDK's `APIConnectionError` when the
+    connection breaks; `aclose()` releases the connection at once (also safe to call twice,
+    and from a finalizer via `release`).
+
+    A silence longer than `idle_timeout` (None: no bound) raises `APITimeoutError` with
+    kind "stream-idle" but does not touch the connection: the read stays pending, and the
+    next `read()` goes on waiting for it (a server that works while the stream is silent,
+    and stops when its connection closes, is not cut off by the client's impatience).
+    `read(-1)` (the whole rest of the body) is not bounded.
     """
 
     def __init__(
-        self, resp: aiohttp.ClientResponse, *, method: str, url: str, timeout: aiohttp.ClientTimeout
+        self,
+        resp: aiohttp.ClientResponse,
+        *,
+        method: str,
+        url: str,
+        timeout: aiohttp.ClientTimeout,
+        idle_timeout: float | None,
     ) -> None:
         self._resp = resp
+        self._content = resp.content
         self._read = resp.content.read  # bound once: read() runs once per chunk
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
         self._method = method
         self._url = url
         self._timeout = timeout
+        #: How long one read may wait for bytes before `read` raises (None: for ever).
+        self.idle_timeout = idle_timeout
+        # The read a silence left waiting (it carries on; the next `read` takes it up).
+        self._pending: asyncio.Task[bytes] | None = None
         #: Bytes handed out so far.
         self.offset = 0
 
     async def read(self, n: int = -1, /) -> bytes:
+        pending = self._pending
         try:
-            data = await self._read(n)
+            if pending is None:
+                if self.idle_timeout is None or n < 0:
+                    data = await self._read(n)
+                    self.offset += len(data)
+                    return data
+                # Bytes already buffered (or the end) need no wait, so no task.
+                data = self._content.read_nowait(n)
+                if data or self._content.at_eof():
+                    self.offset += len(data)
+                    return data
+                # Waiting: a task, so a silence can stop waiting without cancelling it.
+                pending = self._pending = asyncio.ensure_future(self._read(n))
+                pending.add_done_callback(_retrieve)
+            done, _ = await asyncio.wait((pending,), timeout=self.idle_timeout)
+            if not done:
+                raise self._silent()
+            self._pending = None
+            if pending.cancelled():  # released meanwhile (`release` cancels the read)
+                raise aiohttp.ClientConnectionError("the stream was closed")
+            data = pending.result()
         except _NETWORK_ERRORS as exc:
             raise self._broken(exc) from exc
         self.offset += len(data)
@@ -108,27 +143,32 @@ class ByteStream:
         """Copy the body chunk by chunk; a broken read is an APIConnectionError, while
         errors writing to `out` are the caller's own and pass through unchanged."""
         written = 0
-        chunks = self._resp.content.iter_chunked(chunk_size).__aiter__()
         while True:
             try:
-                chunk = await chunks.__anext__()
-            except StopAsyncIteration:
-                return written
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                err = connection_error(
-                    exc, method=self._method, url=self._url, timeouts=self._timeout
-                )
+                chunk = await self.read(chunk_size)
+            except errors.APIConnectionError as err:
                 err.message = f"download broke off after {written} bytes: {err.message}"
-                raise err from exc
+                raise
+            if not chunk:
+                return written
             out.write(chunk)
             written += len(chunk)
 
     def release(self) -> None:
         """Close the connection if the body was not read to the end; sync and immediate."""
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            # From a finalizer the loop may be closed already: then nothing waits anyway.
+            with contextlib.suppress(RuntimeError):
+                pending.cancel()
         self._resp.release()
 
     async def aclose(self) -> None:
+        """`release`, then wait for a read a silence left pending to end (it is cancelled)."""
+        pending = self._pending
         self.release()
+        if pending is not None:
+            await asyncio.wait((pending,))
 
     def map_error(self, exc: BaseException) -> errors.APIConnectionError | None:
         """The SDK error for an aiohttp/asyncio failure met while reading this stream (None
@@ -136,25 +176,34 @@ class ByteStream:
         C backend re-raises one thrown into its await chain)."""
         return self._broken(exc) if isinstance(exc, _NETWORK_ERRORS) else None
 
+    def _silent(self) -> errors.APITimeoutError:
+        idle = self.idle_timeout
+        return errors.APITimeoutError(
+            f"stream idle timeout: the server sent nothing for {idle}s (after {self.offset} bytes)",
+            method=self._method,
+            url=self._url,
+            kind="stream-idle",
+            seconds=idle,
+        )
+
     def _broken(self, exc: BaseException) -> errors.APIConnectionError:
-        idle = self._timeout.sock_read
         if isinstance(exc, asyncio.TimeoutError):
-            return errors.APITimeoutError(
-                f"stream idle timeout: the server sent nothing for {idle}s "
-                f"(after {self.offset} bytes)",
-                method=self._method,
-                url=self._url,
-                kind="stream-idle",
-                seconds=idle,
-            )
+            return self._silent()
         err = connection_error(
             exc,
             method=self._method,
             url=self._url,
-            timeouts=aiohttp.ClientTimeout(sock_read=idle),
+            timeouts=aiohttp.ClientTimeout(sock_read=self.idle_timeout),
         )
         err.message = f"{err.message} (stream broke after {self.offset} bytes)"
         return err
+
+
+def _retrieve(task: asyncio.Task[bytes]) -> None:
+    # A read left pending by a silence may fail after its stream was given up on: mark the
+    # exception retrieved (the stream's next read, if any, raises it), so asyncio logs none.
+    if not task.cancelled():
+        task.exception()
 
 
 class HTTPTransport:
@@ -255,21 +304,35 @@ class HTTPTransport:
         json: Any = None,
         idle_timeout: float | None = None,
     ) -> ByteStream:
-        """Open a response whose body the caller reads and must close."""
-        timeout = stream_timeout(self.timeouts, idle_timeout)
+        """Open a response whose body the caller reads and must close.
+
+        `idle_timeout` (default `stream_idle`) bounds the wait for the headers and then each
+        silence of the body (`ByteStream.read`)."""
+        idle = self.timeouts.stream_idle if idle_timeout is None else idle_timeout
+        timeout = stream_timeout(self.timeouts)
+        opening = self._get_session().request(
+            method,
+            url,
+            json=json,
+            headers=self._headers,
+            timeout=timeout,
+            allow_redirects=False,
+        )
         try:
-            resp = await self._get_session().request(
-                method,
-                url,
-                json=json,
-                headers=self._headers,
-                timeout=timeout,
-                allow_redirects=False,
-            )
+            # aiohttp's own read bound is off for streams (it would also cut the body).
+            resp = await asyncio.wait_for(opening, idle)
         except _NETWORK_ERRORS as exc:
+            if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+                raise errors.APITimeoutError(
+                    f"read timeout: the server sent nothing for {idle}s",
+                    method=method,
+                    url=url,
+                    kind="read",
+                    seconds=idle,
+                ) from exc
             raise connection_error(exc, method=method, url=url, timeouts=timeout) from exc
         log.debug("%s %s -> %d (streaming)", method, url, resp.status)
-        return ByteStream(resp, method=method, url=url, timeout=timeout)
+        return ByteStream(resp, method=method, url=url, timeout=timeout, idle_timeout=idle)
 
     async def websocket(self, url: str, *, params: Params, heartbeat: float | None) -> WebSocket:
         """Open a WebSocket to `url` (another host: a conversation's agent server) with

@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from ._display import NO_REPLY, Out, conv_ok, conv_status, event_text, fit, one_line, show
+from ..lib.follow import event_gist
+from ._display import MISSING, NO_REPLY, Out, conv_ok, conv_status, fit, one_line, show
 from ._display import arrow as _arrow
 from ._parser import (
     EXIT_FAILED,
@@ -191,7 +192,7 @@ def _event_row(e: Any, width: int | None) -> str:
     kind = fit(e.kind, _KIND_WIDTH)
     source = fit(show(e.source), _SOURCE_WIDTH)
     row = f"{e.timestamp:%H:%M:%S}  {kind:<{_KIND_WIDTH}}  {source:<{_SOURCE_WIDTH}}  "
-    text = event_text(e)
+    text = event_gist(e, width=None) or MISSING
     return row + (fit(text, width - len(row)) if width else one_line(text))
 
 
@@ -201,7 +202,8 @@ def _event_json(e: Any) -> dict[str, Any]:
         "kind": e.kind,
         "timestamp": e.timestamp,
         "source": e.source,
-        "text": event_text(e),
+        "text": event_gist(e, width=None),
+        "payload": e.payload,
     }
 
 
@@ -216,7 +218,7 @@ async def follow_events(client: Any, cid: str, out: Out) -> int:
                 record = _event_json(e)
                 if e.execution_status is not None:
                     record["execution_status"] = str(e.execution_status)
-                out.emit({"event": "agent_event", **record, "payload": e.payload}, "")
+                out.emit({"event": "agent_event", **record}, "")
             else:
                 out.line(_event_row(e, out.width))
     out.following = []

@@ -5,10 +5,9 @@ The body is one JSON array written incrementally; it is parsed with ijson as it 
 brace is read. `NestingGuard` refuses hostile nesting before ijson sees it. No HTTP here:
 the reader (e.g. `_http.ByteStream`) already turns network failures into SDK errors.
 
-Whatever the reads look like, the parser yields exactly the longest valid prefix of the
-body: ijson is driven push-style (`items_coro`) into a list the parser owns, so the
-elements a read completed are still in hand when the same read then turns out malformed
-(`ijson.items_async` raises for that read and drops them).
+Whatever the reads, it yields exactly the longest valid prefix of the body: ijson pushes
+(`items_coro`) into a list the parser owns, so what a read completed is still in hand
+when the rest of it is malformed (`ijson.items_async` raises and drops them).
 """
 
 from __future__ import annotations
@@ -57,8 +56,7 @@ class AsyncByteReader(Protocol):
 class _TooDeep(Exception):
     """Raised by the reader, turned into a `StreamError` where the element count is known.
 
-    `prefix` is the part of the read before the byte that nests too deep: it still goes to
-    the parser, so the elements it completes are not lost."""
+    `prefix`: the read before the byte that nests too deep, still parsed (not lost)."""
 
     def __init__(self, prefix: bytes) -> None:
         super().__init__()
@@ -155,11 +153,9 @@ class CountingReader:
 
 
 class _Next:
-    """Hands one of ijson's C coroutines the next stage itself as its "target.send".
-
-    `ijson.items_coro` chains the C stages through their bound `send` methods: a Python
-    call per JSON event, which doubled the parser's cost. Given the stage object, the C
-    code sees its own type and calls it directly (as `items_async` does inside)."""
+    """Hands one of ijson's C coroutines the next stage itself as its "target.send":
+    `ijson.items_coro` chains them through bound `send` methods (a Python call per JSON
+    event, which doubled the parser's cost); given the stage, C calls it directly."""
 
     __slots__ = ("send",)
 
@@ -275,15 +271,13 @@ async def iter_start_task_batches(
             yield batch
         if invalid is not None:
             raise invalid from None
-    if failure is _END:
-        if not reader.started:
-            raise fail("stream-start body is empty", StreamTruncated)
+    if failure is _END:  # ijson's close() passed: a whole array was read
         return
     if isinstance(failure, _TooDeep):
         raise fail(f"stream-start body nests too deep (over {MAX_DEPTH} levels)")
-    reason = str(failure).splitlines()[0] if str(failure) else type(failure).__name__
+    reason = (_text(failure, "replace").splitlines() or [type(failure).__name__])[0]
     if truncated:
-        if reader.offset == 0:
+        if not reader.started:  # nothing, or only blanks
             raise fail("stream-start body is empty", StreamTruncated)
         raise fail(f"stream-start body ended mid-array after {count} elements", StreamTruncated)
     raise fail(
@@ -299,14 +293,14 @@ def _excerpt_at_error(exc: BaseException, data: bytes) -> bytes | None:
     bytes read can be well past it (good elements may follow the garbage in one read).
     None when the message has no such pointer (other backends) or the quote is not found.
     """
-    lines = str(exc).split("\n")
+    lines = _text(exc, "surrogateescape").split("\n")
     if len(lines) < 3 or "^" not in lines[2]:
         return None
     quoted = lines[1].lstrip()
     at = lines[2].index("^") - (len(lines[1]) - len(quoted))
     # yajl writes line breaks in the quote as spaces (tabs as they are).
     spaced = data.translate(_LINE_BREAKS_AS_SPACES)
-    pos = spaced.find(quoted.encode("utf-8", "replace"))
+    pos = spaced.find(quoted.encode("utf-8", "surrogateescape"))
     if pos < 0 or at < 0:
         return None
     error = pos + at
@@ -314,3 +308,9 @@ def _excerpt_at_error(exc: BaseException, data: bytes) -> bytes | None:
 
 
 _LINE_BREAKS_AS_SPACES = bytes.maketrans(b"\n\r", b"  ")
+
+
+def _text(exc: BaseException, errors: str) -> str:
+    # ijson passes yajl's message on as bytes when the text it quotes is not UTF-8.
+    message = exc.args[0] if len(exc.args) == 1 else None
+    return message.decode("utf-8", errors) if isinstance(message, bytes) else str(exc)

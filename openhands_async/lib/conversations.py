@@ -48,12 +48,18 @@ class Conversations(_Conversations):
           seconds (looking it up by conversation id first if no element had arrived). The
           start is never sent twice. With `recover=False` the break is raised
           (`StreamError`, `APIConnectionError`/`APITimeoutError`).
+        - A silent stream is not closed: the open-source server runs the start inside the
+          stream's response and drops it when that connection closes. The connection stays
+          open, and is read on (later elements are used too), while the task is polled; each
+          status is yielded once, in order. It is closed once the task is READY or ERROR,
+          on `StartStalledError`, when the server ends it, or when you leave (`break`,
+          cancellation, `aclose()`). A cut connection is gone anyway: then only polling.
         - `stall_timeout`: while recovering, a task whose status and `updated_at` have not
           moved for this many seconds (default 900: above the server's own bounds on a
           sandbox start and a setup script) raises `StartStalledError` (`.task`); None polls
-          for as long as it takes. The open-source server drops a start whose stream
-          connection closed, leaving its task in its last status for good. The start is not
-          sent again: look at it later with `client.start_tasks.get(error.task.id)`.
+          for as long as it takes. A start the server dropped (a cut stream on the
+          open-source server) stays in its last status for good. The start is not sent
+          again: look at it later with `client.start_tasks.get(error.task.id)`.
         """
         request = make_start_request(message, **options)
         return StartTaskStream(

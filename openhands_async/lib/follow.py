@@ -32,6 +32,7 @@ What this module promises:
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from .._constants import (
     DEFAULT_FOLLOW_HEARTBEAT,
@@ -124,21 +125,47 @@ class EventStream(AsyncStream[Event]):
         return self._state.last_event
 
 
-def event_gist(event: Event, width: int = 100) -> str:
+def event_gist(event: Event, width: int | None = 100) -> str:
     """One line saying what an event is about: the command run, the file edited, the first
-    line of an observation, the message text, the new execution status."""
+    line of an observation, the message text, the new execution status (cut to `width`
+    characters with "…"; `None`: not cut)."""
+    gist = " ".join(_gist(event).split())
+    return gist if width is None or len(gist) <= width else gist[: width - 1] + "…"
+
+
+def _gist(event: Event) -> str:
+    payload = event.payload
     if event.execution_status is not None:
-        gist = f"status -> {event.execution_status}"
-    elif event.kind == "ActionEvent":
+        return f"status -> {event.execution_status}"
+    if event.kind == "ActionEvent":
         action = event.action or {}
-        what = event.command or event.path or event.text
-        gist = f"{action.get('kind', 'action')}: {what}" if what else str(action.get("kind", ""))
-    elif event.kind == "ObservationEvent":
+        kind = action.get("kind") or payload.get("tool_name") or "action"
+        what = event.command or event.path or event.text or _first_text(action, _ACTION_FIELDS)
+        # The real server's `summary` is the tool call as JSON: the last resort only.
+        return f"{kind}: {what}" if what else _text(payload.get("thought")) or str(kind)
+    if event.kind == "ObservationEvent":
         output = (event.output or "").strip()
-        gist = output.splitlines()[0] if output else "(no output)"
-    elif event.kind == "ConversationStateUpdateEvent":
-        gist = f"{event.payload.get('key')} updated"
-    else:
-        gist = event.text or event.output or ""
-    gist = " ".join(gist.split())
-    return gist if len(gist) <= width else gist[: width - 1] + "…"
+        return output.splitlines()[0] if output else "(no output)"
+    if event.kind == "ConversationStateUpdateEvent":
+        return f"{payload.get('key')} updated"
+    if event.kind == "SystemPromptEvent":
+        return "system prompt"
+    found = event.text or event.output or _first_text(payload, ("error", "detail", "summary"))
+    return found or ""
+
+
+_ACTION_FIELDS = ("code", "url", "query", "message")
+
+
+def _first_text(fields: dict[str, Any], names: tuple[str, ...]) -> str | None:
+    return next((v for n in names if isinstance(v := fields.get(n), str) and v.strip()), None)
+
+
+def _text(value: object) -> str | None:
+    """Text blocks (`[{"type": "text", "text": ...}]`) or a plain string, as one string."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = [b["text"] for b in value if isinstance(b, dict) and isinstance(b.get("text"), str)]
+        return "\n".join(parts) or None
+    return None

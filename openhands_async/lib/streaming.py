@@ -7,17 +7,19 @@ parser (`_stream_parser`) turns it into `StartTask`s as it arrives.
 If the connection breaks (or stays silent longer than the idle timeout), the start is never
 sent again: with at least one element in hand the task is polled by id; with none, the SDK
 first looks for the start on the server (`SafeStart.look`) and polls it if found. The
-polling ends: the open-source server drops a start whose stream connection closed (the task
-stays in its last status for good), so a task whose status and `updated_at` have not moved
-for `stall_timeout` seconds raises `StartStalledError`.
+open-source server runs the start inside the stream's response and drops it when that
+connection closes, so a silent stream is kept open, and read on, while the task is polled
+(`_start_recovery.follow_open`), and closed only once the task is terminal, the stall bound
+gives up or the consumer leaves. The polling ends: a task whose status and `updated_at`
+have not moved for `stall_timeout` seconds raises `StartStalledError` (a cut stream's start
+is dropped by that server, its task stays in its last status for good).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable
-from datetime import datetime
+from collections.abc import AsyncGenerator
 
 from .._base_client import BaseClient
 from .._constants import DEFAULT_START_STALL_TIMEOUT, DEFAULT_STREAM_POLL_INTERVAL
@@ -27,6 +29,7 @@ from .._retry import Idempotency
 from .._safe_start import SafeStart
 from ..errors import (
     APIConnectionError,
+    APITimeoutError,
     InternalServerError,
     StartStalledError,
     StartTaskFailed,
@@ -36,13 +39,16 @@ from ..errors import (
 from ..models import StartRequest, StartTask, StartTaskStatus
 from ..resources.start_tasks import StartTasks
 from ._async_stream import AsyncStream
-from ._stream_parser import CountingReader, iter_start_task_batches
+from ._start_recovery import Rest, Watch, drain, follow_open, poll, resume_point
+from ._stream_parser import CountingReader, iter_start_task_batches, iter_start_tasks
 
 log = logging.getLogger("openhands_async")
 
 __all__ = ["STREAM_PATH", "StartTaskStream"]
 
 STREAM_PATH = "/api/v1/app-conversations/stream-start"
+
+_Tasks = AsyncGenerator[StartTask, None]
 
 
 class _State:
@@ -57,6 +63,12 @@ class _State:
             # Closes the connection if the body was not read to the end; sync and immediate.
             resp.release()
 
+    async def aclose(self) -> None:
+        """`release`, and wait for the stream's pending read (if any) to be cancelled."""
+        resp, self.response = self.response, None
+        if resp is not None:
+            await resp.aclose()
+
 
 class StartTaskStream(AsyncStream[StartTask]):
     """The start-task snapshots of one conversation start, as they happen.
@@ -66,7 +78,9 @@ class StartTaskStream(AsyncStream[StartTask]):
 
     Ends after READY; a final ERROR task is yielded and then `StartTaskFailed` is raised
     (unless `raise_on_error=False`). After a break, `StartStalledError` is raised if the
-    polled task has not moved (status and `updated_at`) for `stall_timeout` seconds.
+    polled task has not moved (status and `updated_at`) for `stall_timeout` seconds. A
+    stream that went silent stays open (and is read on) while its task is polled, since
+    the open-source server drops a start whose stream connection closes.
     Leaving early (`break`, cancellation, leaving the `async with`, `aclose()`) closes the
     response at once. `conversation_id` is the id the
     request carries (minted by the SDK unless given), `task` the latest snapshot. Snapshots
@@ -102,7 +116,7 @@ class StartTaskStream(AsyncStream[StartTask]):
             raise_on_error=raise_on_error,
             recover=recover,
             idle_timeout=idle_timeout,
-            watch=_Watch(poll_interval, stall_timeout),
+            watch=Watch(poll_interval, stall_timeout),
         )
         super().__init__(run, self._state.release)
 
@@ -125,15 +139,6 @@ class _Deps:
         self.safe = safe
 
 
-class _Watch:
-    """How a broken stream's task is polled: every `interval` seconds, until it has shown the
-    same status and `updated_at` for `stall_timeout` seconds (None: for as long as it takes)."""
-
-    def __init__(self, interval: float, stall_timeout: float | None) -> None:
-        self.interval = interval
-        self.stall_timeout = stall_timeout
-
-
 async def _run(
     deps: _Deps,
     request: StartRequest,
@@ -142,7 +147,7 @@ async def _run(
     raise_on_error: bool,
     recover: bool,
     idle_timeout: float | None,
-    watch: _Watch,
+    watch: Watch,
 ) -> AsyncGenerator[list[StartTask], None]:
     last: StartTask | None = None
     async for got in _stream_or_recover(
@@ -169,7 +174,7 @@ async def _stream_or_recover(
     *,
     recover: bool,
     idle_timeout: float | None,
-    watch: _Watch,
+    watch: Watch,
 ) -> AsyncGenerator[list[StartTask] | StartTask, None]:
     client, safe = deps.client, deps.safe
     method, url = "POST", client.url(STREAM_PATH)
@@ -182,6 +187,8 @@ async def _stream_or_recover(
     items = 0
     found: StartTask | None = None
     broken: APIConnectionError | StreamError
+    # The reader of a stream that went silent (idle timeout) and stays open, if one did.
+    silent: CountingReader | None = None
     try:
         try:
             resp = await client.open_stream(
@@ -215,19 +222,24 @@ async def _stream_or_recover(
                 if not recover:
                     raise
                 broken = exc
+                if isinstance(exc, APITimeoutError) and exc.kind == "stream-idle":
+                    silent = reader  # still open: closing it could end the start (see below)
             finally:
-                state.release()
+                if silent is None:
+                    state.release()
     finally:
-        state.release()
+        if silent is None:
+            state.release()
 
     # Recovery: never send the start again.
     def stalled(task: StartTask) -> StartStalledError:
         assert watch.stall_timeout is not None
         log.warning(
-            "start task %s of %s stalled in %s after its stream broke; not sent again",
+            "start task %s of %s stalled in %s after its stream %s; not sent again",
             task.id,
             cid,
             task.status.value,
+            "broke" if silent is None else "went silent",
         )
         error = StartStalledError(
             task,
@@ -240,11 +252,75 @@ async def _stream_or_recover(
         error.__cause__ = broken  # why the stream broke in the first place
         return error
 
+    def no_trace() -> APIConnectionError:
+        error = APIConnectionError(
+            f"stream-start of conversation {cid} broke before any start task arrived "
+            f"({broken.message}), and the server has no trace of it; it was not sent again",
+            method=method,
+            url=url,
+        )
+        error.__cause__ = broken
+        return error
+
+    async def rest(stream: ByteStream, read: CountingReader, first: StartTask) -> _Tasks:
+        # What the silent stream still brings, parsed on from where the first parser stopped.
+        nonlocal items
+        stream.idle_timeout = None  # the polling bounds the wait now (`stall_timeout`)
+        point = resume_point(read)
+        if point is None:  # went silent inside an element: read on, parse nothing
+            async for task in drain(stream):
+                yield task
+            return
+        more = CountingReader(Rest(stream, point), method=method, url=url)
+        more.offset = read.offset - (1 if point else 0)  # Rest's `[` stands before the rest
+        try:
+            async for task in iter_start_tasks(more, method=method, url=url):
+                if task.id != first.id:
+                    raise StreamError(
+                        f"stream-start element {items} is task {task.id}, "
+                        f"the stream started with task {first.id}",
+                        method=method,
+                        url=url,
+                        offset=more.offset,
+                        excerpt=more.excerpt(),
+                    )
+                items += 1
+                yield task
+        except StreamError as exc:
+            exc.items_received = items  # counted over the whole body, not only the rest
+            raise
+
+    if silent is not None:
+        # The open-source server runs the start inside this response and drops it when the
+        # connection closes: keep the stream open, and read on, until the task is terminal.
+        assert state.response is not None
+        try:
+            if last is None:
+                last = await safe.look(broken)  # nothing arrived yet: find the start first
+                if last is None:
+                    raise no_trace()
+                log.info("stream-start of %s went silent; found task %s, polling it", cid, last.id)
+                last_at = loop.time()
+                yield last
+                if last.status.is_terminal:
+                    return
+            else:
+                log.info(
+                    "stream-start of task %s went silent for %ss; polling it, the stream kept open",
+                    last.id,
+                    idle,
+                )
+            more = rest(state.response, silent, last)
+            async for task in follow_open(deps.start_tasks, last, last_at, watch, stalled, more):
+                yield task
+        finally:
+            await state.aclose()
+        return
     if last is not None:
         log.info(
             "stream-start of task %s broke (%s); polling it instead", last.id, type(broken).__name__
         )
-        async for task in _poll(deps.start_tasks, last, last_at, watch, stalled):
+        async for task in poll(deps.start_tasks, last, last_at, watch, stalled):
             yield task
         return
     if found is None:
@@ -252,56 +328,13 @@ async def _stream_or_recover(
             broken if isinstance(broken, APIConnectionError) else _as_conn(broken)
         )
     if found is None:
-        raise APIConnectionError(
-            f"stream-start of conversation {cid} broke before any start task arrived "
-            f"({broken.message}), and the server has no trace of it; it was not sent again",
-            method=method,
-            url=url,
-        ) from broken
+        raise no_trace()
     log.info("stream-start of %s broke; found task %s, polling it", cid, found.id)
     found_at = loop.time()
     yield found
     if not found.status.is_terminal:
-        async for task in _poll(deps.start_tasks, found, found_at, watch, stalled):
+        async for task in poll(deps.start_tasks, found, found_at, watch, stalled):
             yield task
-
-
-async def _poll(
-    start_tasks: StartTasks,
-    last: StartTask,
-    seen_at: float,
-    watch: _Watch,
-    stalled: Callable[[StartTask], StartStalledError],
-) -> AsyncGenerator[StartTask, None]:
-    """Poll a task until terminal, yielding only snapshots whose status changed.
-
-    `seen_at` is the loop time `last` was read. The server bumps `updated_at` whenever the
-    task moves, so the same status and `updated_at` read `stall_timeout` seconds after they
-    were first seen mean nothing moved in between: then `stalled(task)` is raised.
-    """
-    loop = asyncio.get_running_loop()
-    status, mark = last.status, _mark(last)
-    bound = watch.stall_timeout
-    while not status.is_terminal:
-        pause = watch.interval
-        if bound is not None:
-            # Read once more right at the bound rather than up to an interval after it.
-            pause = min(pause, max(0.0, seen_at + bound - loop.time()))
-        await asyncio.sleep(pause)
-        task = await start_tasks.get(last.id)
-        now = loop.time()
-        if _mark(task) != mark:
-            mark, seen_at = _mark(task), now
-        elif bound is not None and now - seen_at >= bound:
-            raise stalled(task)
-        if task.status != status:
-            status = task.status
-            yield task
-
-
-def _mark(task: StartTask) -> tuple[str, datetime | None]:
-    """What moves whenever the server works on a start: its status and `updated_at`."""
-    return task.status.value, task.updated_at
 
 
 def _as_conn(exc: StreamError | InternalServerError) -> APIConnectionError:

@@ -148,6 +148,12 @@ def drop_connection(request: web.BaseRequest, *, flush: bool) -> None:
             transport.abort()
 
 
+def client_gone(request: web.BaseRequest) -> bool:
+    """Whether the client's connection closed (aiohttp tells a handler only when it writes)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def unsendable() -> web.Response:
     # Returned after the connection was dropped: aiohttp finds the transport closing and
     # gives up on the response quietly, as with a client that went away.

@@ -6,8 +6,8 @@ one marker, separated by commas). They let one FakeCloud serve a batch with mixe
 - `start=READY|ERROR`: how the start task ends.
 - `outcome=finished|error|stuck|waiting_for_confirmation`: where the conversation's run ends.
 - `run_seconds=S`, `idle_seconds=S`: the run timeline (before time_scale; `inf` never ends).
-- `stream_cut_after=K`, `stream_stall_after=K`, `stream_garbage_after=K`: stream-start
-  misbehaviour for this start (see `StreamBehavior`).
+- `stream_cut_after=K`, `stream_stall_after=K`, `stream_stall_seconds=S`,
+  `stream_garbage_after=K`: stream-start misbehaviour for this start (see `StreamBehavior`).
 - `stream_drops_start=1|0`: whether a stream that ends before `]` ends the start with it,
   as on the open-source server (`StreamBehavior.drops_start`).
 - `steps=N`: the agent's run takes N steps (an action and its observation each, spread
@@ -52,19 +52,25 @@ class StreamBehavior:
 
     - `cut_after=k`: close the connection abruptly after k elements, without `]`. The task
       keeps advancing on the server, so a client can still poll it.
-    - `stall_after=k`: after k elements write nothing more but keep the connection open.
+    - `stall_after=k`: after k elements write nothing, keeping the connection open, for
+      `stall_seconds` (loop seconds, not scaled; None: until the client goes away), then
+      write the elements the start reached meanwhile and carry on. The start goes on
+      during the silence; a client that closes the connection ends the stream.
     - `garbage=b"..."`: write these bytes in place of element number `garbage_after`
       (counting from 0), then carry on with the rest of the stream.
     - `drops_start=True`: the start runs inside the stream's response, as on the open-source
       server (openhands-ai 1.11.0, `_stream_app_conversation_start`): when the response ends
       before `]` (a cut above, a fault, or the client going away, noticed at the next
-      write), the start stops for good in the last status the stream wrote. Its task keeps
-      that status and its `updated_at` forever, and its conversation gets no further. With the
-      default False the task carries on, as the Cloud is expected to.
+      write), the start stops for good in the last status the stream wrote. A client that
+      goes away during a stall is noticed at once (as the server's ASGI disconnect is): the
+      start stops where it had got to by then, written or not. Its task keeps that status
+      and its `updated_at` forever, and its conversation gets no further. With the default
+      False the task carries on, as the Cloud is expected to.
     """
 
     cut_after: int | None = None
     stall_after: int | None = None
+    stall_seconds: float | None = None
     garbage: bytes | None = None
     garbage_after: int = 1
     drops_start: bool = False
@@ -175,6 +181,9 @@ def plan_start(timing: Timing, message: str | None) -> StartPlan:
         stream = attrs.evolve(stream, cut_after=_count(marks, "stream_cut_after"))
     if "stream_stall_after" in marks:
         stream = attrs.evolve(stream, stall_after=_count(marks, "stream_stall_after"))
+    if "stream_stall_seconds" in marks:
+        stall = _seconds(marks, "stream_stall_seconds", math.inf)
+        stream = attrs.evolve(stream, stall_seconds=None if stall == math.inf else stall)
     if "stream_garbage_after" in marks:
         stream = attrs.evolve(
             stream,

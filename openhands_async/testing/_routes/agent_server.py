@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from .._events import ensure_events, wire_event
-from .._faults import drop_connection
+from .._faults import client_gone, drop_connection
 from .._routing import RouteGroup, route
 from .._state import ConversationRecord
 from .._wire import parse_datetime_us
@@ -153,7 +153,7 @@ class AgentServerRoutes(RouteGroup):
                 if stall_after is not None and written >= stall_after:
                     book.stalled += 1
                     reader.cancel()  # stop reading: pings go unanswered, as on a dead path
-                    while not _gone(request):
+                    while not client_gone(request):
                         if await ctx.sleep(_RECHECK):
                             return
                     return
@@ -216,11 +216,6 @@ def _replay_filter(request: web.Request, wall_us: Any) -> Any:
             return _nothing  # the real server logs a warning and replays nothing
         return lambda event: wall_us(event["_at"]) >= after
     return _nothing
-
-
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
 
 
 async def _drain(ws: web.WebSocketResponse) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import math
 
 from aiohttp import web
 
 from .._constants import MAX_PAGE_SIZE, MAX_START_TASK_IDS, START_TASK_SORTS
-from .._faults import Fault, drop_connection
+from .._faults import Fault, client_gone, drop_connection
 from .._plan import MarkerError, plan_start
 from .._responses import JSON_HEADERS, concurrency_refusal, json_response, page_of
 from .._routing import RouteGroup, route
@@ -44,11 +45,15 @@ class StartRoutes(RouteGroup):
                 await self._write_stream(request, response, accepted, progress)
         finally:
             if not progress.finished and accepted.plan.stream.drops_start:
-                # Like the server's, the start stops in the last status it wrote.
-                written = progress.written
-                floor = accepted.at(written - 1) if written else accepted.created
-                stop = min(self.ctx.now(), accepted.at(written) - _BEFORE)
-                self.ctx.store.drop_start(accepted, max(floor, stop))
+                if progress.gone_at is not None:
+                    # Seen going away during a stall: the start ran on until then.
+                    self.ctx.store.drop_start(accepted, progress.gone_at)
+                else:
+                    # Noticed at a write: the start stops in the last status it wrote.
+                    written = progress.written
+                    floor = accepted.at(written - 1) if written else accepted.created
+                    stop = min(self.ctx.now(), accepted.at(written) - _BEFORE)
+                    self.ctx.store.drop_start(accepted, max(floor, stop))
         return response
 
     async def _accept_start(self, request: web.Request) -> StartTaskRecord | web.Response:
@@ -97,15 +102,17 @@ class StartRoutes(RouteGroup):
         behavior = task.plan.stream
         count = len(task.plan.offsets)
         # Step k writes element k (k == count: the closing bracket) once its phase is reached.
+        # A stall starts right after element k-1, so the silence covers the wait for phase k.
         for k in range(count + 1):
+            if behavior.stall_after == k and await self._stall(
+                request, behavior.stall_seconds, progress
+            ):
+                drop_connection(request, flush=True)
+                return
             if k < count and await ctx.sleep_until(task.at(k)):
                 drop_connection(request, flush=True)
                 return
             if behavior.cut_after == k:
-                drop_connection(request, flush=True)
-                return
-            if behavior.stall_after == k:
-                await ctx.sleep(None)
                 drop_connection(request, flush=True)
                 return
             if k == count:
@@ -119,6 +126,24 @@ class StartRoutes(RouteGroup):
         await response.write(b"]")
         await response.write_eof()
         progress.finished = True
+
+    async def _stall(
+        self, request: web.Request, seconds: float | None, progress: _Progress
+    ) -> bool:
+        """Write nothing for `seconds` (None: for ever); True when the stream ends instead
+        (the client went away, noted in `progress`, or the FakeCloud is stopping)."""
+        ctx = self.ctx
+        until = math.inf if seconds is None else ctx.now() + seconds
+        while True:
+            # aiohttp tells a handler its client left only when it writes: look now and then.
+            if client_gone(request):
+                progress.gone_at = ctx.now()
+                return True
+            left = until - ctx.now()
+            if left <= 0:
+                return False
+            if await ctx.sleep(min(left, _RECHECK)):
+                return True
 
     # -- start tasks -------------------------------------------------------------------
 
@@ -185,14 +210,18 @@ class StartRoutes(RouteGroup):
 
 # A dropped start stops just before the phase it did not write (then it is never reached).
 _BEFORE = 1e-6
+# How often a stalled stream looks whether its client went away.
+_RECHECK = 0.02
 
 
 class _Progress:
-    """How far a stream-start response got: elements written, and whether `]` went out."""
+    """How far a stream-start response got: elements written, whether `]` went out, and
+    when the client was seen going away during a stall."""
 
     def __init__(self) -> None:
         self.written = 0
         self.finished = False
+        self.gone_at: float | None = None
 
 
 def _breaks(fault: Fault | None, action: str) -> bool:
