@@ -33,6 +33,7 @@ MIDDLE = [
     "tests/test_security.py",
     "tests/test_stream_prefix.py",
     "tests/test_stream_parser_rules.py",
+    "tests/test_stream_fast_paths.py",
     "tests/test_poller_schedule.py",
     "tests/test_poller_read_path.py",
     "tests/test_journal_rules.py",

@@ -118,15 +118,18 @@ def agent_socket_url(conversation: Conversation, *, allow_insecure_http: bool) -
     return "ws" + base[len("http") :] + f"/sockets/events/{conversation.id}"
 
 
-async def _run(deps: _Deps, cid: str, state: _State, o: _Options) -> AsyncGenerator[Event, None]:
+async def _run(
+    deps: _Deps, cid: str, state: _State, o: _Options
+) -> AsyncGenerator[tuple[Event], None]:
+    # One-item batches: what `AsyncStream` takes (a stream-start read hands over many).
     if o.transport == "poll":
         state.transport = "poll"
         async for event in _poll(deps, cid, state, o):
-            yield event
+            yield (event,)
         return
     try:
         async for event in _follow_socket(deps, cid, state, o):
-            yield event
+            yield (event,)
     except _Fallback as why:
         log.warning(
             "conversation %s: agent server unreachable (%s); following by polling "
@@ -137,7 +140,7 @@ async def _run(deps: _Deps, cid: str, state: _State, o: _Options) -> AsyncGenera
         )
         state.transport = "poll"
         async for event in _poll(deps, cid, state, o):
-            yield event
+            yield (event,)
 
 
 async def _follow_socket(

@@ -13,13 +13,11 @@ when the rest of it is malformed (`ijson.items_async` raises and drops them).
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
 
 import ijson
 
-from .._converter import converter, structurer
 from ..errors import (
     APIConnectionError,
     APITimeoutError,
@@ -28,7 +26,9 @@ from ..errors import (
     StreamError,
     StreamTruncated,
 )
-from ..models import StartRequest, StartTask
+from ..models import StartTask
+from ._nesting import MAX_DEPTH, NestingGuard
+from ._task_builder import TaskBuilder
 
 __all__ = [
     "IJSON_BACKEND",
@@ -36,6 +36,7 @@ __all__ = [
     "AsyncByteReader",
     "CountingReader",
     "NestingGuard",
+    "iter_start_task_batches",
     "iter_start_tasks",
 ]
 
@@ -151,89 +152,6 @@ class CountingReader:
         return None
 
 
-# Far deeper than a start task nests; a body past it is hostile or broken.
-MAX_DEPTH = 64
-_ESCAPE = re.compile(rb"\\.", re.DOTALL)
-_STRING = re.compile(rb'"[^"]*"')
-# Keep quotes and brackets only, `{}` spelled `[]`: what nesting depth depends on.
-_SHAPE = bytes.maketrans(b"{}", b"[]")
-_NOT_SHAPE = bytes(set(range(256)) - set(b'"[]{}'))
-
-
-class NestingGuard:
-    """Tracks a JSON body's nesting depth across chunks, at C speed (a few bytes methods
-    a chunk, no per-event Python), and raises once it passes MAX_DEPTH.
-
-    ijson keeps a prefix string per open level, so memory grows with the square of the
-    depth: 100 000 nested `[` in a 200 KB body took tens of GB. Checking the bytes before
-    ijson sees them keeps its fast C `items` path for every element.
-    """
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self._in_string = False
-        self._escaped = False  # the chunk before ended inside a string, on a backslash
-        self._before: tuple[int, bool, bool] = (0, False, False)  # the state before a feed
-
-    def feed(self, data: bytes) -> bool:
-        """Account for the next chunk; False once the body nests deeper than MAX_DEPTH."""
-        self._before = (self.depth, self._in_string, self._escaped)
-        if self._escaped and data:  # an empty chunk leaves the escape to the next one
-            data, self._escaped = data[1:], False
-        # Escapes go first so an escaped quote cannot end a string; a lone backslash left
-        # at the very end escapes the next chunk's first byte.
-        if b"\\" in data:
-            data = _ESCAPE.sub(b"", data)
-            if data.endswith(b"\\"):
-                data, self._escaped = data[:-1], True
-        shape = data.translate(_SHAPE, _NOT_SHAPE)
-        if self._in_string:
-            close = shape.find(b'"')
-            if close < 0:
-                return True
-            shape, self._in_string = shape[close + 1 :], False
-        # Dropping two adjacent quotes leaves every other byte as much inside or outside a
-        # string as before, and clears most strings (no brackets in them) without a regex.
-        shape = _STRING.sub(b"", shape.replace(b'""', b""))
-        quote = shape.find(b'"')
-        if quote >= 0:  # a string still open at the chunk's end
-            shape, self._in_string = shape[:quote], True
-        opens = shape.count(b"[")
-        if self.depth + opens <= MAX_DEPTH:
-            self.depth += 2 * opens - len(shape)
-            return True
-        # A big read holds far more than MAX_DEPTH opens. Drop matched `[]` pairs level by
-        # level (C speed, a few passes): `levels` passes leave `]`*a + `[`*b, and no point
-        # of the read nests deeper than depth + levels + b. Only past that, byte by byte.
-        reduced, levels = shape, 0
-        while b"[]" in reduced and self.depth + levels <= MAX_DEPTH:
-            reduced, levels = reduced.replace(b"[]", b""), levels + 1
-        unmatched_opens = reduced.count(b"[")
-        if self.depth + levels + unmatched_opens <= MAX_DEPTH:
-            self.depth += 2 * unmatched_opens - len(reduced)
-            return True
-        for byte in shape:
-            self.depth += 1 if byte == 0x5B else -1
-            if self.depth > MAX_DEPTH:
-                return False
-        return True
-
-    def safe_length(self, data: bytes) -> int:
-        """After `feed(data)` failed: how many leading bytes of `data` stay within the cap.
-        Hostile input only, so a bisection over fresh guards in the state before the feed
-        (a longer prefix can only nest as deep or deeper)."""
-        low, high = 0, len(data)  # the prefix of `low` bytes passes, of `high` fails
-        while high - low > 1:
-            mid = (low + high) // 2
-            probe = NestingGuard()
-            probe.depth, probe._in_string, probe._escaped = self._before
-            if probe.feed(data[:mid]):
-                low = mid
-            else:
-                high = mid
-        return low
-
-
 class _Next:
     """Hands one of ijson's C coroutines the next stage itself as its "target.send":
     `ijson.items_coro` chains them through bound `send` methods (a Python call per JSON
@@ -256,20 +174,24 @@ def _push_parser(into: list[Any]) -> Any:
     return ijson.items_coro(into, "item", use_float=True)  # `into`: a sendable_list
 
 
-_request_hook = converter.get_structure_hook(StartRequest)
-
-
-def _request_or_made(value: Any, type_: Any) -> Any:
-    # The `request` field's hook in this parser only: a request already made passes as is.
-    if value is None or isinstance(value, StartRequest):
-        return value
-    return _request_hook(value, StartRequest)
-
-
 async def iter_start_tasks(
     reader: CountingReader, *, method: str = "", url: str = ""
 ) -> AsyncIterator[StartTask]:
-    """The parser core: yield each element of a stream-start body as a `StartTask`.
+    """The parser, one `StartTask` at a time: `iter_start_task_batches`, flattened."""
+    batches = iter_start_task_batches(reader, method=method, url=url)
+    try:
+        async for batch in batches:
+            for task in batch:
+                yield task
+    finally:
+        await batches.aclose()
+
+
+async def iter_start_task_batches(
+    reader: CountingReader, *, method: str = "", url: str = ""
+) -> AsyncGenerator[list[StartTask], None]:
+    """The parser core: the elements of a stream-start body as `StartTask`s, a list per
+    read (every element the read completed, handed over before the next read).
 
     Yields every element of the longest valid prefix, then raises `StreamError` (with
     byte offset and excerpt) on a malformed body, `StreamTruncated` when the body ends
@@ -279,8 +201,6 @@ async def iter_start_tasks(
     """
     count = 0
     first_id: str | None = None
-    raw_request: object = None
-    request: StartRequest | None = None
 
     def fail(
         message: str, cls: type[StreamError] = StreamError, excerpt: bytes | None = None
@@ -294,10 +214,7 @@ async def iter_start_tasks(
             items_received=count,
         )
 
-    # Built once per type and hook (cached), so opening a stream generates no code.
-    to_task = structurer(
-        StartTask, method=method, url=url, field_hooks={"request": _request_or_made}
-    )
+    build = TaskBuilder(method=method, url=url).build
     # Push-style: ijson appends each element it completes to `done`; a read that is
     # malformed after some elements raises only once those elements are in `done`.
     done = ijson.sendable_list()
@@ -326,35 +243,34 @@ async def iter_start_tasks(
             failed_read = data
         if not done:
             continue
+        batch: list[StartTask] = []
+        invalid: StreamError | None = None
         for item in done:
             if not isinstance(item, dict):
-                raise fail(
+                invalid = fail(
                     f"stream-start element {count} is a {type(item).__name__}, not an object"
                 )
-            this_request = item.get("request")
-            if this_request is not None and this_request == raw_request:
-                # The server repeats the start request in every element, and structuring it
-                # is half the cost of one: an equal request gets the StartRequest already
-                # made (frozen, so shared by the snapshots), the value structuring it again
-                # would give. Only fields typed Any keep the first of equal numbers (1, 1.0).
-                item["request"] = request
-            else:
-                raw_request = this_request
+                break
             try:
-                task = to_task(item)
+                task = build(item)
             except ResponseValidationError as exc:
-                raise fail(f"stream-start element {count}: {exc.message}") from None
-            request = task.request
-            if first_id is None:
+                invalid = fail(f"stream-start element {count}: {exc.message}")
+                break
+            if task.id != first_id:
+                if first_id is not None:
+                    invalid = fail(
+                        f"stream-start element {count} is task {task.id}, "
+                        f"the stream started with task {first_id}"
+                    )
+                    break
                 first_id = task.id
-            elif task.id != first_id:
-                raise fail(
-                    f"stream-start element {count} is task {task.id}, "
-                    f"the stream started with task {first_id}"
-                )
             count += 1
-            yield task
+            batch.append(task)
         del done[:]
+        if batch:
+            yield batch
+        if invalid is not None:
+            raise invalid from None
     if failure is _END:  # ijson's close() passed: a whole array was read
         return
     if isinstance(failure, _TooDeep):

@@ -31,9 +31,7 @@ What this module promises:
 
 from __future__ import annotations
 
-import weakref
 from datetime import datetime
-from types import TracebackType
 from typing import Any
 
 from .._constants import (
@@ -44,6 +42,7 @@ from .._constants import (
 )
 from .._inputs import normalize_uuid
 from ..models import Event
+from ._async_stream import AsyncStream
 from ._follow_run import (
     _TRANSPORTS,
     ConversationReader,
@@ -66,7 +65,7 @@ __all__ = [
 ]
 
 
-class EventStream:
+class EventStream(AsyncStream[Event]):
     """A conversation's events as they happen (see `Events.follow`).
 
     `async for event in client.events.follow(cid)`, or `async with ... as stream:`.
@@ -101,10 +100,9 @@ class EventStream:
             since, until_done, resume, transport, poll_interval, heartbeat, max_reconnects, settle
         )
         self._state = _State()
-        self._gen = _run(deps, self.conversation_id, self._state, options)
-        # A plain `async for ... break` drops the stream without closing it: drop the socket
-        # when the object goes away (a finalizer, so no reference cycle keeps it alive).
-        self._finalizer = weakref.finalize(self, self._state.release)
+        super().__init__(
+            _run(deps, self.conversation_id, self._state, options), self._state.release
+        )
 
     @property
     def transport(self) -> str | None:
@@ -125,28 +123,6 @@ class EventStream:
     def last_event(self) -> Event | None:
         """The last event yielded (its timestamp is where a later `since=` would resume)."""
         return self._state.last_event
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        return await self._gen.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop following: close the socket (the conversation itself carries on)."""
-        self._state.release()
-        await self._gen.aclose()
-
-    async def __aenter__(self) -> EventStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def event_gist(event: Event, width: int | None = 100) -> str:

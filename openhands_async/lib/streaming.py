@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import AsyncGenerator
-from types import TracebackType
 
 from .._base_client import BaseClient
 from .._constants import DEFAULT_START_STALL_TIMEOUT, DEFAULT_STREAM_POLL_INTERVAL
@@ -40,8 +38,9 @@ from ..errors import (
 )
 from ..models import StartRequest, StartTask, StartTaskStatus
 from ..resources.start_tasks import StartTasks
+from ._async_stream import AsyncStream
 from ._start_recovery import Rest, Watch, drain, follow_open, poll, resume_point
-from ._stream_parser import CountingReader, iter_start_tasks
+from ._stream_parser import CountingReader, iter_start_task_batches, iter_start_tasks
 
 log = logging.getLogger("openhands_async")
 
@@ -57,7 +56,6 @@ class _State:
 
     def __init__(self) -> None:
         self.response: ByteStream | None = None
-        self.task: StartTask | None = None
 
     def release(self) -> None:
         resp, self.response = self.response, None
@@ -72,7 +70,7 @@ class _State:
             await resp.aclose()
 
 
-class StartTaskStream:
+class StartTaskStream(AsyncStream[StartTask]):
     """The start-task snapshots of one conversation start, as they happen.
 
     `async for task in client.conversations.stream_start(...)`, or
@@ -111,7 +109,7 @@ class StartTaskStream:
         self.conversation_id: str = request.conversation_id
         self.request = request
         self._state = _State()
-        self._gen = _run(
+        run = _run(
             _Deps(client, start_tasks, safe_start),
             request,
             self._state,
@@ -120,39 +118,15 @@ class StartTaskStream:
             idle_timeout=idle_timeout,
             watch=Watch(poll_interval, stall_timeout),
         )
-        # A plain `async for ... break` drops the stream without closing it: release the
-        # response when the object goes away (a finalizer, so no reference cycle keeps it).
-        self._finalizer = weakref.finalize(self, self._state.release)
+        super().__init__(run, self._state.release)
 
     @property
     def task(self) -> StartTask | None:
         """The latest snapshot yielded (None before the first)."""
-        return self._state.task
-
-    def __aiter__(self) -> StartTaskStream:
-        return self
-
-    async def __anext__(self) -> StartTask:
-        return await self._gen.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop: close the response (the start itself carries on on the server)."""
-        self._state.release()
-        await self._gen.aclose()
-
-    async def __aenter__(self) -> StartTaskStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        return self._latest
 
     def __repr__(self) -> str:
-        status = self._state.task.status if self._state.task else None
+        status = self._latest.status if self._latest else None
         return f"StartTaskStream(conversation_id={self.conversation_id!r}, status={status})"
 
 
@@ -174,9 +148,9 @@ async def _run(
     recover: bool,
     idle_timeout: float | None,
     watch: Watch,
-) -> AsyncGenerator[StartTask, None]:
+) -> AsyncGenerator[list[StartTask], None]:
     last: StartTask | None = None
-    async for task in _stream_or_recover(
+    async for got in _stream_or_recover(
         deps,
         request,
         state,
@@ -184,8 +158,11 @@ async def _run(
         idle_timeout=idle_timeout,
         watch=watch,
     ):
-        last = state.task = task
-        yield task
+        # The parser hands over a read's worth of snapshots at once (no generator hop per
+        # element); the recovery, one snapshot per poll.
+        batch = got if isinstance(got, list) else [got]
+        last = batch[-1]
+        yield batch
     if last is not None and last.status is StartTaskStatus.ERROR and raise_on_error:
         raise StartTaskFailed(last)
 
@@ -198,7 +175,7 @@ async def _stream_or_recover(
     recover: bool,
     idle_timeout: float | None,
     watch: Watch,
-) -> AsyncGenerator[StartTask, None]:
+) -> AsyncGenerator[list[StartTask] | StartTask, None]:
     client, safe = deps.client, deps.safe
     method, url = "POST", client.url(STREAM_PATH)
     cid = safe.conversation_id
@@ -237,9 +214,9 @@ async def _stream_or_recover(
             state.response = resp
             reader = CountingReader(resp, method=method, url=url)
             try:
-                async for task in iter_start_tasks(reader, method=method, url=url):
-                    last, last_at, items = task, loop.time(), items + 1
-                    yield task
+                async for batch in iter_start_task_batches(reader, method=method, url=url):
+                    last, last_at, items = batch[-1], loop.time(), items + len(batch)
+                    yield batch
                 return  # `]` and a clean end
             except (APIConnectionError, StreamTruncated) as exc:
                 if not recover:
