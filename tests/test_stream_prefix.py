@@ -166,7 +166,8 @@ def _mutate(body: Body, kind: str, k: int, pos: int) -> tuple[bytes, int, type[E
         tail = [b"<html>oops</html>", b"x", b"[", b",{}", b"]"][pos % 5]
         return data + tail, len(data), oh.StreamError
     if kind == "bad-token":  # a bare word where a value or key of element k should start
-        spots = [i + 1 for i in range(start, end) if data[i : i + 1] in (b":", b"{", b",")]
+        # Outside strings only: a word inside one (a URL's ":", a detail's ",") is valid.
+        spots = [i + 1 for i in _structural(data, start, end) if data[i] in b":{,"]
         at = spots[pos % len(spots)]
         at += len(data[at:]) - len(data[at:].lstrip())
         return data[:at] + b"WORKING" + data[at:], at, oh.StreamError
@@ -187,6 +188,25 @@ def _mutate(body: Body, kind: str, k: int, pos: int) -> tuple[bytes, int, type[E
         deep = b"[" * (MAX_DEPTH + 2) + b"]" * (MAX_DEPTH + 2)
         return data[:start] + deep + data[end:], start + 1, oh.StreamError
     raise AssertionError(kind)
+
+
+def _structural(data: bytes, start: int, end: int) -> list[int]:
+    """The offsets in data[start:end] (an element starts at `start`) outside strings."""
+    out, in_string, escaped = [], False, False
+    for i in range(start, end):
+        byte = data[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        else:
+            out.append(i)
+    return out
 
 
 KINDS = [
