@@ -209,6 +209,8 @@ def _check(case: Any, cloud: FakeCloud, checks: list[Any], *, check_2xx_bodies: 
         headers={"Authorization": f"Bearer {cloud.api_key}"},
         timeout=10,
     )
+    if not check_2xx_bodies and _refused_by_the_http_layer(response):
+        return
     key = (case.operation.method.upper(), _template(case.operation.path))
     excluded = []
     if response.status_code in UNDOCUMENTED.get(key, {}):
@@ -224,6 +226,15 @@ def _check(case: Any, cloud: FakeCloud, checks: list[Any], *, check_2xx_bodies: 
         left = [f for f in group.exceptions if not (key in NAIVE_TIMESTAMPS and _naive(f))]
         if left:
             raise FailureGroup(left, str(group)) from None
+
+
+def _refused_by_the_http_layer(response: Any) -> bool:
+    """aiohttp's own 400 for bytes that are not valid HTTP (a negative case once sent a
+    malformed Content-Length): no route saw the request, so no route's documented errors
+    apply (uvicorn, in front of the real server, answers such bytes with a 400 too). Its
+    body is the parser's message as plain text; every route answers JSON."""
+    content_type = (response.headers.get("content-type") or [""])[0]
+    return response.status_code == 400 and content_type.startswith("text/plain")
 
 
 def _naive(failure: Any) -> bool:
