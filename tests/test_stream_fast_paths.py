@@ -303,3 +303,31 @@ async def test_aclose_mid_batch_ends_the_iteration() -> None:
     assert stream.released == 1
     with pytest.raises(StopAsyncIteration):
         await stream.__anext__()
+
+
+# ------------------------------------------- TaskBuilder: mutants of lib/_task_builder.py
+
+
+def _all_strings(item: dict[str, Any]) -> dict[str, Any]:
+    """The element with every optional text field a string (the captures have nulls)."""
+    return {
+        **item,
+        "created_by_user_id": "user-1",
+        "detail": "a detail",
+        "app_conversation_id": "conv-1",
+        "sandbox_id": "sb-1",
+        "agent_server_url": "http://agent",
+    }
+
+
+@pytest.mark.parametrize("field", ["created_at", "updated_at"])
+def test_an_empty_timestamp_is_refused_even_as_the_first_fast_element(field: str) -> None:
+    # Bug (found by a surviving mutant): the builder's "last timestamp text" started as "",
+    # so a first element (request null: no cattrs call needed) with an empty timestamp was
+    # taken for a repeat and given `None`; cattrs refuses "" as a timestamp.
+    item = {**capture_elements()[0], "request": None, field: ""}
+    with pytest.raises(ResponseValidationError) as expected:
+        structure(copy.deepcopy(item), oh.StartTask)
+    with pytest.raises(ResponseValidationError) as got:
+        TaskBuilder().build(copy.deepcopy(item))
+    assert got.value.message == expected.value.message
