@@ -331,3 +331,58 @@ def test_an_empty_timestamp_is_refused_even_as_the_first_fast_element(field: str
     with pytest.raises(ResponseValidationError) as got:
         TaskBuilder().build(copy.deepcopy(item))
     assert got.value.message == expected.value.message
+
+
+def test_elements_with_every_field_set_or_null_take_the_fast_path() -> None:
+    # Only the first element (its request not yet made) goes through cattrs; each field a
+    # string, then each a null, is still the usual shape, and comes out as cattrs makes it.
+    item = _all_strings(capture_elements()[0])
+    nulls = [{**item, key: None} for key in _task_builder._FIELDS[2:]]
+    many = [item, *nulls, item]
+    tasks, by_cattrs = build_all(many)
+    assert tasks == [structure(copy.deepcopy(i), oh.StartTask) for i in many]
+    assert tasks[0].created_by_user_id == "user-1"
+    assert by_cattrs == 1 + 1  # the first, and the first again after a null request
+
+
+def test_without_the_slot_stores_the_plain_constructor_builds_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An interpreter that refuses the `__class__` assignment gets `StartTask(...)`.
+    monkeypatch.setattr(_task_builder, "_UNFROZEN", False)
+    item = _all_strings(capture_elements()[0])
+    many = [
+        item,
+        item,
+        {**item, "request": None, "created_at": None, "updated_at": None},
+        *capture_elements(),
+    ]
+    tasks, _ = build_all(many)
+    assert tasks == [structure(copy.deepcopy(i), oh.StartTask) for i in many]
+    assert [repr(t) for t in tasks] == [repr(structure(i, oh.StartTask)) for i in many]
+
+
+@pytest.mark.skipif(platform.python_implementation() != "CPython", reason="CPython layout")
+def test_the_slot_store_probe_says_yes_on_cpython() -> None:
+    assert _task_builder._unfrozen_works() is True
+
+
+def test_the_slot_store_probe_says_no_when_the_class_cannot_be_assigned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class OtherLayout:  # no slots: `__class__` assignment from a slotted class is refused
+        pass
+
+    monkeypatch.setattr(_task_builder, "StartTask", OtherLayout)
+    assert _task_builder._unfrozen_works() is False
+
+
+def test_a_builder_names_its_request_in_errors_only_when_given_one() -> None:
+    bad = {**capture_elements()[0], "status": 3}
+    with pytest.raises(ResponseValidationError) as got:
+        TaskBuilder().build(copy.deepcopy(bad))
+    assert (got.value.request_method, got.value.request_url) == ("", "")
+    where = {"method": "POST", "url": "https://app.example/api/v1/app-conversations/stream-start"}
+    with pytest.raises(ResponseValidationError) as got:
+        TaskBuilder(**where).build(copy.deepcopy(bad))
+    assert (got.value.request_method, got.value.request_url) == (where["method"], where["url"])
