@@ -4,6 +4,9 @@
   captures, and variants: missing, null, extra fields, unknown status, odd timestamps);
   whatever the fast path declines goes to cattrs and fails with the very same message.
 - The frozen task it builds by slot stores is a plain `StartTask` in every respect.
+- What `lib/_task_builder.py`'s surviving mutants showed untested: fields all set or each
+  null stay on the fast path, the plain-constructor fallback, the slot-store probe, the
+  method and URL in a builder's errors, and an empty timestamp refused (a bug).
 - `NestingGuard`'s shortcut for reads whose quotes pair up matches a byte-by-byte reading,
   in random bodies and random chunkings (strings with brackets, escapes, cut strings).
 - `AsyncStream` hands out a read's batch one item at a time: `task` is the one yielded
