@@ -4,6 +4,9 @@
   captures, and variants: missing, null, extra fields, unknown status, odd timestamps);
   whatever the fast path declines goes to cattrs and fails with the very same message.
 - The frozen task it builds by slot stores is a plain `StartTask` in every respect.
+- What `lib/_task_builder.py`'s surviving mutants showed untested: fields all set or each
+  null stay on the fast path, the plain-constructor fallback, the slot-store probe, the
+  method and URL in a builder's errors, and an empty timestamp refused (a bug).
 - `NestingGuard`'s shortcut for reads whose quotes pair up matches a byte-by-byte reading,
   in random bodies and random chunkings (strings with brackets, escapes, cut strings).
 - `AsyncStream` hands out a read's batch one item at a time: `task` is the one yielded
@@ -303,3 +306,86 @@ async def test_aclose_mid_batch_ends_the_iteration() -> None:
     assert stream.released == 1
     with pytest.raises(StopAsyncIteration):
         await stream.__anext__()
+
+
+# ------------------------------------------- TaskBuilder: mutants of lib/_task_builder.py
+
+
+def _all_strings(item: dict[str, Any]) -> dict[str, Any]:
+    """The element with every optional text field a string (the captures have nulls)."""
+    return {
+        **item,
+        "created_by_user_id": "user-1",
+        "detail": "a detail",
+        "app_conversation_id": "conv-1",
+        "sandbox_id": "sb-1",
+        "agent_server_url": "http://agent",
+    }
+
+
+@pytest.mark.parametrize("field", ["created_at", "updated_at"])
+def test_an_empty_timestamp_is_refused_even_as_the_first_fast_element(field: str) -> None:
+    # Bug (found by a surviving mutant): the builder's "last timestamp text" started as "",
+    # so a first element (request null: no cattrs call needed) with an empty timestamp was
+    # taken for a repeat and given `None`; cattrs refuses "" as a timestamp.
+    item = {**capture_elements()[0], "request": None, field: ""}
+    with pytest.raises(ResponseValidationError) as expected:
+        structure(copy.deepcopy(item), oh.StartTask)
+    with pytest.raises(ResponseValidationError) as got:
+        TaskBuilder().build(copy.deepcopy(item))
+    assert got.value.message == expected.value.message
+
+
+def test_elements_with_every_field_set_or_null_take_the_fast_path() -> None:
+    # Only the first element (its request not yet made) goes through cattrs; each field a
+    # string, then each a null, is still the usual shape, and comes out as cattrs makes it.
+    item = _all_strings(capture_elements()[0])
+    nulls = [{**item, key: None} for key in _task_builder._FIELDS[2:]]
+    many = [item, *nulls, item]
+    tasks, by_cattrs = build_all(many)
+    assert tasks == [structure(copy.deepcopy(i), oh.StartTask) for i in many]
+    assert tasks[0].created_by_user_id == "user-1"
+    assert by_cattrs == 1 + 1  # the first, and the first again after a null request
+
+
+def test_without_the_slot_stores_the_plain_constructor_builds_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An interpreter that refuses the `__class__` assignment gets `StartTask(...)`.
+    monkeypatch.setattr(_task_builder, "_UNFROZEN", False)
+    item = _all_strings(capture_elements()[0])
+    many = [
+        item,
+        item,
+        {**item, "request": None, "created_at": None, "updated_at": None},
+        *capture_elements(),
+    ]
+    tasks, _ = build_all(many)
+    assert tasks == [structure(copy.deepcopy(i), oh.StartTask) for i in many]
+    assert [repr(t) for t in tasks] == [repr(structure(i, oh.StartTask)) for i in many]
+
+
+@pytest.mark.skipif(platform.python_implementation() != "CPython", reason="CPython layout")
+def test_the_slot_store_probe_says_yes_on_cpython() -> None:
+    assert _task_builder._unfrozen_works() is True
+
+
+def test_the_slot_store_probe_says_no_when_the_class_cannot_be_assigned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class OtherLayout:  # no slots: `__class__` assignment from a slotted class is refused
+        pass
+
+    monkeypatch.setattr(_task_builder, "StartTask", OtherLayout)
+    assert _task_builder._unfrozen_works() is False
+
+
+def test_a_builder_names_its_request_in_errors_only_when_given_one() -> None:
+    bad = {**capture_elements()[0], "status": 3}
+    with pytest.raises(ResponseValidationError) as got:
+        TaskBuilder().build(copy.deepcopy(bad))
+    assert (got.value.request_method, got.value.request_url) == ("", "")
+    where = {"method": "POST", "url": "https://app.example/api/v1/app-conversations/stream-start"}
+    with pytest.raises(ResponseValidationError) as got:
+        TaskBuilder(**where).build(copy.deepcopy(bad))
+    assert (got.value.request_method, got.value.request_url) == (where["method"], where["url"])

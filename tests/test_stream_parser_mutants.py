@@ -24,6 +24,7 @@ from openhands_async.lib._stream_parser import (
     MAX_DEPTH,
     CountingReader,
     NestingGuard,
+    iter_start_task_batches,
     iter_start_tasks,
 )
 
@@ -67,6 +68,20 @@ async def test_without_method_and_url_no_request_is_named() -> None:
     assert isinstance(exc, APIConnectionError)
     assert (exc.request_method, exc.request_url) == ("", "")
     assert str(exc) == "connection error: OSError: gone (stream broke after 1 bytes)"
+
+
+async def test_the_batch_parser_names_no_request_unless_given_one() -> None:
+    # `iter_start_task_batches` (the stream's own entry point) has its own defaults.
+    with pytest.raises(oh.StreamError) as got:
+        async for _ in iter_start_task_batches(CountingReader(Reads([b"[1]"]))):
+            pass
+    assert (got.value.request_method, got.value.request_url) == ("", "")
+    assert str(got.value) == got.value.message
+    where = {"method": "POST", "url": "https://app.example/api/v1/app-conversations/stream-start"}
+    with pytest.raises(oh.StreamError) as got:
+        async for _ in iter_start_task_batches(CountingReader(Reads([b"[1]"])), **where):
+            pass
+    assert (got.value.request_method, got.value.request_url) == (where["method"], where["url"])
 
 
 # ------------------------------------------------------------------ repeated requests

@@ -101,7 +101,9 @@ class TaskBuilder:
     def __init__(self, *, method: str = "", url: str = "") -> None:
         self._raw_request: object = None
         self._request: StartRequest | None = None
-        self._created_text = self._updated_text = ""
+        # None, not "": an empty timestamp is no repeat of one never seen (cattrs refuses it).
+        self._created_text: str | None = None
+        self._updated_text: str | None = None
         self._created: datetime | None = None
         self._updated: datetime | None = None
         # Built once per type and hook (cached), so opening a stream generates no code.
