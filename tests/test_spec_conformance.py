@@ -230,9 +230,9 @@ def _check(case: Any, cloud: FakeCloud, checks: list[Any], *, check_2xx_bodies: 
 
 def _refused_by_the_http_layer(response: Any) -> bool:
     """aiohttp's own 400 for bytes that are not valid HTTP (negative cases sent a malformed
-    Content-Length, and a query past 8,190 bytes): no route saw the request, so no route's documented errors
-    apply (uvicorn, in front of the real server, answers such bytes with a 400 too). Its
-    body is the parser's message as plain text; every route answers JSON."""
+    Content-Length, and a query past 8,190 bytes): no route saw the request, so no route's
+    documented errors apply (uvicorn, in front of the real server, answers such bytes with
+    a 400 too). Its body is the parser's message as plain text; every route answers JSON."""
     content_type = (response.headers.get("content-type") or [""])[0]
     return response.status_code == 400 and content_type.startswith("text/plain")
 
