@@ -78,16 +78,19 @@ async def test_since_a_midpoint_repeats_nothing_before_it(
     assert again == [e.id for e in followed.events[middle:]]
 
 
-async def test_a_cut_socket_reconnects_with_no_gap(
-    client: oh.OpenHandsClient, followed: Followed, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    conv = await client.conversations.get(followed.cid)
+async def follow_through(
+    client: oh.OpenHandsClient,
+    cid: str,
+    rule: Break,
+    monkeypatch: pytest.MonkeyPatch,
+    **follow: float,
+) -> tuple[list[str], oh.EventStream, BreakingProxy]:
+    """Follow `cid` with its agent server behind a `BreakingProxy` applying `rule`."""
+    conv = await client.conversations.get(cid)
     assert conv.conversation_url is not None
     agent = urlsplit(conv.conversation_url)
     assert agent.port is not None
-    # Cut the first socket's answer after the snapshot and two replayed events.
-    cut = Break(b"GET /sockets/events/", "cut", marker=b'"kind":', occurrence=3)
-    async with BreakingProxy(agent.port, cut) as proxy:
+    async with BreakingProxy(agent.port, rule) as proxy:
         read = client.conversations.get
 
         async def through_proxy(conversation_id: str) -> oh.Conversation:
@@ -96,9 +99,33 @@ async def test_a_cut_socket_reconnects_with_no_gap(
             return attrs.evolve(found, conversation_url=url)
 
         monkeypatch.setattr(client.conversations, "get", through_proxy)
-        async with client.events.follow(followed.cid) as stream:
+        async with client.events.follow(cid, **follow) as stream:  # type: ignore[arg-type]
             seen = [e.id async for e in stream]
+    return seen, stream, proxy
+
+
+async def test_a_cut_socket_reconnects_with_no_gap(
+    client: oh.OpenHandsClient, followed: Followed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Cut the first socket's answer after the snapshot and two replayed events.
+    cut = Break(b"GET /sockets/events/", "cut", marker=b'"kind":', occurrence=3)
+    seen, stream, proxy = await follow_through(client, followed.cid, cut, monkeypatch)
     assert cut.broken == 1
+    assert stream.reconnects >= 1
+    assert proxy.count(b"GET /sockets/events/") >= 2
+    assert seen == [e.id for e in followed.events]
+
+
+async def test_a_stalled_socket_is_given_up_and_followed_again_with_no_gap(
+    client: oh.OpenHandsClient, followed: Followed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The proxy passes the snapshot and two replayed events, then nothing more (pongs
+    # included) while holding the connection open: the heartbeat notices, follow reconnects.
+    stall = Break(b"GET /sockets/events/", "stall", marker=b'"kind":', occurrence=3)
+    seen, stream, proxy = await follow_through(
+        client, followed.cid, stall, monkeypatch, heartbeat=2.0
+    )
+    assert stall.broken == 1
     assert stream.reconnects >= 1
     assert proxy.count(b"GET /sockets/events/") >= 2
     assert seen == [e.id for e in followed.events]
