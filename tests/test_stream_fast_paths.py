@@ -34,6 +34,7 @@ from openhands_async.lib._nesting import MAX_DEPTH, NestingGuard
 from openhands_async.lib._task_builder import TaskBuilder
 
 from .captures import CAPTURES, body
+from .test_stream_parser_rules import _reference as _depths
 
 STREAM_CAPTURES = sorted(p.name for p in CAPTURES.glob("stream-start*.json"))
 
@@ -200,27 +201,6 @@ def test_a_task_built_fast_is_a_plain_frozen_start_task() -> None:
 
 
 # ---------------------------------------------------------------------- NestingGuard
-
-
-def _depths(data: bytes) -> list[int]:
-    """The depth after each byte, reading JSON strings and escapes byte by byte."""
-    depths, depth, in_string, escaped = [], 0, False, False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in b"[{":
-            depth += 1
-        elif byte in b"]}":
-            depth -= 1
-        depths.append(depth)
-    return depths
 
 
 def _random_body(rng: random.Random) -> bytes:
