@@ -86,7 +86,6 @@ class ByteStream:
         *,
         method: str,
         url: str,
-        timeout: aiohttp.ClientTimeout,
         idle_timeout: float | None,
     ) -> None:
         self._resp = resp
@@ -96,7 +95,6 @@ class ByteStream:
         self.headers: Mapping[str, str] = resp.headers
         self._method = method
         self._url = url
-        self._timeout = timeout
         #: How long one read may wait for bytes before `read` raises (None: for ever).
         self.idle_timeout = idle_timeout
         # The read a silence left waiting (it carries on; the next `read` takes it up).
@@ -332,7 +330,7 @@ class HTTPTransport:
                 ) from exc
             raise connection_error(exc, method=method, url=url, timeouts=timeout) from exc
         log.debug("%s %s -> %d (streaming)", method, url, resp.status)
-        return ByteStream(resp, method=method, url=url, timeout=timeout, idle_timeout=idle)
+        return ByteStream(resp, method=method, url=url, idle_timeout=idle)
 
     async def websocket(self, url: str, *, params: Params, heartbeat: float | None) -> WebSocket:
         """Open a WebSocket to `url` (another host: a conversation's agent server) with
