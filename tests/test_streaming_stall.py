@@ -19,7 +19,11 @@ import pytest
 
 import openhands_async as oh
 from openhands_async.lib._start_recovery import Rest, resume_point
-from openhands_async.lib._stream_parser import CountingReader, iter_start_tasks
+from openhands_async.lib._stream_parser import (
+    CountingReader,
+    iter_start_task_batches,
+    iter_start_tasks,
+)
 from openhands_async.testing import FakeCloud
 
 from .captures import body
@@ -343,3 +347,25 @@ async def test_rest_of_a_silent_body_parses_to_the_same_elements(
     expected = [t async for t in iter_start_tasks(CountingReader(_SilentOnce([whole], -1)))]
     assert before + after == expected
     assert more.offset == len(whole)
+
+
+async def test_a_parser_reading_on_checks_the_first_parsers_task_and_counts_on() -> None:
+    # The rest of a silent body, parsed by a second parser, is held to the task the stream
+    # started with, and its errors count the elements of the whole body.
+    first, other = (json.loads(e) for e in _elements()[:2])
+    other["id"] = "0" * 32
+    rest = b"[" + json.dumps(first).encode() + b"," + json.dumps(other).encode() + b"]"
+    seen: list[oh.StartTask] = []
+
+    async def read_on() -> None:
+        reader = CountingReader(_SilentOnce([rest], -1))
+        async for batch in iter_start_task_batches(reader, task_id=first["id"], received=3):
+            seen.extend(batch)
+
+    with pytest.raises(oh.StreamError) as info:
+        await read_on()
+    assert [t.id for t in seen] == [first["id"]]
+    assert info.value.message == (
+        f"stream-start element 4 is task {'0' * 32}, the stream started with task {first['id']}"
+    )
+    assert info.value.items_received == 4

@@ -188,7 +188,12 @@ async def iter_start_tasks(
 
 
 async def iter_start_task_batches(
-    reader: CountingReader, *, method: str = "", url: str = ""
+    reader: CountingReader,
+    *,
+    method: str = "",
+    url: str = "",
+    task_id: str | None = None,
+    received: int = 0,
 ) -> AsyncGenerator[list[StartTask], None]:
     """The parser core: the elements of a stream-start body as `StartTask`s, a list per
     read (every element the read completed, handed over before the next read).
@@ -197,10 +202,12 @@ async def iter_start_task_batches(
     byte offset and excerpt) on a malformed body, `StreamTruncated` when the body ends
     mid-array, and lets the reader's `APIConnectionError` through when the connection
     breaks. Checks that every element has the same task id. Nothing from ijson or cattrs
-    escapes.
+    escapes. A parser that reads on after another one stopped mid-body (a stream that went
+    silent) takes over its `task_id` and the count of elements `received`, so its checks
+    and errors speak of the whole body.
     """
-    count = 0
-    first_id: str | None = None
+    count = received
+    first_id = task_id
 
     def fail(
         message: str, cls: type[StreamError] = StreamError, excerpt: bytes | None = None

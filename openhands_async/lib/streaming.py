@@ -40,7 +40,7 @@ from ..models import StartRequest, StartTask, StartTaskStatus
 from ..resources.start_tasks import StartTasks
 from ._async_stream import AsyncStream
 from ._start_recovery import Rest, Watch, drain, follow_open, poll, resume_point
-from ._stream_parser import CountingReader, iter_start_task_batches, iter_start_tasks
+from ._stream_parser import CountingReader, iter_start_task_batches
 
 log = logging.getLogger("openhands_async")
 
@@ -273,22 +273,16 @@ async def _stream_or_recover(
             return
         more = CountingReader(Rest(stream, point), method=method, url=url)
         more.offset = read.offset - (1 if point else 0)  # Rest's `[` stands before the rest
+        batches = iter_start_task_batches(
+            more, method=method, url=url, task_id=first.id, received=items
+        )
         try:
-            async for task in iter_start_tasks(more, method=method, url=url):
-                if task.id != first.id:
-                    raise StreamError(
-                        f"stream-start element {items} is task {task.id}, "
-                        f"the stream started with task {first.id}",
-                        method=method,
-                        url=url,
-                        offset=more.offset,
-                        excerpt=more.excerpt(),
-                    )
-                items += 1
-                yield task
-        except StreamError as exc:
-            exc.items_received = items  # counted over the whole body, not only the rest
-            raise
+            async for batch in batches:
+                for task in batch:
+                    items += 1
+                    yield task
+        finally:
+            await batches.aclose()
 
     if silent is not None:
         # The open-source server runs the start inside this response and drops it when the
