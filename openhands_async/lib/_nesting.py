@@ -34,6 +34,11 @@ class NestingGuard:
         self._escaped = False  # the chunk before ended inside a string, on a backslash
         self._before: tuple[int, bool, bool] = (0, False, False)  # the state before a feed
 
+    @property
+    def in_string(self) -> bool:
+        """Whether the bytes fed so far end inside a JSON string (an escape pending too)."""
+        return self._in_string or self._escaped
+
     def feed(self, data: bytes) -> bool:
         """Account for the next chunk; False once the body nests deeper than MAX_DEPTH."""
         self._before = (self.depth, self._in_string, self._escaped)

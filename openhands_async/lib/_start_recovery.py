@@ -190,11 +190,10 @@ class _Source(Protocol):
 def resume_point(reader: CountingReader) -> bytes | None:
     """Where the body `reader` read so far stands: b"" nothing yet, b"[" or b"," just before
     an element, b"}" just after one; None anywhere else (inside an element or a string),
-    where no parser can take it up. Reads the reader's nesting guard (same package)."""
+    where no parser can take it up."""
     if not reader.started:
         return b""
-    guard = reader._nesting
-    if guard.depth != 1 or guard._in_string or guard._escaped:
+    if reader.nesting.depth != 1 or reader.nesting.in_string:
         return None
     last = reader.excerpt().rstrip()[-1:]
     return last if last in (b"[", b",", b"}") else None

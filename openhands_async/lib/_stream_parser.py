@@ -80,7 +80,8 @@ class CountingReader:
         #: True once the first non-blank byte arrived (and was a `[`).
         self.started = False
         self._tail = bytearray()
-        self._nesting = NestingGuard()
+        #: The nesting of the bytes read so far (where a body can be taken up).
+        self.nesting = NestingGuard()
 
     async def read(self, n: int = -1) -> bytes:
         if n == 0:
@@ -101,8 +102,8 @@ class CountingReader:
         self._tail += data
         if len(self._tail) > _TAIL:
             del self._tail[: len(self._tail) - _TAIL]
-        if not self._nesting.feed(data):
-            raise _TooDeep(data[: self._nesting.safe_length(data)])
+        if not self.nesting.feed(data):
+            raise _TooDeep(data[: self.nesting.safe_length(data)])
         return data
 
     def _check_start(self, data: bytes) -> None:
