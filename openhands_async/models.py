@@ -296,19 +296,7 @@ class Event(_Model):
             finish = action.get("message")
             return finish if isinstance(finish, str) else None
         message = self.payload.get("llm_message")
-        if not isinstance(message, dict):
-            return None
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if not isinstance(content, list):
-            return None
-        parts = [
-            block["text"]
-            for block in content
-            if isinstance(block, dict) and isinstance(block.get("text"), str)
-        ]
-        return "\n".join(parts)
+        return text_blocks(message.get("content")) if isinstance(message, dict) else None
 
     @property
     def action(self) -> dict[str, Any] | None:
@@ -372,6 +360,20 @@ class Event(_Model):
 
 
 _FULL = "full_state"  # a state update's key for a whole-state snapshot
+
+
+def text_blocks(value: object) -> str | None:
+    """Text content as the server writes it (a string, or `[{"type": "text", "text": ...}]`
+    blocks, joined by newlines); None for anything else."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        return None
+    return "\n".join(
+        block["text"]
+        for block in value
+        if isinstance(block, dict) and isinstance(block.get("text"), str)
+    )
 
 
 def _object(value: object) -> dict[str, Any] | None:

@@ -41,7 +41,7 @@ from .._constants import (
     DEFAULT_FOLLOW_SETTLE,
 )
 from .._inputs import normalize_uuid
-from ..models import Event
+from ..models import Event, text_blocks
 from ._async_stream import AsyncStream
 from ._follow_run import (
     _TRANSPORTS,
@@ -142,7 +142,7 @@ def _gist(event: Event) -> str:
         kind = action.get("kind") or payload.get("tool_name") or "action"
         what = event.command or event.path or event.text or _first_text(action, _ACTION_FIELDS)
         # The real server's `summary` is the tool call as JSON: the last resort only.
-        return f"{kind}: {what}" if what else _text(payload.get("thought")) or str(kind)
+        return f"{kind}: {what}" if what else text_blocks(payload.get("thought")) or str(kind)
     if event.kind == "ObservationEvent":
         output = (event.output or "").strip()
         return output.splitlines()[0] if output else "(no output)"
@@ -159,13 +159,3 @@ _ACTION_FIELDS = ("code", "url", "query", "message")
 
 def _first_text(fields: dict[str, Any], names: tuple[str, ...]) -> str | None:
     return next((v for n in names if isinstance(v := fields.get(n), str) and v.strip()), None)
-
-
-def _text(value: object) -> str | None:
-    """Text blocks (`[{"type": "text", "text": ...}]`) or a plain string, as one string."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        parts = [b["text"] for b in value if isinstance(b, dict) and isinstance(b.get("text"), str)]
-        return "\n".join(parts) or None
-    return None
