@@ -152,6 +152,7 @@ class OpenHandsClient(BaseClient):
         journal: str | os.PathLike[str] | Journal | None = None,
         fail_fast: bool = False,
         poll_interval: float = DEFAULT_BATCH_POLL_INTERVAL,
+        watch_ends: bool = False,
         on_progress: Callable[[BatchProgress], None] | None = None,
         retry_failed: bool = False,
         out: str | os.PathLike[str] | None = None,
@@ -164,7 +165,9 @@ class OpenHandsClient(BaseClient):
         batch again with it after a crash and finished jobs are skipped, started ones
         tracked (never started again), and only never-submitted ones started;
         `retry_failed=True` starts failed ones again. `out`: write the whole batch's results
-        there (JSONL) when the run ends. A 401/403 stops the batch. See `BatchRun`.
+        there (JSONL) when the run ends. A 401/403 stops the batch. Ends are polled every
+        `poll_interval` s; `watch_ends=True` also hears each one from its agent server's
+        WebSocket, so its slot is refilled at once. See `BatchRun`.
 
         Several workers share one batch with `journal="postgresql://user@host:5432/db"` and
         the same `batch_name` (extra `openhands-async[postgres]`): `max_running` then holds
@@ -179,6 +182,7 @@ class OpenHandsClient(BaseClient):
             journal=journal,
             fail_fast=fail_fast,
             poll_interval=poll_interval,
+            watch_ends=watch_ends,
             on_progress=on_progress,
             retry_failed=retry_failed,
             out=out,

@@ -606,3 +606,70 @@ async def test_untrack_forgets_done_items_and_can_end_a_wait(clock: None) -> Non
     poller.untrack(T2)  # the last followed item: the wait ends
     assert await waiting == {}
     await poller.aclose()
+
+
+# ---------------------------------------------------------------------- refresh
+
+
+async def test_refresh_reads_a_waiting_item_at_once_then_backs_off_afresh(clock: None) -> None:
+    host = _Host()
+    host.store[C1] = _conv("RUNNING", "running")
+    host.on_read = lambda n: n == 6 and host.store.__setitem__(C1, _conv("RUNNING", "finished"))
+    poller = _poller(host)  # min 1, max 16: unrefreshed reads at 0, 1, 3, 7, 15, 31
+    poller.track_conversation(C1)
+    asyncio.get_running_loop().call_at(5.0, poller.refresh, C1.upper())  # any id spelling
+    results = await poller.wait()
+    assert host.times(C1) == [0.0, 1.0, 3.0, 5.0, 6.0, 8.0]
+    model = results[C1]
+    assert isinstance(model, Conversation)
+    assert model.execution_status == "finished"
+    await poller.aclose()
+
+
+async def test_refresh_during_the_items_read_reads_it_again_after_that_cycle(
+    clock: None,
+) -> None:
+    host = _Host()
+    host.store[C1] = _conv("RUNNING", "running")
+    host.store[C2] = _conv("RUNNING", "running")
+    poller = _poller(host)
+
+    def on_read(n: int) -> None:
+        if n == 3:  # in flight: its answer (sent before the news) must not end the refresh
+            poller.refresh(C1)
+        if n == 4:
+            host.store[C1] = _conv("RUNNING", "finished")
+            host.store[C2] = _conv("RUNNING", "finished")
+
+    host.on_read = on_read
+    poller.track_conversations([C1, C2])
+    results = await poller.wait()
+    assert [(t, ids) for t, _, ids in host.reads] == [
+        (0.0, [C1, C2]),
+        (1.0, [C1, C2]),
+        (3.0, [C1, C2]),
+        (3.0, [C1]),  # refreshed alone, right after the cycle that was reading it
+        (7.0, [C2]),
+    ]
+    assert {k: getattr(m, "execution_status", None) for k, m in results.items()} == {
+        C1: "finished",
+        C2: "finished",
+    }
+    await poller.aclose()
+
+
+async def test_refresh_of_an_item_not_followed_reads_nothing(clock: None) -> None:
+    host = _Host()
+    host.store[C1] = _conv("ERROR")
+    poller = _poller(host)
+    poller.refresh(C1)  # never tracked (and before the poller started)
+    poller.track_conversation(C1)
+    await poller.wait()  # read once: ERROR is terminal
+    poller.refresh(C1)  # done: no longer followed
+    poller.refresh(C2)
+    await asyncio.sleep(0)
+    assert host.times(C1) == [0.0]
+    assert host.reads == [(0.0, "conversation", [C1])]
+    with pytest.raises(ValueError, match="id"):
+        poller.refresh("not-a-uuid")
+    await poller.aclose()

@@ -20,55 +20,44 @@ Items due within `min_interval / 2` of a cycle are read in it too (they share re
 Terminal: a start task READY or ERROR (READY hands over to its conversation, which is then
 followed automatically); a conversation whose `is_terminal` holds. Sandbox PAUSED is not
 terminal: it is reported as a change and followed on. An id the server answers null for is
-reported once as missing and no longer read. Cost: per followed item the poller keeps its
-id, kind, status and schedule (~100-300 bytes); a model only once the item is final (what
-`wait()` returns). A read builds a typed model only for a change a feed will see or a final
-one: an unchanged item is compared by its raw status fields (`_polling.StatusTable`), as
-building a model costs 1.5-3x parsing it. Each chunk's answer is observed as it comes in (a
-cycle holds <= `max_in_flight`); each consumer reads its own `ChangeFeed` (`changes()`).
+reported once as missing and no longer read. `refresh(id)` reads an item in the next cycle,
+for a caller told by other means that it changed (the batch runner's `watch_ends`).
+
+Cost: per followed item the poller keeps its id, kind, status and schedule (~100-300
+bytes); a model only once the item is final (what `wait()` returns). A read builds a typed
+model only for a change a feed will see or a final one: an unchanged item is compared by
+its raw status fields (`_polling.StatusTable`), as building a model costs 1.5-3x parsing
+it. Each chunk's answer is observed as it comes in (a cycle holds <= `max_in_flight`);
+each consumer reads its own `ChangeFeed` (`changes()`).
+The loop itself lives in `lib/_poll_loop.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import weakref
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
-from .._batch import chunked, for_each_bounded
-from .._constants import DEFAULT_POLLER_INTERVAL, DEFAULT_POLLER_MAX_IN_FLIGHT, MAX_BATCH_IDS
+from .._constants import DEFAULT_POLLER_INTERVAL, DEFAULT_POLLER_MAX_IN_FLIGHT
 from .._inputs import normalize_uuid
-from ..errors import ResponseValidationError
-from ..models import Conversation, StartTask, StartTaskStatus
+from ..models import Conversation, StartTask
+from ._poll_loop import PollLoop
 from ._polling import (
     _CLOSED,
-    _IDLE,
-    MISSING,
     ChangeFeed,
-    Kind,
-    Model,
     PollerHost,
     PollerStats,
     StatusChange,
     StatusTable,
-    _Item,
-    _Queued,
     bounds,
     final_change,
-    parse,
-    read_raw,
     resolve_poll_interval,
-    status_of,
 )
 
 __all__ = ["ChangeFeed", "ConversationPoller", "PollerHost", "PollerStats", "StatusChange"]
 
-log = logging.getLogger("openhands_async")
 
-
-class ConversationPoller:
+class ConversationPoller(PollLoop):
     """Follow many start tasks and conversations until they are done (see module docs).
 
     Create it with `client.poller(...)`. It starts on first use of `changes()`, `wait()`
@@ -87,7 +76,7 @@ class ConversationPoller:
         interval: float | None = None,
         fixed_rate: bool = False,
     ) -> None:
-        """`interval`: deprecated name of `poll_interval`. `fixed_rate`: see `_cycle`."""
+        """`interval`: deprecated name of `poll_interval`. `fixed_rate`: see `PollLoop._cycle`."""
         period = resolve_poll_interval(poll_interval, interval, DEFAULT_POLLER_INTERVAL)
         min_i, max_i = bounds(period, min_interval, max_interval)
         if max_in_flight < 1:
@@ -100,15 +89,15 @@ class ConversationPoller:
         self.fixed_rate = fixed_rate
         self.stats = PollerStats()
         self._table = StatusTable()
-        self._active: dict[str, _Item] = {}
-        self._done: dict[str, Model | None] = {}
-        self._missing_kinds: dict[str, Kind] = {}  # kind of the ids the server had not
-        # Weakly: a feed its consumer dropped stops receiving (and is freed).
-        self._subscribers: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
+        self._active = {}
+        self._done = {}
+        self._missing_kinds = {}
+        self._urgent = set()
+        self._subscribers = weakref.WeakSet()
         self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._idle: asyncio.Event | None = None
-        self._error: BaseException | None = None
+        self._wake = None
+        self._idle = None
+        self._error = None
         self._closed = False
 
     # ------------------------------------------------------------------ tracking
@@ -131,6 +120,16 @@ class ConversationPoller:
         """`track_conversation` for each id; returns the normalised ids."""
         return [self.track_conversation(i) for i in conversation_ids]
 
+    def refresh(self, item_id: str) -> None:
+        """Read a followed item now, not at its turn: for a caller told by other means (its
+        events, say) that it changed. Its back-off then starts over (`min_interval`, twice
+        that, ...). Nothing happens if it is not followed."""
+        key = normalize_uuid(item_id, "id")
+        if key in self._active:
+            self._urgent.add(key)
+            if self._wake is not None:
+                self._wake.set()
+
     def untrack(self, item_id: str) -> None:
         """Stop following an item and forget it (no error if it is not tracked)."""
         key = normalize_uuid(item_id, "id")
@@ -139,20 +138,6 @@ class ConversationPoller:
         self._missing_kinds.pop(key, None)
         if not self._active:
             self._went_idle()
-
-    def _track(self, key: str, kind: Kind) -> str:
-        if self._closed:
-            raise RuntimeError("this poller is closed")
-        if key in self._active:
-            return key
-        self._done.pop(key, None)
-        self._missing_kinds.pop(key, None)
-        self._active[key] = _Item(key, kind, 0.0, self.min_interval)
-        if self._idle is not None:
-            self._idle.clear()
-        if self._wake is not None:
-            self._wake.set()
-        return key
 
     @property
     def tracked(self) -> int:
@@ -270,131 +255,3 @@ class ConversationPoller:
     def running(self) -> bool:
         """True while the polling loop runs."""
         return self._task is not None and not self._task.done()
-
-    # ------------------------------------------------------------------ the loop
-
-    async def _run(self) -> None:
-        assert self._wake is not None
-        loop = asyncio.get_running_loop()
-        slack = self.min_interval / 2
-        try:
-            while True:
-                self._wake.clear()
-                now = loop.time()
-                horizon = now + slack
-                due = [item for item in self._active.values() if item.due <= horizon]
-                if due:
-                    await self._cycle(due)
-                    continue
-                if not self._active:
-                    await self._wake.wait()
-                    continue
-                next_due = min(item.due for item in self._active.values())
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(0.0, next_due - now))
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # a bug or a non-transient API error: tell consumers
-            if isinstance(exc, Exception):  # Ctrl-C (3.10 delivers it here) is the user's
-                log.warning("poller stopped: %r", exc)
-            self._error = exc
-            if self._idle is not None:
-                self._idle.set()
-            self._broadcast(_CLOSED)
-            if not isinstance(exc, Exception):
-                raise
-
-    async def _cycle(self, due: Sequence[_Item]) -> None:
-        tasks = [item for item in due if item.kind == "start_task"]
-        convs = [item for item in due if item.kind == "conversation"]
-        chunks = [*chunked(tasks, MAX_BATCH_IDS), *chunked(convs, MAX_BATCH_IDS)]
-        self.stats.count_cycle(len(tasks), len(convs), len(chunks))
-        # Chunks are observed as they come in (<= max_in_flight alive). Intervals count from
-        # the cycle's end, or (`fixed_rate`) its start but >= min_interval/2 after its end;
-        # items read together stay due together (`due` holds the interval; base added here).
-        clock = asyncio.get_running_loop().time
-        start = clock()
-        await for_each_bounded(chunks, self._read_chunk, concurrency=self.max_in_flight)
-        end = clock()
-        base = max(start, end - self.min_interval / 2) if self.fixed_rate else end
-        for item in due:
-            item.due += base
-        if not self._active:
-            self._went_idle()
-
-    async def _read_chunk(self, chunk: Sequence[_Item]) -> None:
-        # Ids were normalized when tracked; a chunk is <= 99 ids, so this is one request.
-        result = await read_raw(self._client, chunk[0].kind, [i.id for i in chunk])
-        now = 0.0  # the cycle adds its end time (see `_cycle`)
-        if isinstance(result, BaseException):
-            self.stats.failed_requests += 1
-            for item in chunk:
-                self._back_off(item, now)
-            return
-        for item, raw in zip(chunk, result, strict=True):
-            self._observe(item, raw, now)
-
-    def _back_off(self, item: _Item, now: float) -> None:
-        item.interval = min(self.max_interval, item.interval * 2)
-        item.due = now + item.interval
-
-    def _observe(self, item: _Item, raw: dict[str, Any] | None, now: float) -> None:
-        if self._active.get(item.id) is not item:
-            return  # untracked (or re-tracked) while the read was in flight
-        if raw is None:
-            del self._active[item.id]
-            self._done[item.id] = None
-            self._missing_kinds[item.id] = item.kind
-            self._emit(StatusChange(item.id, item.kind, item.status, MISSING, None, True, True))
-            return
-        key = self._table.key(item.kind, raw)
-        row = self._table.row(key, raw)
-        if row is not None and row[0] == item.status:
-            self._back_off(item, now)
-            return
-        model: Model | None = None
-        if row is None or row[1] is not False or self._subscribers:
-            # A model only when a feed will see it, it is kept (terminal), or the raw fields
-            # cannot tell the status or whether it is terminal.
-            try:
-                model = parse(self._client, item.kind, raw)
-            except ResponseValidationError as exc:  # one bad object: read it again later
-                log.info("poller read of %s failed (%r); retrying later", item.id, exc)
-                self._back_off(item, now)
-                return
-            status, terminal = status_of(model), model.is_terminal
-            if row is not None:
-                row[1] = terminal
-            if status == item.status:
-                self._back_off(item, now)
-                return
-        else:
-            status, terminal = row[0], False
-        old, item.status = item.status, status
-        item.interval = self.min_interval
-        item.due = now + item.interval
-        if terminal:
-            del self._active[item.id]
-            self._done[item.id] = model
-        self._emit(StatusChange(item.id, item.kind, old, status, model, terminal))
-        if (
-            isinstance(model, StartTask)
-            and model.status is StartTaskStatus.READY
-            and model.app_conversation_id
-        ):
-            conv_id = normalize_uuid(model.app_conversation_id, "app_conversation_id")
-            if conv_id not in self._active and conv_id not in self._done:
-                self._track(conv_id, "conversation")
-
-    def _emit(self, change: StatusChange) -> None:
-        self.stats.changes += 1
-        self._broadcast(change)
-
-    def _broadcast(self, item: _Queued) -> None:
-        for feed in list(self._subscribers):
-            feed._put(item)
-
-    def _went_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.set()
-        self._broadcast(_IDLE)

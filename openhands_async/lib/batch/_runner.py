@@ -30,6 +30,7 @@ from .._polling import StatusChange
 from ..poller import ConversationPoller
 from ._claims import AUTH_ERRORS, Active, Claims, Lost, Resend, StartOutcome
 from ._config import BatchHost, Settings
+from ._end_watch import EndWatch
 from ._intake import Intake
 from .jobs import BatchProgress, Job, JobResult, JobsInput, ended, failed
 from .journal import Ended, Journal, JournalRow
@@ -62,6 +63,8 @@ class Runner(Claims):
         # One feed for the whole run, open from the start, so nothing is missed while the
         # batch follows no job (all ended, the next starting).
         self.changes = self.poller.changes(until_idle=False)
+        # Ends heard from the agent servers, read by the poller at once (`watch_ends`).
+        self.watch = EndWatch(client.events, self.poller) if settings.watch_ends else None
         self.next_change: asyncio.Task[StatusChange | None] | None = None
         self.active: dict[str, Active] = {}  # by start task id, as tracked
         self.by_conversation: dict[str, Active] = {}  # by normalized conversation id
@@ -281,6 +284,7 @@ class Runner(Claims):
                 self.by_conversation[entry.conversation_id] = entry
             elif entry.conversation_id:  # the poller has no id to follow: use ours
                 self.poller.track_conversation(entry.conversation_id)
+            self._watch(entry)
             return
         if change.terminal:
             self._forget(entry)
@@ -340,7 +344,12 @@ class Runner(Claims):
             # Read it afresh: paused again before the next read, it would show no change.
             self.poller.untrack(entry.conversation_id)
             self.poller.track_conversation(entry.conversation_id)
+            self._watch(entry)  # a watch ends when its sandbox is paused
         self._report()
+
+    def _watch(self, entry: Active) -> None:
+        if self.watch is not None and entry.conversation_id:
+            self.watch.watch(entry.conversation_id)
 
     def _forget(self, entry: Active) -> None:
         self.active.pop(entry.key, None)
@@ -348,6 +357,8 @@ class Runner(Claims):
         if entry.conversation_id:
             self.by_conversation.pop(entry.conversation_id, None)
             self.poller.untrack(entry.conversation_id)
+            if self.watch is not None:
+                self.watch.stop(entry.conversation_id)
         if entry.paused:
             self.paused.remove(entry)
 
@@ -377,5 +388,7 @@ class Runner(Claims):
             await asyncio.wait(pending)
         self.starting.clear()
         self.next_change = self.slot_wait = None
+        if self.watch is not None:
+            await self.watch.aclose()
         await self.changes.aclose()
         await self.poller.aclose()

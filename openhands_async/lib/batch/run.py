@@ -95,6 +95,11 @@ class BatchRun:
     `retry_failed=True` starts jobs that failed in an earlier run again, each with a fresh
     conversation id (the old attempt stays in the journal row's `history`).
 
+    Ends are read every `poll_interval` s, so a slot stays empty up to that long after its
+    job ended. `watch_ends=True` also follows each running job's events on its agent
+    server's WebSocket (at most `max_running` sockets) and reads a job the moment its agent
+    reports the run over; the poll stays the record, and catches any end a watch missed.
+
     Shared batches: with `journal="postgresql://..."` and a `batch_name`, any number of
     workers (processes, machines) run one batch: each job is started by one of them,
     `max_running` holds per account across them (`account`: the label of the client's API
@@ -114,6 +119,7 @@ class BatchRun:
         journal: JournalSpec = None,
         fail_fast: bool = False,
         poll_interval: float = DEFAULT_BATCH_POLL_INTERVAL,
+        watch_ends: bool = False,
         on_progress: Callable[[BatchProgress], None] | None = None,
         retry_failed: bool = False,
         out: str | os.PathLike[str] | None = None,
@@ -142,6 +148,7 @@ class BatchRun:
             start_limiter=limiter,
             fail_fast=fail_fast,
             poll_interval=float(poll_interval),
+            watch_ends=bool(watch_ends),
             on_progress=on_progress,
             retry_failed=retry_failed,
             start_timeout=_start_timeout(client),

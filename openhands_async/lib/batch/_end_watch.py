@@ -1,0 +1,80 @@
+"""`EndWatch`: hear a running job's end from its agent server instead of waiting for a poll.
+
+A poller sees an end up to one `poll_interval` late, and a batch's slot stays empty that
+long: at the 5 s default, 2.5 s a job on average. With `run_batch(watch_ends=True)` each
+running job's events are followed on its agent server's WebSocket (`events.follow`, at most
+`max_running` sockets), and the state update that ends the run makes the poller read that
+conversation at once (`ConversationPoller.refresh`). The poller's read stays the record of
+the end: a watch only hurries it, so a watch that fails (no reachable agent server, a
+dropped socket past its reconnects, a paused sandbox) is logged and the job is polled as
+before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..events import Events
+    from ..poller import ConversationPoller
+
+log = logging.getLogger("openhands_async")
+
+__all__ = ["EndWatch"]
+
+
+class EndWatch:
+    """One watch task per conversation id (normalised); `aclose()` ends them all."""
+
+    def __init__(self, events: Events, poller: ConversationPoller) -> None:
+        self._events = events
+        self._poller = poller
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def watch(self, conversation_id: str) -> None:
+        """Follow this conversation's events until its run ends (again, if watched before)."""
+        old = self._tasks.get(conversation_id)
+        if old is not None and not old.done():
+            return
+        task = asyncio.get_running_loop().create_task(self._watch(conversation_id))
+        self._tasks[conversation_id] = task
+        task.add_done_callback(lambda t: self._forget(conversation_id, t))
+
+    def stop(self, conversation_id: str) -> None:
+        task = self._tasks.pop(conversation_id, None)
+        if task is not None:
+            task.cancel()
+
+    @property
+    def watching(self) -> int:
+        return len(self._tasks)
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def _forget(self, conversation_id: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(conversation_id) is task:
+            del self._tasks[conversation_id]
+
+    async def _watch(self, conversation_id: str) -> None:
+        # settle=0: the end is wanted the moment it is sent, not after the replay's
+        # stragglers (the poller's read, not this event, is what the batch records).
+        stream = self._events.follow(conversation_id, transport="websocket", settle=0.0)
+        try:
+            async with stream:
+                async for event in stream:
+                    if event.is_terminal:
+                        break
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the poll still sees the end: only later
+            log.info("not watching %s's events (%r); its end is polled", conversation_id, exc)
+            return
+        self._poller.refresh(conversation_id)
