@@ -2,7 +2,7 @@
 
     python benchmarks/bench_batch.py [--jobs 1000] [--cap 10] [--run-seconds 0.5]
                                      [--repeat 1] [--only run_batch] [--journal memory|file]
-                                     [--poll-interval 0.02]
+                                     [--poll-interval 0.02] [--watch-ends]
 
 A FakeCloud with a per-account running cap (`--cap`, pause mode: a start beyond the cap
 silently pauses the account's oldest running conversations, as the Cloud does) runs in a
@@ -10,6 +10,8 @@ separate process. Every conversation runs `--run-seconds` after a short start-up
 
 - `run_batch`: `client.run_batch(jobs, max_running=cap, poll_interval=0.02)` (the interval
   is `--poll-interval`); ideal wall time is ceil(jobs / cap) x (start-up + run seconds).
+  `--watch-ends` adds a second row, `run_batch watch_ends`: the same run with
+  `watch_ends=True` (each end heard on the agent server's WebSocket), side by side.
   Also printed: the requests the FakeCloud received, and the client's and the FakeCloud's
   CPU time per job.
 - `docs way`: start all jobs with POST (50 at a time), then poll each conversation with its
@@ -102,7 +104,7 @@ def _timed_journal(path: str) -> Any:
 
 
 async def _with_batch(
-    base_url: str, n: int, cap: int, journal_kind: str, poll: float = 0.02
+    base_url: str, n: int, cap: int, journal_kind: str, poll: float = 0.02, watch: bool = False
 ) -> dict[str, Any]:
     import openhands_async as oh
 
@@ -111,7 +113,9 @@ async def _with_batch(
         jobs = (oh.Job(f"bench job {i}", repository="bench/repo") for i in range(n))
         began, cpu = time.monotonic(), time.process_time()
         ok = 0
-        runs = client.run_batch(jobs, max_running=cap, poll_interval=poll, journal=journal)
+        runs = client.run_batch(
+            jobs, max_running=cap, poll_interval=poll, journal=journal, watch_ends=watch
+        )
         async for result in runs:
             ok += result.ok
         wall, cpu = time.monotonic() - began, time.process_time() - cpu
@@ -182,8 +186,9 @@ def _run(
     base_url = f"http://127.0.0.1:{port}"
     ideal = math.ceil(n / cap) * (START_UP + run_seconds)
     try:
-        if kind == "run_batch":
-            out = asyncio.run(_with_batch(base_url, n, cap, journal, poll))
+        if kind.startswith("run_batch"):
+            watch = kind == "run_batch watch_ends"
+            out = asyncio.run(_with_batch(base_url, n, cap, journal, poll, watch))
         else:
             out = asyncio.run(_docs_way(base_url, n, ideal * 1.5))
         parent.send("stats")
@@ -215,12 +220,18 @@ def main() -> None:
     parser.add_argument(
         "--poll-interval", type=float, default=0.02, help="run_batch's poll_interval"
     )
+    parser.add_argument(
+        "--watch-ends", action="store_true", help="also run run_batch with watch_ends=True"
+    )
     args = parser.parse_args()
     kinds = [args.only] if args.only else ["run_batch", "docs way"]
+    if args.watch_ends and "run_batch" in kinds:
+        kinds.insert(kinds.index("run_batch") + 1, "run_batch watch_ends")
+    # Round after round (each client once a round), so load that drifts hits each alike.
     rows = [
         (kind, _run(kind, args.jobs, args.cap, args.run_seconds, args.journal, args.poll_interval))
-        for kind in kinds
         for _ in range(args.repeat)
+        for kind in kinds
     ]
     print(
         f"\n{args.jobs} jobs, account cap {args.cap}, {args.run_seconds}s per conversation, "

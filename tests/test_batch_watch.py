@@ -36,6 +36,7 @@ async def test_ends_are_heard_from_the_agent_servers_without_waiting_for_a_poll(
     ):
         run = client.run_batch(jobs(5), max_running=2, poll_interval=HOUR, watch_ends=True)
         results = await asyncio.wait_for(_all(run), 60)
+        assert run.progress.ends_heard == 5
         assert server.agent_sockets.opened >= 5  # one watch (at least) per job
         await eventually(lambda: server.agent_sockets.open_total == 0)  # each closed at its end
     assert [r.state for r in results] == ["finished"] * 5
@@ -57,6 +58,7 @@ async def test_a_watch_refused_leaves_the_end_to_the_poll(
         with caplog.at_level(logging.INFO, "openhands_async"):
             run = client.run_batch(jobs(3), max_running=3, poll_interval=0.05, watch_ends=True)
             results = await asyncio.wait_for(_all(run), 60)
+        assert run.progress.ends_heard == 0
         keys = [server.conversation(r.conversation_id or "")["session_api_key"] for r in results]
     assert [r.state for r in results] == ["finished"] * 3
     assert server.agent_sockets.refused == server.agent_sockets.opened == 6

@@ -331,3 +331,19 @@ async def test_ctrl_c_prints_the_counts_and_the_resume_command(
     assert "whole batch: 5 jobs, finished 2, failed 0, running 3" in text, text
     assert "openhands-async batch" in err
     assert "'" + str(journal) + "'" in err  # quoted for the shell: it has a space
+
+
+# -- --watch-ends ------------------------------------------------------------------------------
+
+
+async def test_watch_ends_hears_each_end_on_the_agent_server(tmp_path: Path) -> None:
+    # READY at once and an hour between reads: a job can only end through its watch.
+    async with FakeCloud(start_timeline=[("READY", 0.0)], idle_seconds=0, run_seconds=0.2) as c:
+        jobs = write_jsonl(tmp_path / "jobs.jsonl", good(3))
+        argv = ["batch", str(jobs), "--interval", "3600", "--max-running", "2"]
+        code, out, err = await run(*argv, "--watch-ends", *auth(c))
+        assert c.agent_sockets.opened >= 3
+    assert code == 0, err
+    summary = summary_of(out)
+    assert (summary["finished"], summary["failed"], summary["ends_heard"]) == (3, 0, 3)
+    assert c.starts_received == 3

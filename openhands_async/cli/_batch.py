@@ -80,6 +80,7 @@ async def cmd_batch(client: Any, args: argparse.Namespace, out: Out) -> int:
         journal=journal,
         batch_name=args.batch_name,
         poll_interval=args.interval,
+        watch_ends=args.watch_ends,
         on_progress=display,
         retry_failed=args.retry_failed,
         out=args.out,  # the whole batch, rewritten from the journal at the end of each run
@@ -185,6 +186,7 @@ def _summary(
             "failed": failed,
             "skipped": skipped,
             "not_retried": s.not_retried if s else p.not_retried,
+            "ends_heard": p.ends_heard,
             "results": len(results),
             "elapsed": round(elapsed, 3),
         }

@@ -202,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: leave them alone)",
     )
     p.add_argument(
+        "--watch-ends",
+        action="store_true",
+        help="also follow each running job's events on its agent server, so that a job's "
+        "end is read at once and its slot refilled (default: found by the reads every "
+        "--interval)",
+    )
+    p.add_argument(
         "--check",
         action="store_true",
         help="check every line of JOBS.jsonl, then each llm_model and repository "

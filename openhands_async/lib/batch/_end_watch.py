@@ -32,6 +32,7 @@ class EndWatch:
         self._events = events
         self._poller = poller
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.heard = 0  # ends heard (each then read by the poller)
 
     def watch(self, conversation_id: str) -> None:
         """Follow this conversation's events until its run ends (again, if watched before)."""
@@ -71,10 +72,11 @@ class EndWatch:
             async with stream:
                 async for event in stream:
                     if event.is_terminal:
-                        break
+                        # Before the socket is closed: the read goes out a little sooner.
+                        self._poller.refresh(conversation_id)
+                        self.heard += 1
+                        return
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the poll still sees the end: only later
             log.info("not watching %s's events (%r); its end is polled", conversation_id, exc)
-            return
-        self._poller.refresh(conversation_id)

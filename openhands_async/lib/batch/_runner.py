@@ -130,6 +130,8 @@ class Runner(Claims):
         p = self.progress
         p.queued, p.starting, p.running = len(self.queue), len(self.starting), self._running()
         p.paused, p.target = len(self.paused), self.target
+        if self.watch is not None:
+            p.ends_heard = self.watch.heard
         if self.settings.on_progress is not None:
             self.settings.on_progress(p)
 
