@@ -670,6 +670,7 @@ async def test_refresh_of_an_item_not_followed_reads_nothing(clock: None) -> Non
     await asyncio.sleep(0)
     assert host.times(C1) == [0.0]
     assert host.reads == [(0.0, "conversation", [C1])]
-    with pytest.raises(ValueError, match="id"):
+    with pytest.raises(ValueError) as bad:
         poller.refresh("not-a-uuid")
+    assert str(bad.value) == "id must be a UUID (32 hex digits, dashes optional): 'not-a-uuid'"
     await poller.aclose()
