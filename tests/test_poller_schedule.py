@@ -37,6 +37,8 @@ from openhands_async.lib._polling import (
 from openhands_async.lib.poller import ConversationPoller
 from openhands_async.models import Conversation, StartTask
 
+from .conftest import exactly
+
 T1, T2, T3 = ("1" * 32, "2" * 32, "3" * 32)
 C1, C2 = ("a" * 32, "b" * 32)
 
@@ -52,6 +54,8 @@ class _Resource:
         try:
             await asyncio.sleep(0)  # let the other chunks of the cycle start
             host.reads.append((asyncio.get_running_loop().time(), self._kind, list(ids)))
+            if host.read_seconds:
+                await asyncio.sleep(host.read_seconds)  # the answer takes this long
             if host.failures:
                 raise host.failures.pop(0)
             if host.on_read is not None:
@@ -74,6 +78,7 @@ class _Host:
         self.failures: list[BaseException] = []
         self.on_read: Callable[[int], None] | None = None
         self.parsed = 0
+        self.read_seconds = 0.0  # how long each read takes (virtual time)
         self.in_flight = self.most_in_flight = 0
         self.registered: list[Any] = []
         self.start_tasks: Any = _Resource(self, "start_task", StartTask)
@@ -670,7 +675,38 @@ async def test_refresh_of_an_item_not_followed_reads_nothing(clock: None) -> Non
     await asyncio.sleep(0)
     assert host.times(C1) == [0.0]
     assert host.reads == [(0.0, "conversation", [C1])]
-    with pytest.raises(ValueError) as bad:
+    message = "id must be a UUID (32 hex digits, dashes optional): 'not-a-uuid'"
+    with pytest.raises(ValueError, match=exactly(message)):
         poller.refresh("not-a-uuid")
-    assert str(bad.value) == "id must be a UUID (32 hex digits, dashes optional): 'not-a-uuid'"
+    await poller.aclose()
+
+
+# ---------------------------------------------------------------------- fixed rate
+
+
+@pytest.mark.parametrize(
+    ("fixed_rate", "read_seconds", "times"),
+    [
+        # From each cycle's start: a read of 0.3 s does not push the next one back...
+        (True, 0.3, [0.0, 1.0, 2.0, 3.0]),
+        # ...but one longer than min_interval / 2 does, or the cycles would run back to back
+        # (a cycle takes in items due within min_interval / 2) on a server slow to answer.
+        (True, 0.8, [0.0, 1.8, 3.6, 5.4]),
+        # Otherwise from each cycle's end.
+        (False, 0.3, [0.0, 1.3, 2.6, 3.9]),
+    ],
+)
+async def test_fixed_rate_counts_the_interval_from_the_cycles_start(
+    clock: None, fixed_rate: bool, read_seconds: float, times: list[float]
+) -> None:
+    host = _Host()
+    host.read_seconds = read_seconds
+    host.store[C1] = _conv("RUNNING", "running")
+    host.on_read = lambda n: n == 4 and host.store.__setitem__(C1, _conv("RUNNING", "finished"))
+    poller = ConversationPoller(
+        host, 1.0, min_interval=1.0, max_interval=1.0, fixed_rate=fixed_rate
+    )
+    poller.track_conversation(C1)
+    await poller.wait()
+    assert host.times(C1) == pytest.approx(times)
     await poller.aclose()

@@ -119,13 +119,16 @@ class PollLoop:
         chunks = [*chunked(tasks, MAX_BATCH_IDS), *chunked(convs, MAX_BATCH_IDS)]
         self.stats.count_cycle(len(tasks), len(convs), len(chunks))
         # Chunks are observed as they come in (<= max_in_flight alive). Intervals count from
-        # the cycle's end, or (`fixed_rate`) its start but >= min_interval/2 after its end;
-        # items read together stay due together (`due` holds the interval; base added here).
+        # the cycle's end, or (`fixed_rate`) its start, unless it took over min_interval/2:
+        # the next cycle takes in items due that soon, so it would start at once (back to
+        # back on a server slow to answer). Items read together stay due together (`due`
+        # holds the interval; base added here).
         clock = asyncio.get_running_loop().time
         start = clock()
         await for_each_bounded(chunks, self._read_chunk, concurrency=self.max_in_flight)
         end = clock()
-        base = max(start, end - self.min_interval / 2) if self.fixed_rate else end
+        quick = end - start <= self.min_interval / 2
+        base = start if self.fixed_rate and quick else end
         for item in due:
             item.due += base
         if not self._active:
