@@ -79,7 +79,7 @@ class CountingReader:
         self.eof = False
         #: True once the first non-blank byte arrived (and was a `[`).
         self.started = False
-        self._tail = bytearray()
+        self._tail = b""
         #: The nesting of the bytes read so far (where a body can be taken up).
         self.nesting = NestingGuard()
 
@@ -99,9 +99,8 @@ class CountingReader:
         if not self.started:
             self._check_start(data)
         self.offset += len(data)
-        self._tail += data
-        if len(self._tail) > _TAIL:
-            del self._tail[: len(self._tail) - _TAIL]
+        # Only the last bytes of a read can end up in the tail: a 64 KB read is not copied.
+        self._tail = (self._tail + data[-_TAIL:])[-_TAIL:]
         if not self.nesting.feed(data):
             raise _TooDeep(data[: self.nesting.safe_length(data)])
         return data
@@ -123,7 +122,7 @@ class CountingReader:
             )
 
     def excerpt(self) -> bytes:
-        return bytes(self._tail[-_EXCERPT:])
+        return self._tail[-_EXCERPT:]
 
     def map_error(self, exc: BaseException) -> APIConnectionError | None:
         """The SDK error for a network failure of the source (None: not one). The source's
