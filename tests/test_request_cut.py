@@ -23,6 +23,7 @@ import openhands_async as oh
 from openhands_async.lib import _request_cut
 from openhands_async.lib._request_cut import RequestCut
 from openhands_async.lib._stream_parser import CountingReader, iter_start_tasks
+from openhands_async.lib._task_builder import TaskBuilder
 
 from .captures import raw
 
@@ -184,3 +185,41 @@ def test_requests_it_cannot_write_the_same_way_are_not_cut() -> None:
     assert cutter.expect([1]) is None
     assert cutter.expect({"bad": "\ud800"}) is None  # no UTF-8 form
     assert cutter.expect({"n": float("nan")}) is None
+
+
+def test_cut_repeats_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the first element (its request not known yet) goes through cattrs: a stand-in
+    # is taken for the StartRequest already made, not declined to cattrs (which would
+    # give the same value, slower).
+    calls: list[object] = []
+    slow = TaskBuilder._by_cattrs
+
+    def counting(self: TaskBuilder, item: dict[str, Any]) -> oh.StartTask:
+        calls.append(item.get("request"))
+        return slow(self, item)
+
+    monkeypatch.setattr(TaskBuilder, "_by_cattrs", counting)
+    data = bench_body(200)
+    got, err = asyncio.run(_run([data[i : i + 65536] for i in range(0, len(data), 65536)]))
+    assert err is None
+    assert len(got) == 200
+    assert len(calls) == 1
+
+
+def test_a_stand_in_for_a_request_no_longer_current_is_given_back() -> None:
+    # A request that changed and came back: its old stand-in goes through cattrs, with the
+    # request it stands for, as when ijson had read the request itself.
+    cutter = RequestCut()
+    builder = TaskBuilder(uncut=cutter.uncut)
+    first = json.loads(_element(BASE, "WORKING"))
+    builder.build(first)
+    builder.expect_cut(cutter.expect(builder.raw_request))
+    stand_in = cutter.expect(builder.raw_request)
+    other = json.loads(_element(BASE, "WORKING", {**BASE["request"], "title": "x"}))
+    changed = builder.build(other)
+    assert changed.request is not None
+    assert changed.request.title == "x"
+    again = builder.build({**json.loads(_element(BASE, "READY")), "request": stand_in})
+    assert again == builder.build(json.loads(_element(BASE, "READY")))
+    assert again.request is not None
+    assert again.request.title is None
