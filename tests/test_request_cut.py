@@ -223,3 +223,10 @@ def test_a_stand_in_for_a_request_no_longer_current_is_given_back() -> None:
     assert again == builder.build(json.loads(_element(BASE, "READY")))
     assert again.request is not None
     assert again.request.title is None
+
+
+def test_an_integer_request_without_stand_ins_is_refused_as_before() -> None:
+    item = {**json.loads(_element(BASE, "WORKING")), "request": 5}
+    for builder in (TaskBuilder(), TaskBuilder(uncut=RequestCut().uncut)):
+        with pytest.raises(oh.ResponseValidationError):
+            builder.build(dict(item))
