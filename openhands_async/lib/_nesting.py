@@ -39,6 +39,13 @@ class NestingGuard:
         """Whether the bytes fed so far end inside a JSON string (an escape pending too)."""
         return self._in_string or self._escaped
 
+    def replay(self) -> NestingGuard:
+        """A fresh guard in the state before the last `feed`: fed parts of that chunk in
+        turn, it tells the nesting at any point of it."""
+        probe = NestingGuard()
+        probe.depth, probe._in_string, probe._escaped = self._before
+        return probe
+
     def feed(self, data: bytes) -> bool:
         """Account for the next chunk; False once the body nests deeper than MAX_DEPTH."""
         self._before = (self.depth, self._in_string, self._escaped)
@@ -99,9 +106,7 @@ class NestingGuard:
         low, high = 0, len(data)  # the prefix of `low` bytes passes, of `high` fails
         while high - low > 1:
             mid = (low + high) // 2
-            probe = NestingGuard()
-            probe.depth, probe._in_string, probe._escaped = self._before
-            if probe.feed(data[:mid]):
+            if self.replay().feed(data[:mid]):
                 low = mid
             else:
                 high = mid

@@ -13,7 +13,7 @@ when the rest of it is malformed (`ijson.items_async` raises and drops them).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Protocol
 
 import ijson
@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..models import StartTask
 from ._nesting import MAX_DEPTH, NestingGuard
+from ._request_cut import RequestCut
 from ._task_builder import TaskBuilder
 
 __all__ = [
@@ -79,7 +80,7 @@ class CountingReader:
         self.eof = False
         #: True once the first non-blank byte arrived (and was a `[`).
         self.started = False
-        self._tail = bytearray()
+        self._tail = b""
         #: The nesting of the bytes read so far (where a body can be taken up).
         self.nesting = NestingGuard()
 
@@ -99,9 +100,8 @@ class CountingReader:
         if not self.started:
             self._check_start(data)
         self.offset += len(data)
-        self._tail += data
-        if len(self._tail) > _TAIL:
-            del self._tail[: len(self._tail) - _TAIL]
+        # Only the last bytes of a read can end up in the tail: a 64 KB read is not copied.
+        self._tail = (self._tail + data[-_TAIL:])[-_TAIL:]
         if not self.nesting.feed(data):
             raise _TooDeep(data[: self.nesting.safe_length(data)])
         return data
@@ -123,7 +123,7 @@ class CountingReader:
             )
 
     def excerpt(self) -> bytes:
-        return bytes(self._tail[-_EXCERPT:])
+        return self._tail[-_EXCERPT:]
 
     def map_error(self, exc: BaseException) -> APIConnectionError | None:
         """The SDK error for a network failure of the source (None: not one). The source's
@@ -222,7 +222,10 @@ async def iter_start_task_batches(
             items_received=count,
         )
 
-    build = TaskBuilder(method=method, url=url).build
+    cutter = RequestCut()
+    builder = TaskBuilder(method=method, url=url, uncut=cutter.uncut)
+    build = builder.build
+    expected: object = None  # the request whose repeats are cut from the reads
     # Push-style: ijson appends each element it completes to `done`; a read that is
     # malformed after some elements raises only once those elements are in `done`.
     done = ijson.sendable_list()
@@ -230,6 +233,7 @@ async def iter_start_task_batches(
     failure: BaseException | None = None
     truncated = False
     failed_read = b""
+    sent, cuts = b"", list[int]()  # what ijson was given of the last read: repeats cut, where
     while failure is None:
         try:
             data = await reader.read(_READ_SIZE)
@@ -237,7 +241,8 @@ async def iter_start_task_batches(
             data, failure = exc.prefix, exc
         try:
             if data:
-                push.send(data)
+                sent, cuts = (data, []) if failure else cutter.cut(data, reader.nesting)
+                push.send(sent)
             elif failure is None:
                 failure = _END
                 push.close()  # the end of the body: ijson checks the array was closed
@@ -275,6 +280,9 @@ async def iter_start_task_batches(
             count += 1
             batch.append(task)
         del done[:]
+        if builder.raw_request is not expected:
+            expected = builder.raw_request
+            builder.expect_cut(cutter.expect(expected))
         if batch:
             yield batch
         if invalid is not None:
@@ -290,16 +298,25 @@ async def iter_start_task_batches(
         raise fail(f"stream-start body ended mid-array after {count} elements", StreamTruncated)
     raise fail(
         f"stream-start body is not valid JSON: {reason}",
-        excerpt=_excerpt_at_error(failure, failed_read),
+        excerpt=_excerpt_at_error(failure, sent, failed_read, lambda at: cutter.origin(at, cuts))
+        if cuts and failed_read
+        else _excerpt_at_error(failure, failed_read),
     )
 
 
-def _excerpt_at_error(exc: BaseException, data: bytes) -> bytes | None:
+def _excerpt_at_error(
+    exc: BaseException,
+    data: bytes,
+    received: bytes | None = None,
+    origin: Callable[[int], int] | None = None,
+) -> bytes | None:
     """The bytes around the error itself, when the parser says where it is.
 
     yajl's message quotes the text near the error and points at it with a caret; the last
     bytes read can be well past it (good elements may follow the garbage in one read).
     None when the message has no such pointer (other backends) or the quote is not found.
+    When ijson was given the read with its request repeats cut (`data`), the excerpt is
+    of the bytes `received`, around the error's place there (`origin`).
     """
     lines = _text(exc, "surrogateescape").split("\n")
     if len(lines) < 3 or "^" not in lines[2]:
@@ -312,6 +329,8 @@ def _excerpt_at_error(exc: BaseException, data: bytes) -> bytes | None:
     if pos < 0 or at < 0:
         return None
     error = pos + at
+    if received is not None and origin is not None:
+        data, error = received, origin(error)
     return data[max(0, error - _EXCERPT // 3) : error + 2 * _EXCERPT // 3]
 
 

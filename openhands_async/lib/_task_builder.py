@@ -13,6 +13,7 @@ is invalid, it only declines it.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -91,16 +92,30 @@ class TaskBuilder:
     __slots__ = (
         "_created",
         "_created_text",
+        "_cut",
+        "_cut_raw",
         "_raw_request",
         "_request",
         "_structure",
+        "_uncut",
         "_updated",
         "_updated_text",
     )
 
-    def __init__(self, *, method: str = "", url: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        method: str = "",
+        url: str = "",
+        uncut: Callable[[object], object | None] | None = None,
+    ) -> None:
         self._raw_request: object = None
         self._request: StartRequest | None = None
+        # The stand-in (an int, see `_request_cut`) ijson reads for the request `_cut_raw`
+        # in place of its repeats; `uncut` gives back the request any stand-in stands for.
+        self._cut: int | None = None
+        self._cut_raw: object = None
+        self._uncut = uncut
         # None, not "": an empty timestamp is no repeat of one never seen (cattrs refuses it).
         self._created_text: str | None = None
         self._updated_text: str | None = None
@@ -111,6 +126,16 @@ class TaskBuilder:
             StartTask, method=method, url=url, field_hooks={"request": _request_or_made}
         )
 
+    @property
+    def raw_request(self) -> object:
+        """The request (as decoded) that an equal one in the next element reuses."""
+        return self._raw_request
+
+    def expect_cut(self, value: int | None) -> None:
+        """Repeats of `raw_request` now reach `build` as the stand-in `value` (None: no
+        more stand-ins for it)."""
+        self._cut, self._cut_raw = value, self._raw_request
+
     def build(self, item: dict[str, Any]) -> StartTask:
         """The `StartTask` of one element; `ResponseValidationError` if it does not fit."""
         try:
@@ -120,7 +145,7 @@ class TaskBuilder:
         except KeyError:
             return self._by_cattrs(item)
         # The usual value types (each test a pointer compare): id and status strings, the
-        # rest a string or null, the request an object or null.
+        # rest a string or null, the request an object, null or a stand-in (an int).
         if not (
             type(task_id) is str
             and type(status) is str
@@ -129,7 +154,7 @@ class TaskBuilder:
             and (conversation is None or type(conversation) is str)
             and (sandbox is None or type(sandbox) is str)
             and (server is None or type(server) is str)
-            and (request is None or type(request) is dict)
+            and (request is None or type(request) is dict or type(request) is int)
             and (c is None or type(c) is str)
             and (u is None or type(u) is str)
         ):
@@ -138,7 +163,11 @@ class TaskBuilder:
         if member is None:
             return self._by_cattrs(item)
         if request is not None:
-            if request != self._raw_request:
+            if type(request) is dict:
+                if request != self._raw_request:
+                    return self._by_cattrs(item)
+            # A stand-in, for the request last structured (else cattrs, which gets it back).
+            elif request != self._cut or self._raw_request is not self._cut_raw:
                 return self._by_cattrs(item)
             request = self._request
         else:
@@ -187,6 +216,11 @@ class TaskBuilder:
 
     def _by_cattrs(self, item: dict[str, Any]) -> StartTask:
         this_request = item.get("request")
+        if self._uncut is not None and type(this_request) is int:
+            # A stand-in: the request it stands for, as ijson would have decoded it.
+            restored = self._uncut(this_request)
+            if restored is not None:
+                item["request"] = this_request = restored
         if this_request is not None and this_request == self._raw_request:
             # The value structuring it again would give. Only fields typed Any keep the
             # first of equal numbers (1, 1.0).
