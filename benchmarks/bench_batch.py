@@ -12,8 +12,9 @@ separate process. Every conversation runs `--run-seconds` after a short start-up
   is `--poll-interval`); ideal wall time is ceil(jobs / cap) x (start-up + run seconds).
   `--watch-ends` adds a second row, `run_batch watch_ends`: the same run with
   `watch_ends=True` (each end heard on the agent server's WebSocket), side by side.
-  Also printed: the requests the FakeCloud received, and the client's and the FakeCloud's
-  CPU time per job.
+  Also printed: the requests the FakeCloud received, the client's and the FakeCloud's
+  CPU time per job, and how long after a conversation's end the start that refilled its
+  slot reached the FakeCloud (by its clock; what the runner adds to the ideal per slot).
 - `docs way`: start all jobs with POST (50 at a time), then poll each conversation with its
   own GET every 0.5 s until all are terminal or the ideal time x 1.5 has passed (paused
   conversations never finish on their own).
@@ -61,12 +62,23 @@ def _serve(conn: Connection, cap: int, run_seconds: float) -> None:
                             # The FakeCloud's own CPU: what the client waits for when its
                             # event loop idles.
                             "server_cpu": time.process_time(),
+                            "refill_gap_ms": _refill_gaps(cloud, cap),
                         }
                     )
                 else:
                     return
 
     asyncio.run(main())
+
+
+def _refill_gaps(cloud: Any, cap: int) -> list[float]:
+    """For each start past the first `cap`, how long after a conversation's end it reached
+    the server (ms), by FakeCloud's clock: the k-th end frees the slot of the (cap+k)-th
+    start. What the runner adds to the ideal per slot (reading the end, recording it,
+    refilling, the start's way to the server); only meaningful with nothing paused."""
+    starts = sorted(r.time for r in cloud.request_log if r.route == "start" and r.status == 200)
+    ends = sorted(c.outcome_at for c in cloud._store.conversations.values())  # FakeCloud's own
+    return [(s - e) * 1e3 for s, e in zip(starts[cap:], ends, strict=False)]
 
 
 _JOURNAL_CALLS = ("add", "key_of", "mark_starting", "mark_pending", "mark_running", "mark_ended")
@@ -240,9 +252,9 @@ def main() -> None:
     print(
         "| client | finished | wall s | ideal s | wall/ideal | requests"
         " | paused by cap | peak running | journal CPU µs/job | client CPU ms/job"
-        " | FakeCloud CPU ms/job |"
+        " | FakeCloud CPU ms/job | end to next start ms (median, p90) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def journal_cost(r: dict[str, Any]) -> str:
         us = r.get("journal_us_per_job")
@@ -255,11 +267,16 @@ def main() -> None:
     def server_cpu(r: dict[str, Any]) -> str:
         return f"{r['server_cpu'] / args.jobs * 1e3:.2f}"
 
+    def gaps(r: dict[str, Any]) -> str:
+        g = sorted(r["refill_gap_ms"])
+        return "-" if not g else f"{statistics.median(g):.1f}, {g[9 * len(g) // 10]:.1f}"
+
     for kind, r in rows:
         print(
             f"| {kind} | {r['finished']}/{args.jobs} | {r['wall']:.1f} | {r['ideal']:.1f} | "
             f"{r['wall'] / r['ideal']:.2f} | {r['requests']:,} | {r['paused']} "
-            f"| {r['peak_running']} | {journal_cost(r)} | {client_cpu(r)} | {server_cpu(r)} |"
+            f"| {r['peak_running']} | {journal_cost(r)} | {client_cpu(r)} | {server_cpu(r)} "
+            f"| {gaps(r)} |"
         )
     if args.repeat > 1:
         for kind in kinds:

@@ -48,10 +48,6 @@ class EndWatch:
         if task is not None:
             task.cancel()
 
-    @property
-    def watching(self) -> int:
-        return len(self._tasks)
-
     async def aclose(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
