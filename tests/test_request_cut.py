@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import openhands_async as oh
 from openhands_async.lib import _request_cut
+from openhands_async.lib._nesting import NestingGuard
 from openhands_async.lib._request_cut import RequestCut
 from openhands_async.lib._stream_parser import CountingReader, iter_start_tasks
 from openhands_async.lib._task_builder import TaskBuilder
@@ -166,6 +167,15 @@ def test_a_body_holding_the_stand_in_stops_the_cut(monkeypatch: pytest.MonkeyPat
     assert len(cut[0]) == 3
 
 
+def _cut_once(cutter: RequestCut, request: Any) -> None:
+    """One element whose request the cutter cuts (it then has one stand-in to give back)."""
+    data = b'[{"id":"x","request":' + json.dumps(request, separators=(",", ":")).encode() + b"}"
+    guard = NestingGuard()
+    guard.feed(data)
+    cut, at = cutter.cut(data, guard)
+    assert len(at) == 1, cut
+
+
 def test_the_stand_in_is_no_float_and_fits_yajl() -> None:
     cutter = RequestCut()
     value = cutter.expect(BASE["request"])
@@ -173,9 +183,15 @@ def test_the_stand_in_is_no_float_and_fits_yajl() -> None:
     assert 2**62 < value < 2**63
     assert value % 2 == 1
     assert float(value) != value
-    assert cutter.uncut(value) == BASE["request"]
+    assert cutter.uncut(value) is None  # none cut yet
+    _cut_once(cutter, BASE["request"])
     assert cutter.uncut(value + 2) is None
     assert cutter.uncut("x") is None
+    assert cutter.uncut(value) == BASE["request"]
+    assert cutter.uncut(value) is None  # each stand-in is given back once
+    _cut_once(cutter, BASE["request"])
+    assert cutter.take(value)
+    assert not cutter.take(value)
 
 
 def test_requests_it_cannot_write_the_same_way_are_not_cut() -> None:
@@ -215,6 +231,7 @@ def test_a_stand_in_for_a_request_no_longer_current_is_given_back() -> None:
     builder.build(first)
     builder.expect_cut(cutter.expect(builder.raw_request))
     stand_in = cutter.expect(builder.raw_request)
+    _cut_once(cutter, BASE["request"])  # a repeat the reads held, as `stand_in`
     other = json.loads(_element(BASE, "WORKING", {**BASE["request"], "title": "x"}))
     changed = builder.build(other)
     assert changed.request is not None
@@ -230,3 +247,41 @@ def test_an_integer_request_without_stand_ins_is_refused_as_before() -> None:
     for builder in (TaskBuilder(), TaskBuilder(uncut=RequestCut().uncut)):
         with pytest.raises(oh.ResponseValidationError):
             builder.build(dict(item))
+
+
+def test_a_body_writing_the_stand_in_as_a_request_is_refused_as_without_the_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The body itself writes this stream's N where a request goes (odds ~2**-61 with a
+    # random N; forced here): that element must fail as an integer request does, not be
+    # read as the repeated request.
+    value = (1 << 62) | 12345 | 1
+    monkeypatch.setattr(_request_cut.secrets, "randbits", lambda bits: value)
+    first = _element(BASE, "WORKING")
+    forged = _element(BASE, "READY").replace(
+        b'"request":' + json.dumps(BASE["request"], separators=(",", ":")).encode(),
+        b'"request":%d' % value,
+    )
+    assert b'"request":%d' % value in forged
+    data = b"[" + first + b"," + forged + b"]"
+    for reads in ([data[: len(first) + 2], data[len(first) + 2 :]], [data]):
+        cut = parse(reads, cut=True, monkeypatch=monkeypatch)
+        assert cut == parse(reads, cut=False, monkeypatch=monkeypatch)
+        assert [t.status for t in cut[0]] == ["WORKING"]
+        assert cut[1] is not None
+
+
+def test_a_cut_element_that_cattrs_must_word_fails_as_without_the_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fast path takes the stand-in, then a timestamp it cannot read sends the element
+    # to cattrs: which must see the request (not a spent stand-in) and word the same error.
+    first = _element(BASE, "WORKING")
+    bad = _element({**BASE, "updated_at": "not a time"}, "READY")
+    good = _element(BASE, "READY")
+    for second in (bad, good):
+        data = b"[" + first + b"," + second + b"]"
+        reads = [data[: len(first) + 2], data[len(first) + 2 :]]
+        cut = parse(reads, cut=True, monkeypatch=monkeypatch)
+        assert cut == parse(reads, cut=False, monkeypatch=monkeypatch)
+        assert (cut[1] is None) == (second is good)

@@ -45,6 +45,9 @@ class RequestCut:
         self._texts: dict[int, bytes] = {}  # every N handed out: the request it stands for
         self._edge = b""  # the previous read's last bytes (N, or the byte before a key)
         self._shorter = 0  # how much shorter a stand-in is than the repeat it replaced
+        # Stand-ins put into the reads, and of those given back: a stand-in the body wrote
+        # itself (the cut stops at that read) finds none left and is no request.
+        self._made = self._taken = 0
         #: True once a read held an N: nothing is cut from then on.
         self.off = False
 
@@ -65,10 +68,19 @@ class RequestCut:
         self._texts[value] = text
         return value
 
+    def take(self, value: object) -> bool:
+        """Whether `value` is a stand-in the reads held one more of (then it is given back:
+        one element each)."""
+        if type(value) is int and value in self._texts and self._taken < self._made:
+            self._taken += 1
+            return True
+        return False
+
     def uncut(self, value: object) -> object | None:
-        """The request a stand-in N stands for, decoded afresh (None: `value` is none)."""
+        """The request a stand-in N stands for, decoded afresh, given back as `take` does
+        (None: `value` is none, or none is left)."""
         text = self._texts.get(value) if type(value) is int else None
-        return None if text is None else json.loads(text)
+        return None if text is None or not self.take(value) else json.loads(text)
 
     def cut(self, data: bytes, nesting: NestingGuard) -> tuple[bytes, list[int]]:
         """`data` with its repeats cut, and where each stand-in starts in the cut bytes.
@@ -104,6 +116,7 @@ class RequestCut:
             at = data.find(self._head, at + 1)
         if not cuts:
             return data, []
+        self._made += len(cuts)
         parts.append(data[start:])
         return b"".join(parts), cuts
 

@@ -97,6 +97,7 @@ class TaskBuilder:
         "_raw_request",
         "_request",
         "_structure",
+        "_take",
         "_uncut",
         "_updated",
         "_updated_text",
@@ -108,14 +109,17 @@ class TaskBuilder:
         method: str = "",
         url: str = "",
         uncut: Callable[[object], object | None] | None = None,
+        take: Callable[[object], bool] | None = None,
     ) -> None:
         self._raw_request: object = None
         self._request: StartRequest | None = None
         # The stand-in (an int, see `_request_cut`) ijson reads for the request `_cut_raw`
-        # in place of its repeats; `uncut` gives back the request any stand-in stands for.
+        # in place of its repeats; `uncut` gives back the request any stand-in stands for,
+        # `take` only says whether one is to be given back (each is, once).
         self._cut: int | None = None
         self._cut_raw: object = None
         self._uncut = uncut
+        self._take = take
         # None, not "": an empty timestamp is no repeat of one never seen (cattrs refuses it).
         self._created_text: str | None = None
         self._updated_text: str | None = None
@@ -167,8 +171,15 @@ class TaskBuilder:
                 if request != self._raw_request:
                     return self._by_cattrs(item)
             # A stand-in, for the request last structured (else cattrs, which gets it back).
-            elif request != self._cut or self._raw_request is not self._cut_raw:
+            elif (
+                request != self._cut
+                or self._raw_request is not self._cut_raw
+                or self._take is None
+                or not self._take(request)
+            ):
                 return self._by_cattrs(item)
+            else:  # taken: cattrs, if a timestamp below sends the item there, sees the request
+                item["request"] = self._raw_request
             request = self._request
         else:
             self._raw_request = self._request = None
