@@ -338,3 +338,21 @@ def test_event_gist_of_each_real_event_says_what_it_is_about() -> None:
     assert gists[("ConversationStateUpdateEvent", "stats")] == "stats updated"
     assert all(g and "{'" not in g and '{"' not in g for g in gists.values()), gists
     assert all(len(event_gist(e, width=20)) <= 20 for e in events)
+
+
+async def test_a_runs_events_have_distinct_timestamps() -> None:
+    # `since` is inclusive, so two events with one timestamp replay each other: every event
+    # of a run must go out with a timestamp of its own (FakeCloud makes some 10 us apart).
+    async with FakeCloud() as cloud:
+        # Runs begun at 40 sub-microsecond phases: a timestamp is a rounded float sum, so
+        # whether two close events round together depends on where in a microsecond they lie.
+        ids = [
+            cid
+            for i in range(40)
+            for cid in cloud.seed_conversations(1, message="work", started_ago=3600 + i * 3.3e-7)
+        ]
+        async with oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url) as client:
+            for cid in ids:
+                stamps = [e.payload["timestamp"] async for e in client.events.search(cid)]
+                assert len(stamps) >= 4
+                assert len(set(stamps)) == len(stamps), stamps

@@ -335,9 +335,10 @@ class FakeCloud:
         if message is not None:
             body["initial_message"] = {"content": [{"type": "text", "text": message}]}
         echo = parse_start_body(json_bytes(body)).echo
-        # Distinct microseconds keep the order stable; all lie at or before the seeding time.
-        first = now - started_ago - (n - 1) * 1e-6
+        # Distinct microseconds keep the order stable (10 us apart: see `_events._TICK`); all
+        # lie at or before the seeding time.
+        first = now - started_ago - (n - 1) * 1e-5
         return [
-            self._store.add_start(first + i * 1e-6, plan, echo, None).conversation_id
+            self._store.add_start(first + i * 1e-5, plan, echo, None).conversation_id
             for i in range(n)
         ]
