@@ -27,17 +27,7 @@ from openhands_async.lib._stream_parser import CountingReader, iter_start_tasks
 from openhands_async.lib._task_builder import TaskBuilder
 
 from .captures import raw
-
-
-class Reads:
-    def __init__(self, reads: list[bytes]) -> None:
-        self._reads = [r for r in reads if r]
-
-    async def read(self, n: int = -1, /) -> bytes:
-        if n == 0 or not self._reads:
-            return b""
-        return self._reads.pop(0)
-
+from .test_stream_prefix import Reads
 
 Outcome = tuple[list[oh.StartTask], tuple[Any, ...] | None]
 

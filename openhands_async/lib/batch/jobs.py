@@ -283,8 +283,7 @@ class BatchProgress:
     target: int = 0
     #: Started jobs the server paused at its running cap; resumed as slots free.
     paused: int = 0
-    #: Ends heard on the jobs' agent servers (`watch_ends`) and read at once; the others
-    #: were found by the poll.
+    #: Ends heard on the jobs' agent servers (`watch_ends`); the others the poll found.
     ends_heard: int = 0
     started_at: float = attrs.field(factory=time.monotonic)
 
