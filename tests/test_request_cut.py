@@ -216,7 +216,7 @@ def test_a_stand_in_for_a_request_no_longer_current_is_given_back() -> None:
     # A request that changed and came back: its old stand-in goes through cattrs, with the
     # request it stands for, as when ijson had read the request itself.
     cutter = RequestCut()
-    builder = TaskBuilder(uncut=cutter.uncut)
+    builder = TaskBuilder(cutter=cutter)
     first = json.loads(_element(BASE, "WORKING"))
     builder.build(first)
     builder.expect_cut(cutter.expect(builder.raw_request))
@@ -234,7 +234,7 @@ def test_a_stand_in_for_a_request_no_longer_current_is_given_back() -> None:
 
 def test_an_integer_request_without_stand_ins_is_refused_as_before() -> None:
     item = {**json.loads(_element(BASE, "WORKING")), "request": 5}
-    for builder in (TaskBuilder(), TaskBuilder(uncut=RequestCut().uncut)):
+    for builder in (TaskBuilder(), TaskBuilder(cutter=RequestCut())):
         with pytest.raises(oh.ResponseValidationError):
             builder.build(dict(item))
 

@@ -223,7 +223,7 @@ async def iter_start_task_batches(
         )
 
     cutter = RequestCut()
-    builder = TaskBuilder(method=method, url=url, uncut=cutter.uncut, take=cutter.take)
+    builder = TaskBuilder(method=method, url=url, cutter=cutter)
     build = builder.build
     expected: object = None  # the request whose repeats are cut from the reads
     # Push-style: ijson appends each element it completes to `done`; a read that is

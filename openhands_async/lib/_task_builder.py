@@ -13,13 +13,15 @@ is invalid, it only declines it.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # The converter's own datetime hook: the fast path's timestamps are the very same values.
 from .._converter import _parse_datetime, converter, structurer
 from ..models import StartRequest, StartTask, StartTaskStatus
+
+if TYPE_CHECKING:
+    from ._request_cut import RequestCut
 
 __all__ = ["TaskBuilder"]
 
@@ -94,11 +96,10 @@ class TaskBuilder:
         "_created_text",
         "_cut",
         "_cut_raw",
+        "_cutter",
         "_raw_request",
         "_request",
         "_structure",
-        "_take",
-        "_uncut",
         "_updated",
         "_updated_text",
     )
@@ -108,18 +109,16 @@ class TaskBuilder:
         *,
         method: str = "",
         url: str = "",
-        uncut: Callable[[object], object | None] | None = None,
-        take: Callable[[object], bool] | None = None,
+        cutter: RequestCut | None = None,
     ) -> None:
         self._raw_request: object = None
         self._request: StartRequest | None = None
         # The stand-in (an int, see `_request_cut`) ijson reads for the request `_cut_raw`
-        # in place of its repeats; `uncut` gives back the request any stand-in stands for,
-        # `take` only says whether one is to be given back (each is, once).
+        # in place of its repeats; the cutter gives back (once each) the request any
+        # stand-in stands for.
         self._cut: int | None = None
         self._cut_raw: object = None
-        self._uncut = uncut
-        self._take = take
+        self._cutter = cutter
         # None, not "": an empty timestamp is no repeat of one never seen (cattrs refuses it).
         self._created_text: str | None = None
         self._updated_text: str | None = None
@@ -174,8 +173,8 @@ class TaskBuilder:
             elif (
                 request != self._cut
                 or self._raw_request is not self._cut_raw
-                or self._take is None
-                or not self._take(request)
+                or self._cutter is None
+                or not self._cutter.take(request)
             ):
                 return self._by_cattrs(item)
             else:  # taken: cattrs, if a timestamp below sends the item there, sees the request
@@ -227,9 +226,9 @@ class TaskBuilder:
 
     def _by_cattrs(self, item: dict[str, Any]) -> StartTask:
         this_request = item.get("request")
-        if self._uncut is not None and type(this_request) is int:
+        if self._cutter is not None and type(this_request) is int:
             # A stand-in: the request it stands for, as ijson would have decoded it.
-            restored = self._uncut(this_request)
+            restored = self._cutter.uncut(this_request)
             if restored is not None:
                 item["request"] = this_request = restored
         if this_request is not None and this_request == self._raw_request:
