@@ -293,6 +293,41 @@ async def test_a_ready_start_task_hands_over_to_its_conversation(clock: None) ->
     await poller.aclose()
 
 
+async def test_a_model_given_is_taken_as_read(clock: None) -> None:
+    # What a start returned, or a conversation just read: no read at once to learn what the
+    # caller already knows; the first read comes min_interval later, and no change is
+    # reported until the status moves.
+    host = _Host()
+    host.store[T1] = _task("READY", app_conversation_id=C1)
+    host.store[C2] = _conv("RUNNING", "finished")
+    host.store[C1] = _conv("RUNNING", "finished")
+    poller = _poller(host)  # min 1
+    feed = poller.changes()
+    key = poller.track_start_task(structure({"id": T1.upper(), "status": "WORKING"}, StartTask))
+    assert key == T1
+    poller.track_conversation(structure({"id": C2, "sandbox_status": "RUNNING"}, Conversation))
+    changes = [(c.id, c.old, c.new) async for c in feed]
+    assert changes == [
+        (T1, "WORKING", "READY"),
+        (C2, "RUNNING", "RUNNING/finished"),
+        (C1, None, "RUNNING/finished"),  # handed over at READY: read at once, as ever
+    ]
+    assert [(t, ids) for t, _, ids in host.reads] == [(1.0, [T1]), (1.0, [C2]), (1.0, [C1])]
+    await poller.aclose()
+
+
+async def test_a_model_given_that_is_final_is_read_at_once(clock: None) -> None:
+    # READY or ERROR already: read as an id would be (READY hands over from the read).
+    host = _Host()
+    host.store[T1] = _task("ERROR")
+    poller = _poller(host)
+    poller.track_start_task(structure({"id": T1, "status": "ERROR"}, StartTask))
+    results = await poller.wait()
+    assert host.reads == [(0.0, "start_task", [T1])]
+    assert getattr(results[T1], "status", None) == "ERROR"
+    await poller.aclose()
+
+
 async def test_a_null_answer_is_reported_once_as_missing(clock: None) -> None:
     host = _Host()
     host.store[T1] = _task("WORKING")

@@ -62,14 +62,19 @@ class PollLoop:
     _error: BaseException | None
     _closed: bool
 
-    def _track(self, key: str, kind: Kind) -> str:
+    def _track(self, key: str, kind: Kind, seen: Model | None = None) -> str:
         if self._closed:
             raise RuntimeError("this poller is closed")
         if key in self._active:
             return key
         self._done.pop(key, None)
         self._missing_kinds.pop(key, None)
-        self._active[key] = _Item(key, kind, 0.0, self.min_interval)
+        item = self._active[key] = _Item(key, kind, 0.0, self.min_interval)
+        if seen is not None and not seen.is_terminal:
+            # Taken as the first read (a final one is read again: its end is the read's).
+            with contextlib.suppress(RuntimeError):  # no loop yet: read at once
+                item.due = asyncio.get_running_loop().time() + self.min_interval
+                item.status = status_of(seen)
         if self._idle is not None:
             self._idle.clear()
         if self._wake is not None:

@@ -102,22 +102,32 @@ class ConversationPoller(PollLoop):
 
     # ------------------------------------------------------------------ tracking
 
-    def track_start_task(self, task_id: str) -> str:
-        """Follow a start task to READY (then its conversation) or ERROR. Returns the id."""
-        return self._track(normalize_uuid(task_id, "task_id"), "start_task")
+    def track_start_task(self, task: str | StartTask) -> str:
+        """Follow a start task to READY (then its conversation) or ERROR. Returns the id.
 
-    def track_conversation(self, conversation_id: str) -> str:
+        Given the `StartTask` a start returned (not its id), its status is taken as read:
+        the first read comes `min_interval` later, and no change is reported until it moves.
+        """
+        if isinstance(task, StartTask):
+            return self._track(normalize_uuid(task.id, "task_id"), "start_task", task)
+        return self._track(normalize_uuid(task, "task_id"), "start_task")
+
+    def track_conversation(self, conversation: str | Conversation) -> str:
         """Follow a conversation until it is terminal. Returns the normalized id. The server
         answers null for a conversation until its sandbox exists, so track one known to exist
-        (or follow its start task instead): a null read is reported as missing, ends tracking."""
-        return self._track(normalize_uuid(conversation_id, "conversation_id"), "conversation")
+        (or follow its start task instead): a null read is reported as missing, ends tracking.
+        A `Conversation` just read is taken as read, as a `StartTask` is above."""
+        if isinstance(conversation, Conversation):
+            key = normalize_uuid(conversation.id, "conversation_id")
+            return self._track(key, "conversation", conversation)
+        return self._track(normalize_uuid(conversation, "conversation_id"), "conversation")
 
-    def track_start_tasks(self, task_ids: Iterable[str]) -> list[str]:
-        """`track_start_task` for each id; returns the normalised ids."""
+    def track_start_tasks(self, task_ids: Iterable[str | StartTask]) -> list[str]:
+        """`track_start_task` for each id (or model); returns the normalised ids."""
         return [self.track_start_task(i) for i in task_ids]
 
-    def track_conversations(self, conversation_ids: Iterable[str]) -> list[str]:
-        """`track_conversation` for each id; returns the normalised ids."""
+    def track_conversations(self, conversation_ids: Iterable[str | Conversation]) -> list[str]:
+        """`track_conversation` for each id (or model); returns the normalised ids."""
         return [self.track_conversation(i) for i in conversation_ids]
 
     def refresh(self, item_id: str) -> None:

@@ -215,7 +215,7 @@ class Runner(Claims):
             self.hold_until = loop.time() + BATCH_CAP_RETRY_DELAY
 
     def _follow(self, entry: Active) -> None:
-        entry.key = self.poller.track_start_task(entry.task.id)
+        entry.key = self.poller.track_start_task(entry.task)  # as the start answered
         self.active[entry.key] = entry
         if entry.row.conversation_id:  # minted by us, and the server keeps it
             entry.conversation_id = normalize_uuid(entry.row.conversation_id)
