@@ -11,7 +11,7 @@ import logging
 import pytest
 
 import openhands_async as oh
-from openhands_async.testing import AgentServerBehavior, FakeCloud
+from openhands_async.testing import AgentServerBehavior, FakeCloud, Fault, RequestRecord
 
 from .conftest import eventually
 
@@ -107,6 +107,73 @@ async def test_stopping_the_run_closes_every_watch() -> None:
         await eventually(lambda: server.agent_sockets.open_total == 0)
     assert max(seen) == 3
     assert server.starts_received == 3
+
+
+# The third conversation read is the one of job 1's end (the first two: the poller's read at
+# READY and the watch's look-up of its agent server): answered 503, read again after 1 s.
+END_READ_REFUSED = Fault(route="get_conversations", skip=2, times=1, retry_after="1")
+
+
+def _reads_of(log: list[RequestRecord], conversation_id: str | None) -> list[RequestRecord]:
+    cid = str(conversation_id).replace("-", "")
+    return [
+        r
+        for r in log
+        if r.route == "get_conversations" and any(cid in v for k, v in r.query if k == "ids")
+    ]
+
+
+async def test_a_heard_end_frees_its_slot_before_the_read_that_records_it() -> None:
+    async with (
+        cloud() as server,
+        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
+    ):
+        server.add_fault(END_READ_REFUSED)
+        run = client.run_batch(jobs(2), max_running=1, poll_interval=HOUR, watch_ends=True)
+        first, second = await asyncio.wait_for(_all(run), 60)
+        # Job 2 ended while the poller waited out the Retry-After: read, not heard.
+        assert run.progress.ends_heard == 1
+        log = list(server.request_log)
+    assert [first.state, second.state] == ["finished", "finished"]
+    assert first.conversation is not None  # recorded from the read, as ever
+    assert first.sandbox_status == "RUNNING"
+    assert first.execution_status == "finished"
+    reads = _reads_of(log, first.conversation_id)
+    assert [r.status for r in reads] == [200, 200, 503, 200]  # READY, the watch, the end
+    recorded = reads[-1]
+    starts = [r for r in log if r.route == "start"]
+    assert len(starts) == 2
+    # Job 2 did not wait the second for job 1's read: its slot was free when the end was heard.
+    assert starts[1].time < recorded.time
+    assert server.peak_running == 1
+
+
+async def test_a_job_heard_finished_then_paused_before_its_read_is_recorded_finished() -> None:
+    # A server that counts sandboxes (finished or not) pauses the oldest for a start beyond
+    # its cap: that can be a job heard finished whose read has not come back. The read then
+    # shows PAUSED and no execution status; the agent said it finished, so it did. Nothing
+    # is resumed, and the batch does not take the pause for a lower cap.
+    async with (
+        cloud() as server,
+        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
+    ):
+        server.add_fault(END_READ_REFUSED)
+        run = client.run_batch(jobs(3), max_running=1, poll_interval=HOUR, watch_ends=True)
+        consumer = asyncio.ensure_future(_all(run))
+        await eventually(lambda: any(r.status == 503 for r in server.request_log), steps=3000)
+        (refused,) = [r for r in server.request_log if r.status == 503]
+        (ids,) = [v for k, v in refused.query if k == "ids"]
+        await client.sandboxes.pause(ids)  # the open-source server names it after its id
+        first, *rest = await asyncio.wait_for(consumer, 60)
+        assert run.progress.target == 1
+        assert server.requests["resume_sandbox"] == 0
+    assert first.conversation_id is not None
+    assert first.conversation_id.replace("-", "") == ids
+    assert first.state == "finished"
+    assert first.error is None
+    assert first.sandbox_status == "PAUSED"
+    assert first.execution_status == "finished"  # as the agent server said
+    assert [r.state for r in rest] == ["finished", "finished"]
 
 
 async def _all(run: oh.BatchRun) -> list[oh.JobResult]:

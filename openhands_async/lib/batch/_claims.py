@@ -17,7 +17,7 @@ import attrs
 from ... import errors
 from ..._inputs import normalize_uuid
 from ..._start_request import make_start_request
-from ...models import StartRequest, StartTask
+from ...models import ExecutionStatus, StartRequest, StartTask
 from ._config import BatchHost, Settings
 from ._recovery import find_started, job_of, look_again
 from .jobs import Job, JobResult, failed
@@ -40,6 +40,8 @@ class Active:
     sandbox_id: str | None = None
     # The server paused it to make room under its running cap; it holds no slot meanwhile.
     paused: bool = False
+    # Its end as its agent server reported it (`watch_ends`): it holds no slot from then on.
+    heard: ExecutionStatus | None = None
 
 
 # 401/403: the credentials are wrong for every job, so the batch stops.

@@ -3,22 +3,23 @@
 A poller sees an end up to one `poll_interval` late, and a batch's slot stays empty that
 long: at the 5 s default, 2.5 s a job on average. With `run_batch(watch_ends=True)` each
 running job's events are followed on its agent server's WebSocket (`events.follow`, at most
-`max_running` sockets), and the state update that ends the run makes the poller read that
-conversation at once (`ConversationPoller.refresh`). The poller's read stays the record of
-the end: a watch only hurries it, so a watch that fails (no reachable agent server, a
-dropped socket past its reconnects, a paused sandbox) is logged and the job is polled as
-before.
+`max_running` sockets), and the state update that ends the run is handed to the runner
+(`on_end`): it frees the job's slot at once and has the poller read that conversation
+(`ConversationPoller.refresh`). The poller's read stays the record of the end: a watch only
+hurries it, so a watch that fails (no reachable agent server, a dropped socket past its
+reconnects, a paused sandbox) is logged and the job is polled as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ...models import ExecutionStatus
     from ..events import Events
-    from ..poller import ConversationPoller
 
 log = logging.getLogger("openhands_async")
 
@@ -26,13 +27,14 @@ __all__ = ["EndWatch"]
 
 
 class EndWatch:
-    """One watch task per conversation id (normalised); `aclose()` ends them all."""
+    """One watch task per conversation id (normalised); `aclose()` ends them all. `on_end`
+    gets the id and the terminal status the agent server reported, once per watch."""
 
-    def __init__(self, events: Events, poller: ConversationPoller) -> None:
+    def __init__(self, events: Events, on_end: Callable[[str, ExecutionStatus], None]) -> None:
         self._events = events
-        self._poller = poller
+        self._on_end = on_end
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self.heard = 0  # ends heard (each then read by the poller)
+        self.heard = 0  # ends heard
 
     def watch(self, conversation_id: str) -> None:
         """Follow this conversation's events until its run ends (again, if watched before)."""
@@ -67,10 +69,10 @@ class EndWatch:
         try:
             async with stream:
                 async for event in stream:
-                    if event.is_terminal:
-                        # Before the socket is closed: the read goes out a little sooner.
-                        self._poller.refresh(conversation_id)
+                    status = event.execution_status
+                    if status is not None and event.is_terminal:
                         self.heard += 1
+                        self._on_end(conversation_id, status)
                         return
         except asyncio.CancelledError:
             raise

@@ -25,14 +25,15 @@ from typing import Any
 from ... import errors
 from ..._constants import BATCH_CAP_RETRY_DELAY
 from ..._inputs import normalize_uuid
-from ...models import Conversation, SandboxStatus, StartTask, StartTaskStatus
+from ...models import Conversation, ExecutionStatus, SandboxStatus, StartTask, StartTaskStatus
 from .._polling import StatusChange
 from ..poller import ConversationPoller
 from ._claims import AUTH_ERRORS, Active, Claims, Lost, Resend, StartOutcome
 from ._config import BatchHost, Settings
 from ._end_watch import EndWatch
 from ._intake import Intake
-from .jobs import BatchProgress, Job, JobResult, JobsInput, ended, failed
+from ._pauses import Pauses
+from .jobs import BatchProgress, Job, JobResult, JobsInput, ended
 from .journal import Ended, Journal, JournalRow
 
 log = logging.getLogger("openhands_async")
@@ -40,7 +41,7 @@ log = logging.getLogger("openhands_async")
 __all__ = ["BatchHost", "Runner", "Settings"]
 
 
-class Runner(Claims):
+class Runner(Claims, Pauses):
     """One run over one journal (see the module docs). `results(jobs)` yields each job's
     result as it ends; `aclose()` stops: starts in flight stay "starting" in the journal."""
 
@@ -63,8 +64,11 @@ class Runner(Claims):
         # One feed for the whole run, open from the start, so nothing is missed while the
         # batch follows no job (all ended, the next starting).
         self.changes = self.poller.changes(until_idle=False)
-        # Ends heard from the agent servers, read by the poller at once (`watch_ends`).
-        self.watch = EndWatch(client.events, self.poller) if settings.watch_ends else None
+        # Ends heard from the agent servers (`watch_ends`): see `_heard`.
+        self.watch = EndWatch(client.events, self._heard) if settings.watch_ends else None
+        self.unread = 0  # ends heard, not read yet: their slots are free
+        self.to_read: list[str] = []  # conversations to read once the refills have gone out
+        self.wake: asyncio.Future[None] | None = None  # what `_wait` waits on for an end heard
         self.next_change: asyncio.Task[StatusChange | None] | None = None
         self.active: dict[str, Active] = {}  # by start task id, as tracked
         self.by_conversation: dict[str, Active] = {}  # by normalized conversation id
@@ -104,6 +108,9 @@ class Runner(Claims):
             if loop.time() >= self.next_adopt:
                 await self._adopt()
             await self._fill(intake)
+            for conversation_id in self.to_read:
+                self.poller.refresh(conversation_id)
+            self.to_read.clear()
             while self.ended:
                 yield self.ended.pop(0)
             if not self.starting and not self.active:
@@ -124,7 +131,21 @@ class Runner(Claims):
                 yield self.ended.pop(0)
 
     def _running(self) -> int:
-        return len(self.active) - len(self.paused)
+        return len(self.active) - len(self.paused) - self.unread
+
+    def _heard(self, conversation_id: str, status: ExecutionStatus) -> None:
+        """An end heard: the job's slot is free now, before the read that records the end,
+        and that read waits for the start taking the slot to go out (sent first, the read
+        would hold the start up at the server)."""
+        entry = self.by_conversation.get(conversation_id)
+        if entry is None or entry.paused or entry.heard is not None:
+            return
+        entry.heard = status
+        self.unread += 1
+        self.to_read.append(conversation_id)
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
+        self._report()
 
     def _report(self) -> None:
         p = self.progress
@@ -207,7 +228,7 @@ class Runner(Claims):
 
     def _refused(self, limit: int | None) -> None:
         """The server refused a start or resume at its running cap: aim lower."""
-        running = self._running()
+        running = len(self.active) - len(self.paused)  # the server may still count ends heard
         self.target = max(1, min(self.target, limit or running, running or 1))
         log.info("server refused at its running cap; running at most %d", self.target)
         if not running and not self.starting:
@@ -227,6 +248,9 @@ class Runner(Claims):
         waiting: set[asyncio.Future[Any]] = set(self.starting)
         if self.next_change is not None:
             waiting.add(self.next_change)
+        if self.watch is not None:
+            self.wake = loop.create_future()
+            waiting.add(self.wake)
         adopt_in = self.next_adopt - loop.time()
         if self.blocked:
             if self.slot_wait is None:
@@ -240,6 +264,7 @@ class Runner(Claims):
         timeouts = [t for t in (hold, adopt_in) if t > 0 and t != float("inf")]
         timeout = min(timeouts) if timeouts else (None if adopt_in > 0 else 0)
         await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        self.wake = None
         if self.slot_wait is not None and self.slot_wait.done():
             self.slot_wait.result()  # raises the journal's error, if waiting failed
             self.slot_wait = None
@@ -288,11 +313,14 @@ class Runner(Claims):
                 self.poller.track_conversation(entry.conversation_id)
             self._watch(entry)
             return
-        if change.terminal:
+        paused = isinstance(model, Conversation) and model.sandbox_status is SandboxStatus.PAUSED
+        # Heard finished, then paused before the read: a server counting sandboxes made room
+        # for the start that took its slot. Its agent's word is its end.
+        heard = entry.heard if paused else None
+        if change.terminal or heard is not None:
             self._forget(entry)
-            result = ended(
-                entry.job, entry.row.conversation_id, entry.task, change, entry.row.sent_at
-            )
+            args = (entry.job, entry.row.conversation_id, entry.task, change, entry.row.sent_at)
+            result = ended(*args, heard)
             self.ending.append((entry.row.key, result))
             if not self.journal.feed_ahead:  # else recorded with the other ends read
                 await self._record_ends()
@@ -300,61 +328,15 @@ class Runner(Claims):
         if not isinstance(model, Conversation):
             return
         entry.sandbox_id = model.sandbox_id or entry.sandbox_id
-        paused = model.sandbox_status is SandboxStatus.PAUSED
-        if paused and not entry.paused:
-            # Not our doing: the server paused it to make room for a newer start (its cap is
-            # below our target, or conversations outside this batch hold slots). Run no more
-            # than are still running; it is resumed when a slot frees.
-            entry.paused = True
-            self.paused.append(entry)
-            self.target = max(1, min(self.target, self._running()))
-            log.info(
-                "the server paused job %s at its running cap; running at most %d",
-                entry.row.key,
-                self.target,
-            )
-        elif not paused and entry.paused:  # resumed by someone else
-            entry.paused = False
-            self.paused.remove(entry)
-        self._report()
-
-    async def _resume_paused(self, entry: Active) -> None:
-        sandbox_id = entry.sandbox_id or entry.conversation_id
-        assert sandbox_id is not None  # it was read as a paused conversation
-        try:
-            await self.client.sandboxes.resume(sandbox_id)
-        except errors.ConcurrencyLimitError as exc:
-            self._refused(exc.limit)
-            return
-        except (errors.APIError, ValueError) as exc:
-            self._forget(entry)
-            error = f"paused by the server's running cap and not resumed: {exc}"
-            row = entry.row
-            try:
-                await self.journal.mark_ended(
-                    row.key, "failed", sandbox_status="PAUSED", error=error
-                )
-            except errors.JournalLeaseLost:
-                return
-            args = (entry.job, row.conversation_id, entry.task, error, row.sent_at)
-            self._ended(failed(*args, sandbox_status="PAUSED"))
-            return
-        entry.paused = False
-        self.paused.remove(entry)
-        log.info("resumed job %s, paused by the server's running cap", entry.row.key)
-        if entry.conversation_id:
-            # Read it afresh: paused again before the next read, it would show no change.
-            self.poller.untrack(entry.conversation_id)
-            self.poller.track_conversation(entry.conversation_id)
-            self._watch(entry)  # a watch ends when its sandbox is paused
-        self._report()
+        self._paused_or_not(entry, paused)
 
     def _watch(self, entry: Active) -> None:
         if self.watch is not None and entry.conversation_id:
             self.watch.watch(entry.conversation_id)
 
     def _forget(self, entry: Active) -> None:
-        self.active.pop(entry.key, None)
+        if self.active.pop(entry.key, None) is not None and entry.heard is not None:
+            self.unread -= 1
         self.poller.untrack(entry.key)
         if entry.conversation_id:
             self.by_conversation.pop(entry.conversation_id, None)

@@ -233,24 +233,23 @@ def ended(
     task: StartTask,
     change: StatusChange,
     started_at: float | None,
+    heard: ExecutionStatus | None = None,
 ) -> JobResult:
-    """The result of a followed job from its terminal status change."""
+    """The result of a followed job from its terminal status change. `heard`: the status the
+    agent server reported, for a read that shows none (its sandbox was paused since)."""
     model = change.model
     conversation = model if isinstance(model, Conversation) else None
     if isinstance(model, StartTask):
         task = model
     sandbox = str(conversation.sandbox_status) if conversation else None
-    execution = (
-        str(conversation.execution_status)
-        if conversation and conversation.execution_status
-        else None
-    )
+    status = (conversation.execution_status or heard) if conversation else None
+    execution = str(status) if status else None
     error: str | None = None
     if change.missing:
         error = f"{change.kind} {change.id} is missing on the server"
     elif isinstance(model, StartTask) and model.status is StartTaskStatus.ERROR:
         error = f"start failed: {model.detail or '(no detail)'}"
-    elif conversation is not None and conversation.execution_status is not ExecutionStatus.FINISHED:
+    elif conversation is not None and status is not ExecutionStatus.FINISHED:
         error = f"conversation ended {sandbox}/{execution}"
     return JobResult(
         job=job,
