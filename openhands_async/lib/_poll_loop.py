@@ -95,9 +95,6 @@ class PollLoop:
                     if (item := self._active.get(key)) is not None:
                         # Halved: an unchanged answer doubles it back to min_interval.
                         item.due, item.interval = now, self.min_interval / 2
-                        # Read alone (with what is due already), for the quickest answer:
-                        # the items due within the slack wait for their turn.
-                        horizon = now
                 self._urgent.clear()
                 due = [item for item in self._active.values() if item.due <= horizon]
                 if due:
