@@ -109,9 +109,9 @@ async def test_stopping_the_run_closes_every_watch() -> None:
     assert server.starts_received == 3
 
 
-# The third conversation read is the one of job 1's end (the first two: the poller's read at
-# READY and the watch's look-up of its agent server): answered 503, read again after 1 s.
-END_READ_REFUSED = Fault(route="get_conversations", skip=2, times=1, retry_after="1")
+# The second conversation read is the one of job 1's end (the first: the poller's read at
+# READY, whose answer the watch uses too): answered 503, read again after 1 s.
+END_READ_REFUSED = Fault(route="get_conversations", skip=1, times=1, retry_after="1")
 
 
 def _reads_of(log: list[RequestRecord], conversation_id: str | None) -> list[RequestRecord]:
@@ -139,7 +139,7 @@ async def test_a_heard_end_frees_its_slot_before_the_read_that_records_it() -> N
     assert first.sandbox_status == "RUNNING"
     assert first.execution_status == "finished"
     reads = _reads_of(log, first.conversation_id)
-    assert [r.status for r in reads] == [200, 200, 503, 200]  # READY, the watch, the end
+    assert [r.status for r in reads] == [200, 503, 200]  # READY (the watch needs no other), the end
     recorded = reads[-1]
     starts = [r for r in log if r.route == "start"]
     assert len(starts) == 2

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import openhands_async as oh
+from openhands_async._converter import structure
 from openhands_async.lib.follow import agent_socket_url
 from openhands_async.lib.helpers import wait_until_ready
 from openhands_async.testing import AgentServerBehavior, FakeCloud
@@ -110,6 +111,34 @@ async def test_4001_rereads_for_a_fresh_key(cloud: FakeCloud, fast: oh.OpenHands
     assert seen == await stored_ids(fast, cid)
     assert cloud.agent_sockets.refused == 1
     assert cloud.agent_sockets.opened == 2
+
+
+async def test_a_conversation_just_read_is_followed_without_reading_it_again(
+    cloud: FakeCloud, fast: oh.OpenHandsClient
+) -> None:
+    cid = await wait_until_ready(fast, LIVE)
+    conversation = await fast.conversations.get(cid)
+    reads = cloud.requests["get_conversations"]
+    stream = follow(fast, conversation)
+    assert stream.conversation_id == cid.replace("-", "")
+    assert await ids_of(stream) == await stored_ids(fast, cid)
+    assert cloud.requests["get_conversations"] == reads  # its URL and key were in hand
+    # A key that went stale since: 4001, then one read for a fresh key, as ever.
+    cloud.agent_server = AgentServerBehavior(refuse_auth=1)
+    assert await ids_of(follow(fast, conversation)) == await stored_ids(fast, cid)
+    assert cloud.requests["get_conversations"] == reads + 1
+    assert cloud.agent_sockets.refused == 1
+
+
+async def test_a_conversation_model_without_a_running_sandbox_is_read_first(
+    cloud: FakeCloud, fast: oh.OpenHandsClient
+) -> None:
+    # Read while its sandbox was starting (no agent server URL or key yet): read again.
+    cid = await wait_until_ready(fast, LIVE)
+    starting = structure({"id": cid, "sandbox_status": "STARTING"}, oh.Conversation)
+    reads = cloud.requests["get_conversations"]
+    assert await ids_of(follow(fast, starting)) == await stored_ids(fast, cid)
+    assert cloud.requests["get_conversations"] == reads + 1
 
 
 async def test_4001_twice_is_an_authentication_error(

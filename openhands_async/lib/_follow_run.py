@@ -65,6 +65,7 @@ class _Options:
     heartbeat: float | None
     max_reconnects: int
     settle: float
+    known: Conversation | None = None  # read by the caller: the first connection's URL and key
 
 
 class _State:
@@ -146,7 +147,9 @@ async def _run(
 async def _follow_socket(
     deps: _Deps, cid: str, state: _State, o: _Options
 ) -> AsyncGenerator[Event, None]:
-    conv = await _running(deps, cid, o)
+    conv = o.known if o.known is not None and _reachable(o.known) else None
+    if conv is None:
+        conv = await _running(deps, cid, o)
     refreshed = False  # re-read the conversation once after a 4001
     failures = 0  # reconnects in a row without an event
     connected = False
@@ -289,6 +292,12 @@ async def _backoff(failures: int) -> None:
     await asyncio.sleep(min(FOLLOW_RECONNECT_MAX_DELAY, delay))
 
 
+def _reachable(conv: Conversation) -> bool:
+    """Its agent server runs, and the conversation says where and with which key."""
+    running = conv.sandbox_status == SandboxStatus.RUNNING
+    return running and bool(conv.conversation_url and conv.session_api_key)
+
+
 async def _running(deps: _Deps, cid: str, o: _Options) -> Conversation:
     """Read the conversation until its sandbox runs (waiting while it starts; resuming a
     paused one if asked), and return it with its agent-server URL and key."""
@@ -296,7 +305,7 @@ async def _running(deps: _Deps, cid: str, o: _Options) -> Conversation:
     while True:
         conv = await deps.conversations.get(cid)
         status = conv.sandbox_status
-        if status == SandboxStatus.RUNNING and conv.conversation_url and conv.session_api_key:
+        if _reachable(conv):
             return conv
         if status == SandboxStatus.PAUSED:
             if not o.resume:

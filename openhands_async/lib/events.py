@@ -11,6 +11,7 @@ from .._constants import (
     DEFAULT_FOLLOW_POLL_INTERVAL,
     DEFAULT_FOLLOW_SETTLE,
 )
+from ..models import Conversation
 from ..resources.events import Events as _Events
 from ._follow_run import _Deps
 from .follow import ConversationReader, EventStream, SandboxResumer, Transport
@@ -30,7 +31,7 @@ class Events(_Events):
 
     def follow(
         self,
-        conversation_id: str,
+        conversation_id: str | Conversation,
         *,
         since: datetime | str | None = None,
         until_done: bool = True,
@@ -45,7 +46,9 @@ class Events(_Events):
 
         `async for event in client.events.follow(cid)` (or `async with ... as stream`)
         yields each `Event` as the agent emits it, once, in order: first the replay (all
-        past events, or those at or after `since`), then live ones.
+        past events, or those at or after `since`), then live ones. Given a `Conversation`
+        just read (not its id) whose sandbox is RUNNING, the first connection uses its agent
+        server URL and key instead of reading it again.
 
         - `until_done=True`: end after the state update putting the agent in a terminal
           execution status (finished, error, stuck, waiting_for_confirmation), yielded once

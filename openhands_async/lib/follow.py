@@ -41,7 +41,7 @@ from .._constants import (
     DEFAULT_FOLLOW_SETTLE,
 )
 from .._inputs import normalize_uuid
-from ..models import Event, text_blocks
+from ..models import Conversation, Event, text_blocks
 from ._async_stream import AsyncStream
 from ._follow_run import (
     _TRANSPORTS,
@@ -78,7 +78,7 @@ class EventStream(AsyncStream[Event]):
     def __init__(
         self,
         deps: _Deps,
-        conversation_id: str,
+        conversation_id: str | Conversation,
         *,
         since: datetime | str | None = None,
         until_done: bool = True,
@@ -95,9 +95,20 @@ class EventStream(AsyncStream[Event]):
             raise ValueError(f"poll_interval must be > 0, got {poll_interval}")
         if max_reconnects < 0:
             raise ValueError(f"max_reconnects must be >= 0, got {max_reconnects}")
-        self.conversation_id = normalize_uuid(conversation_id, "conversation_id")
+        known = conversation_id if isinstance(conversation_id, Conversation) else None
+        self.conversation_id = normalize_uuid(
+            known.id if known is not None else conversation_id, "conversation_id"
+        )
         options = _Options(
-            since, until_done, resume, transport, poll_interval, heartbeat, max_reconnects, settle
+            since,
+            until_done,
+            resume,
+            transport,
+            poll_interval,
+            heartbeat,
+            max_reconnects,
+            settle,
+            known,
         )
         self._state = _State()
         super().__init__(

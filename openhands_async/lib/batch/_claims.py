@@ -42,6 +42,7 @@ class Active:
     paused: bool = False
     # Its end as its agent server reported it (`watch_ends`): it holds no slot from then on.
     heard: ExecutionStatus | None = None
+    watched: bool = False  # a watch was started (once; again after a resume)
 
 
 # 401/403: the credentials are wrong for every job, so the batch stops.

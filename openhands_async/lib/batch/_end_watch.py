@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ...models import ExecutionStatus
+    from ...models import Conversation, ExecutionStatus
     from ..events import Events
 
 log = logging.getLogger("openhands_async")
@@ -36,12 +36,14 @@ class EndWatch:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.heard = 0  # ends heard
 
-    def watch(self, conversation_id: str) -> None:
-        """Follow this conversation's events until its run ends (again, if watched before)."""
+    def watch(self, conversation_id: str, conversation: Conversation | None = None) -> None:
+        """Follow this conversation's events until its run ends (again, if watched before).
+        `conversation`: just read (its agent server's URL and key), so not read again."""
         old = self._tasks.get(conversation_id)
         if old is not None and not old.done():
             return
-        task = asyncio.get_running_loop().create_task(self._watch(conversation_id))
+        watching = self._watch(conversation_id, conversation)
+        task = asyncio.get_running_loop().create_task(watching)
         self._tasks[conversation_id] = task
         task.add_done_callback(lambda t: self._forget(conversation_id, t))
 
@@ -62,10 +64,11 @@ class EndWatch:
         if self._tasks.get(conversation_id) is task:
             del self._tasks[conversation_id]
 
-    async def _watch(self, conversation_id: str) -> None:
+    async def _watch(self, conversation_id: str, conversation: Conversation | None) -> None:
         # settle=0: the end is wanted the moment it is sent, not after the replay's
         # stragglers (the poller's read, not this event, is what the batch records).
-        stream = self._events.follow(conversation_id, transport="websocket", settle=0.0)
+        target = conversation or conversation_id
+        stream = self._events.follow(target, transport="websocket", settle=0.0)
         try:
             async with stream:
                 async for event in stream:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from ... import errors
+from ...models import Conversation
 from ..poller import ConversationPoller
 from ._claims import Active
 from ._config import BatchHost
@@ -39,7 +40,7 @@ class Pauses:
     def _ended(self, result: JobResult) -> None:
         raise NotImplementedError  # Runner's
 
-    def _watch(self, entry: Active) -> None:
+    def _watch(self, entry: Active, conversation: Conversation | None = None) -> None:
         raise NotImplementedError  # Runner's
 
     def _report(self) -> None:

@@ -177,6 +177,9 @@ class Runner(Claims, Pauses):
                 if claimed is None:
                     continue  # another worker's now, or no slot (then `blocked` is set)
                 self._launch(claimed)
+                # Let it leave before the next job is claimed: a journal that answers without
+                # suspending (SQLite) would hold every start of a wave until the last claim.
+                await asyncio.sleep(0)
             elif self.journal.feed_ahead and self.claimable:
                 # Pending jobs are anyone's: claim one per free slot, in one round trip.
                 free = self.target - len(self.starting) - self._running()
@@ -311,7 +314,6 @@ class Runner(Claims, Pauses):
                 self.by_conversation[entry.conversation_id] = entry
             elif entry.conversation_id:  # the poller has no id to follow: use ours
                 self.poller.track_conversation(entry.conversation_id)
-            self._watch(entry)
             return
         paused = isinstance(model, Conversation) and model.sandbox_status is SandboxStatus.PAUSED
         # Heard finished, then paused before the read: a server counting sandboxes made room
@@ -328,11 +330,14 @@ class Runner(Claims, Pauses):
         if not isinstance(model, Conversation):
             return
         entry.sandbox_id = model.sandbox_id or entry.sandbox_id
+        if not entry.watched and not paused:  # its first read: the watch needs no other
+            self._watch(entry, model)
         self._paused_or_not(entry, paused)
 
-    def _watch(self, entry: Active) -> None:
+    def _watch(self, entry: Active, conversation: Conversation | None = None) -> None:
         if self.watch is not None and entry.conversation_id:
-            self.watch.watch(entry.conversation_id)
+            entry.watched = True
+            self.watch.watch(entry.conversation_id, conversation)
 
     def _forget(self, entry: Active) -> None:
         if self.active.pop(entry.key, None) is not None and entry.heard is not None:
