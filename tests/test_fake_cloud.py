@@ -1058,3 +1058,26 @@ async def test_knobs_are_checked_up_front() -> None:
         Fault(action="explode")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError):
         FakeCloud().seed_conversations(1)
+
+
+async def test_a_wait_under_the_selectors_resolution_is_not_rounded_up_to_it() -> None:
+    # epoll counts whole milliseconds (asyncio rounds a timeout up): a run's last message
+    # and its final state update, 10 us apart, would go out 1 ms apart. Such a wait yields
+    # to the loop (select with no timeout) until it is over.
+    async with FakeCloud() as cloud:
+        ctx = cloud._ctx
+        selector: Any = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+        select, timeouts = selector.select, []
+
+        def recording(timeout: float | None = None) -> Any:
+            timeouts.append(timeout)
+            return select(timeout)
+
+        selector.select = recording
+        try:
+            deadline = ctx.now() + 50e-6
+            assert await ctx.sleep_until(deadline) is False
+        finally:
+            selector.select = select
+        assert ctx.now() >= deadline
+        assert all(t == 0 for t in timeouts), timeouts

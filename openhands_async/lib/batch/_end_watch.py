@@ -34,6 +34,7 @@ class EndWatch:
         self._events = events
         self._on_end = on_end
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
         self.heard = 0  # ends heard
 
     def watch(self, conversation_id: str, conversation: Conversation | None = None) -> None:
@@ -49,11 +50,13 @@ class EndWatch:
 
     def stop(self, conversation_id: str) -> None:
         task = self._tasks.pop(conversation_id, None)
-        if task is not None:
-            task.cancel()
+        if task is not None and not task.done():
+            task.cancel()  # awaited by `aclose` if still winding down (closing its socket)
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     async def aclose(self) -> None:
-        tasks = list(self._tasks.values())
+        tasks = [*self._tasks.values(), *self._stopping]
         self._tasks.clear()
         for task in tasks:
             task.cancel()
