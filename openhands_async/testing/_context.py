@@ -240,7 +240,7 @@ class Context:
     async def sleep_until(self, deadline: float) -> bool:
         # The selector counts whole milliseconds (asyncio rounds a timeout up), so a wait
         # for the event 10 us after this one would take 1 ms: yield to the loop instead.
-        while 0 < deadline - self.now() < _SELECT_RESOLUTION:
+        while 0 < deadline - self.now() < _SELECT_RESOLUTION:  # noqa: ASYNC110 (no event marks a moment)
             await asyncio.sleep(0)
         return await self.sleep(deadline - self.now())
 
