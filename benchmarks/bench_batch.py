@@ -273,8 +273,8 @@ def main() -> None:
 
     for kind, r in rows:
         print(
-            f"| {kind} | {r['finished']}/{args.jobs} | {r['wall']:.1f} | {r['ideal']:.1f} | "
-            f"{r['wall'] / r['ideal']:.2f} | {r['requests']:,} | {r['paused']} "
+            f"| {kind} | {r['finished']}/{args.jobs} | {r['wall']:.2f} | {r['ideal']:.1f} | "
+            f"{r['wall'] / r['ideal']:.3f} | {r['requests']:,} | {r['paused']} "
             f"| {r['peak_running']} | {journal_cost(r)} | {client_cpu(r)} | {server_cpu(r)} "
             f"| {gaps(r)} |"
         )
@@ -283,9 +283,9 @@ def main() -> None:
             walls = [r["wall"] for k, r in rows if k == kind]
             ideal = rows[0][1]["ideal"]
             print(
-                f"{kind}: median wall {statistics.median(walls):.1f} s, "
-                f"wall/ideal {statistics.median(walls) / ideal:.2f} "
-                f"(min {min(walls) / ideal:.2f}, max {max(walls) / ideal:.2f}, {len(walls)} runs)"
+                f"{kind}: median wall {statistics.median(walls):.2f} s, "
+                f"wall/ideal {statistics.median(walls) / ideal:.3f} "
+                f"(min {min(walls) / ideal:.3f}, max {max(walls) / ideal:.3f}, {len(walls)} runs)"
             )
 
 
