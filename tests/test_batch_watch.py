@@ -11,6 +11,8 @@ import logging
 import pytest
 
 import openhands_async as oh
+from openhands_async import SQLiteJournal
+from openhands_async.lib.batch._runner import Runner, Settings
 from openhands_async.testing import AgentServerBehavior, FakeCloud, Fault, RequestRecord
 
 from .conftest import eventually
@@ -174,6 +176,24 @@ async def test_a_job_heard_finished_then_paused_before_its_read_is_recorded_fini
     assert first.sandbox_status == "PAUSED"
     assert first.execution_status == "finished"  # as the agent server said
     assert [r.state for r in rest] == ["finished", "finished"]
+
+
+async def test_an_end_heard_while_the_runner_was_not_waiting_is_acted_on_at_once() -> None:
+    # Heard while the consumer held a result (the runner suspended at a yield, not waiting):
+    # the next wait returns at once, so the refill and the read go out, rather than waiting
+    # for something else to happen (a poll an hour away, at the end of a batch).
+    async with (
+        cloud() as server,
+        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
+    ):
+        settings = Settings(1, None, False, HOUR, None, watch_ends=True)
+        runner = Runner(client, SQLiteJournal(":memory:"), settings, oh.BatchProgress())
+        try:
+            await runner._adopt()  # as a run begins (then no lease to watch: a local journal)
+            runner.to_read.append("a" * 32)  # what `_heard` leaves for the loop
+            await asyncio.wait_for(runner._wait(), 5)
+        finally:
+            await runner.aclose()
 
 
 async def _all(run: oh.BatchRun) -> list[oh.JobResult]:

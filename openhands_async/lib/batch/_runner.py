@@ -253,6 +253,8 @@ class Runner(Claims, Pauses):
             waiting.add(self.next_change)
         if self.watch is not None:
             self.wake = loop.create_future()
+            if self.to_read:  # heard while the consumer held a result: act on it now
+                self.wake.set_result(None)
             waiting.add(self.wake)
         adopt_in = self.next_adopt - loop.time()
         if self.blocked:
