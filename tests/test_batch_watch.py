@@ -196,5 +196,29 @@ async def test_an_end_heard_while_the_runner_was_not_waiting_is_acted_on_at_once
             await runner.aclose()
 
 
+async def test_a_start_refused_while_an_end_heard_is_unread_waits_for_that_read() -> None:
+    # A server may count the job heard finished until it reads so: job 2's first start is
+    # refused at the cap (429) while job 1's end read is answered 503 (again after 1 s). Job 2
+    # is sent again once job 1's end is read, not at once (and again, and again), and the
+    # cap is not taken as lower.
+    refusal = {"detail": {"error": "CONCURRENCY_LIMIT_REACHED", "limit": 1, "current": 1}}
+    async with (
+        cloud() as server,
+        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
+    ):
+        server.add_fault(END_READ_REFUSED)
+        server.add_fault(Fault(route="start", skip=1, times=1, status=429, body=refusal))
+        run = client.run_batch(jobs(2), max_running=1, poll_interval=HOUR, watch_ends=True)
+        first, second = await asyncio.wait_for(_all(run), 60)
+        assert run.progress.target == 1
+        log = list(server.request_log)
+    assert [first.state, second.state] == ["finished", "finished"]
+    starts = [r for r in log if r.route == "start"]
+    assert [r.status for r in starts] == [200, 429, 200]
+    recorded = _reads_of(log, first.conversation_id)[-1]
+    assert recorded.status == 200
+    assert starts[1].time < recorded.time < starts[2].time
+
+
 async def _all(run: oh.BatchRun) -> list[oh.JobResult]:
     return [r async for r in run]

@@ -67,6 +67,7 @@ class Runner(Claims, Pauses):
         # Ends heard from the agent servers (`watch_ends`): see `_heard`.
         self.watch = EndWatch(client.events, self._heard) if settings.watch_ends else None
         self.unread = 0  # ends heard, not read yet: their slots are free
+        self.refused_unread = False  # a start refused since: none until they are read
         self.to_read: list[str] = []  # conversations to read once the refills have gone out
         self.wake: asyncio.Future[None] | None = None  # what `_wait` waits on for an end heard
         self.next_change: asyncio.Task[StatusChange | None] | None = None
@@ -165,6 +166,7 @@ class Runner(Claims, Pauses):
             self.fatal is None
             and len(self.starting) + self._running() < self.target
             and loop.time() >= self.hold_until
+            and not (self.refused_unread and self.unread)
         ):
             if self.paused:
                 await self._resume_paused(self.paused[0])
@@ -234,7 +236,9 @@ class Runner(Claims, Pauses):
         running = len(self.active) - len(self.paused)  # the server may still count ends heard
         self.target = max(1, min(self.target, limit or running, running or 1))
         log.info("server refused at its running cap; running at most %d", self.target)
-        if not running and not self.starting:
+        if self.unread:
+            self.refused_unread = True  # their reads free the slots the server counts
+        elif not running and not self.starting:
             loop = asyncio.get_running_loop()
             self.hold_until = loop.time() + BATCH_CAP_RETRY_DELAY
 
@@ -344,6 +348,7 @@ class Runner(Claims, Pauses):
     def _forget(self, entry: Active) -> None:
         if self.active.pop(entry.key, None) is not None and entry.heard is not None:
             self.unread -= 1
+            self.refused_unread = self.refused_unread and self.unread > 0
         self.poller.untrack(entry.key)
         if entry.conversation_id:
             self.by_conversation.pop(entry.conversation_id, None)
