@@ -187,13 +187,15 @@ async def test_an_end_heard_while_the_runner_was_not_waiting_is_acted_on_at_once
         oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
     ):
         settings = Settings(1, None, False, HOUR, None, watch_ends=True)
-        runner = Runner(client, SQLiteJournal(":memory:"), settings, oh.BatchProgress())
+        journal = SQLiteJournal(":memory:")
+        runner = Runner(client, journal, settings, oh.BatchProgress())
         try:
             await runner._adopt()  # as a run begins (then no lease to watch: a local journal)
             runner.to_read.append("a" * 32)  # what `_heard` leaves for the loop
             await asyncio.wait_for(runner._wait(), 5)
         finally:
             await runner.aclose()
+            await journal.aclose()
 
 
 async def test_a_start_refused_while_an_end_heard_is_unread_waits_for_that_read() -> None:
