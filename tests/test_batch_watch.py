@@ -6,7 +6,9 @@ hour here, so a job can only end through its watch: without one the run would ha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -31,11 +33,20 @@ def cloud(run_seconds: float = 0.2, **kw: object) -> FakeCloud:
     return FakeCloud(start_timeline=timeline, idle_seconds=0.0, run_seconds=run_seconds, **kw)  # type: ignore[arg-type]
 
 
-async def test_ends_are_heard_from_the_agent_servers_without_waiting_for_a_poll() -> None:
+@contextlib.asynccontextmanager
+async def served(
+    run_seconds: float = 0.2, **kw: object
+) -> AsyncIterator[tuple[FakeCloud, oh.OpenHandsClient]]:
+    """A FakeCloud (see `cloud`) and a client of it."""
     async with (
-        cloud() as server,
+        cloud(run_seconds, **kw) as server,
         oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
     ):
+        yield server, client
+
+
+async def test_ends_are_heard_from_the_agent_servers_without_waiting_for_a_poll() -> None:
+    async with served() as (server, client):
         run = client.run_batch(jobs(5), max_running=2, poll_interval=HOUR, watch_ends=True)
         results = await asyncio.wait_for(_all(run), 60)
         assert run.progress.ends_heard == 5
@@ -53,10 +64,7 @@ async def test_a_watch_refused_leaves_the_end_to_the_poll(
 ) -> None:
     # Every connection is closed 4001: the follow re-reads the conversation once for a fresh
     # key, is refused again and raises; the watch says so and the poll reads the end.
-    async with (
-        cloud(agent_server=AgentServerBehavior(refuse_auth=1000)) as server,
-        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
-    ):
+    async with served(agent_server=AgentServerBehavior(refuse_auth=1000)) as (server, client):
         with caplog.at_level(logging.INFO, "openhands_async"):
             run = client.run_batch(jobs(3), max_running=3, poll_interval=0.05, watch_ends=True)
             results = await asyncio.wait_for(_all(run), 60)
@@ -77,10 +85,7 @@ async def test_a_watch_refused_leaves_the_end_to_the_poll(
 async def test_an_unreachable_agent_server_changes_nothing_but_the_wait() -> None:
     # The watches keep trying to connect (with backoff) until the poll reads each end;
     # then they are stopped: no task outlives the run.
-    async with (
-        cloud(agent_server=AgentServerBehavior(unreachable=True)) as server,
-        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
-    ):
+    async with served(agent_server=AgentServerBehavior(unreachable=True)) as (server, client):
         run = client.run_batch(jobs(3), max_running=3, poll_interval=0.05, watch_ends=True)
         results = await asyncio.wait_for(_all(run), 60)
     assert [r.state for r in results] == ["finished"] * 3
@@ -89,10 +94,7 @@ async def test_an_unreachable_agent_server_changes_nothing_but_the_wait() -> Non
 
 
 async def test_stopping_the_run_closes_every_watch() -> None:
-    async with (
-        cloud(run_seconds=HOUR) as server,
-        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
-    ):
+    async with served(run_seconds=HOUR) as (server, client):
         seen: list[int] = []
 
         def progress(p: oh.BatchProgress) -> None:
@@ -126,10 +128,7 @@ def _reads_of(log: list[RequestRecord], conversation_id: str | None) -> list[Req
 
 
 async def test_a_heard_end_frees_its_slot_before_the_read_that_records_it() -> None:
-    async with (
-        cloud() as server,
-        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
-    ):
+    async with served() as (server, client):
         server.add_fault(END_READ_REFUSED)
         run = client.run_batch(jobs(2), max_running=1, poll_interval=HOUR, watch_ends=True)
         first, second = await asyncio.wait_for(_all(run), 60)
@@ -155,10 +154,7 @@ async def test_a_job_heard_finished_then_paused_before_its_read_is_recorded_fini
     # its cap: that can be a job heard finished whose read has not come back. The read then
     # shows PAUSED and no execution status; the agent said it finished, so it did. Nothing
     # is resumed, and the batch does not take the pause for a lower cap.
-    async with (
-        cloud() as server,
-        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
-    ):
+    async with served() as (server, client):
         server.add_fault(END_READ_REFUSED)
         run = client.run_batch(jobs(3), max_running=1, poll_interval=HOUR, watch_ends=True)
         consumer = asyncio.ensure_future(_all(run))
@@ -182,10 +178,7 @@ async def test_an_end_heard_while_the_runner_was_not_waiting_is_acted_on_at_once
     # Heard while the consumer held a result (the runner suspended at a yield, not waiting):
     # the next wait returns at once, so the refill and the read go out, rather than waiting
     # for something else to happen (a poll an hour away, at the end of a batch).
-    async with (
-        cloud() as server,
-        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
-    ):
+    async with served() as (_, client):
         settings = Settings(1, None, False, HOUR, None, watch_ends=True)
         journal = SQLiteJournal(":memory:")
         runner = Runner(client, journal, settings, oh.BatchProgress())
@@ -204,10 +197,7 @@ async def test_a_start_refused_while_an_end_heard_is_unread_waits_for_that_read(
     # is sent again once job 1's end is read, not at once (and again, and again), and the
     # cap is not taken as lower.
     refusal = {"detail": {"error": "CONCURRENCY_LIMIT_REACHED", "limit": 1, "current": 1}}
-    async with (
-        cloud() as server,
-        oh.OpenHandsClient(api_key=server.api_key, base_url=server.base_url) as client,
-    ):
+    async with served() as (server, client):
         server.add_fault(END_READ_REFUSED)
         server.add_fault(Fault(route="start", skip=1, times=1, status=429, body=refusal))
         run = client.run_batch(jobs(2), max_running=1, poll_interval=HOUR, watch_ends=True)
