@@ -28,7 +28,7 @@ class Pauses:
     paused: list[Active]
     target: int
 
-    def _running(self) -> int:
+    def _counted(self) -> int:
         raise NotImplementedError  # Runner's
 
     def _refused(self, limit: int | None) -> None:
@@ -54,7 +54,7 @@ class Pauses:
             # than are still running; it is resumed when a slot frees.
             entry.paused = True
             self.paused.append(entry)
-            self.target = max(1, min(self.target, self._running()))
+            self.target = max(1, min(self.target, self._counted()))
             log.info(
                 "the server paused job %s at its running cap; running at most %d",
                 entry.row.key,

@@ -131,8 +131,13 @@ class Runner(Claims, Pauses):
             while self.ended:
                 yield self.ended.pop(0)
 
+    def _counted(self) -> int:
+        """Ours the server may count as running: ends heard but not read yet included."""
+        return len(self.active) - len(self.paused)
+
     def _running(self) -> int:
-        return len(self.active) - len(self.paused) - self.unread
+        """Ours holding a slot: an end heard frees its slot before its read."""
+        return self._counted() - self.unread
 
     def _heard(self, conversation_id: str, status: ExecutionStatus) -> None:
         """An end heard: the job's slot is free now, before the read that records the end,
@@ -166,7 +171,7 @@ class Runner(Claims, Pauses):
             self.fatal is None
             and len(self.starting) + self._running() < self.target
             and loop.time() >= self.hold_until
-            and not (self.refused_unread and self.unread)
+            and not self.refused_unread
         ):
             if self.paused:
                 await self._resume_paused(self.paused[0])
@@ -233,7 +238,7 @@ class Runner(Claims, Pauses):
 
     def _refused(self, limit: int | None) -> None:
         """The server refused a start or resume at its running cap: aim lower."""
-        running = len(self.active) - len(self.paused)  # the server may still count ends heard
+        running = self._counted()
         self.target = max(1, min(self.target, limit or running, running or 1))
         log.info("server refused at its running cap; running at most %d", self.target)
         if self.unread:
