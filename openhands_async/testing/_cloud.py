@@ -14,6 +14,7 @@ from aiohttp import web
 from ._account import Account
 from ._app import ROUTE_NAMES, Api
 from ._context import Context, RequestRecord
+from ._events import TICK
 from ._faults import Fault
 from ._plan import (
     DEFAULT_ERROR_DETAIL,
@@ -335,10 +336,10 @@ class FakeCloud:
         if message is not None:
             body["initial_message"] = {"content": [{"type": "text", "text": message}]}
         echo = parse_start_body(json_bytes(body)).echo
-        # Distinct microseconds keep the order stable (10 us apart: see `_events._TICK`); all
-        # lie at or before the seeding time.
-        first = now - started_ago - (n - 1) * 1e-5
+        # Distinct timestamps keep the order stable (one TICK apart); all lie at or before
+        # the seeding time.
+        first = now - started_ago - (n - 1) * TICK
         return [
-            self._store.add_start(first + i * 1e-5, plan, echo, None).conversation_id
+            self._store.add_start(first + i * TICK, plan, echo, None).conversation_id
             for i in range(n)
         ]

@@ -19,7 +19,7 @@ from ._wire import Clock
 # goes out in whole microseconds of the wall clock plus a loop time, a float sum good to
 # ~0.25 us, so events 1 us apart came out with one timestamp about one time in eight (and a
 # `since` one of them then replayed the other).
-_TICK = 1e-5
+TICK = 1e-5
 
 
 def _id() -> str:
@@ -150,17 +150,17 @@ def run_events(
         spacing = (conv.outcome_at - conv.running_at) / (steps + 1)
         # A run that never ends still takes its steps, a second apart; and steps never
         # crowd so close that an observation would overtake the next action.
-        spacing = max(spacing if math.isfinite(spacing) else 1.0, 3 * _TICK)
+        spacing = max(spacing if math.isfinite(spacing) else 1.0, 3 * TICK)
         for step in range(steps):
-            at = conv.running_at + _TICK + step * spacing
+            at = conv.running_at + TICK + step * spacing
             action = _action(text or "the task", parent)
             out.append(_at(at, action))
-            out.append(_at(at + _TICK, _observation(action, step)))
+            out.append(_at(at + TICK, _observation(action, step)))
         end = conv.outcome_at
         if conv.outcome == "finished":
             reply = message_event("agent", "assistant", f"Done: {text or 'the task'}", parent)
             out.append(_at(end, reply))
-        out.append(_at(end + _TICK, _state("execution_status", conv.outcome, parent)))
+        out.append(_at(end + TICK, _state("execution_status", conv.outcome, parent)))
     return out
 
 
