@@ -117,6 +117,44 @@ async def test_async_generator_of_jobs_is_read_lazily() -> None:
     assert first.job.options == {"title": first.job.options["title"]}
 
 
+async def test_the_next_job_is_read_ahead_while_every_slot_is_taken() -> None:
+    # Read (and added to the journal) while the one slot is taken, so that the slot freed
+    # is refilled without waiting for the input; never more than one ahead.
+    pulled = 0
+
+    async def generate() -> AsyncIterator[oh.Job]:
+        nonlocal pulled
+        for i in range(4):
+            pulled += 1
+            yield oh.Job(f"ahead {i}", repository="o/r")
+
+    seen: list[tuple[int, int, int]] = []
+    journal = SQLiteJournal(":memory:")
+    async with (
+        FakeCloud(time_scale=0.2, run_seconds=0.2) as cloud,
+        oh.OpenHandsClient(api_key=cloud.api_key, base_url=cloud.base_url, retry_policy=FAST) as c,
+    ):
+        batch = c.run_batch(
+            generate(),
+            max_running=1,
+            poll_interval=0.05,
+            journal=journal,
+            on_progress=lambda p: seen.append((p.running, p.queued, pulled)),
+        )
+        first = await anext(aiter(batch))
+        ahead = await journal.get(oh.Job("ahead 1", repository="o/r").key)
+        rest = [r async for r in batch]
+    journal.close()
+    assert first.job.message == "ahead 0"
+    assert ahead is not None  # in the journal before the first job's end was reported
+    assert ahead.state in ("pending", "starting", "running")
+    assert (1, 1, 2) in seen  # the first running, the second read and queued
+    assert max(q for _, q, _ in seen) == 1
+    assert [r.job.message for r in rest] == ["ahead 1", "ahead 2", "ahead 3"]
+    assert all(r.ok for r in [first, *rest])
+    assert cloud.starts_received == 4
+
+
 async def test_cancelled_run_resumes_without_starting_twice(tmp_path: Path) -> None:
     db = str(tmp_path / "run.db")
     async with (

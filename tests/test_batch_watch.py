@@ -127,6 +127,30 @@ def _reads_of(log: list[RequestRecord], conversation_id: str | None) -> list[Req
     ]
 
 
+async def test_a_heard_end_keeps_its_socket_until_the_read_that_records_it() -> None:
+    # Closed at once, the socket's close would run on the event loop between the end heard
+    # and the start that refills its slot. Here that read is 503'd, and comes 1 s later.
+    async with served() as (server, client):
+        server.add_fault(END_READ_REFUSED)
+        run = client.run_batch(jobs(2), max_running=1, poll_interval=HOUR, watch_ends=True)
+        consumer = asyncio.ensure_future(_all(run))
+
+        def refused() -> list[RequestRecord]:
+            return [r for r in server.request_log if r.status == 503]
+
+        # Job 2 started and ran its 0.2 s: long after job 1's end was heard.
+        await eventually(
+            lambda: bool(refused()) and server.starts_received == 2 and server.running == 0
+        )
+        (ids,) = [v for k, v in refused()[0].query if k == "ids"]
+        assert server.agent_sockets.open_now[ids] == 1
+        first, second = await asyncio.wait_for(consumer, 60)
+        await eventually(lambda: server.agent_sockets.open_total == 0)
+    assert [first.state, second.state] == ["finished", "finished"]
+    assert str(first.conversation_id).replace("-", "") == ids
+    assert run.progress.ends_heard == 1  # job 2's end was read (the poller waited 1 s)
+
+
 async def test_a_heard_end_frees_its_slot_before_the_read_that_records_it() -> None:
     async with served() as (server, client):
         server.add_fault(END_READ_REFUSED)

@@ -28,7 +28,10 @@ __all__ = ["EndWatch"]
 
 class EndWatch:
     """One watch task per conversation id (normalised); `aclose()` ends them all. `on_end`
-    gets the id and the terminal status the agent server reported, once per watch."""
+    gets the id and the terminal status the agent server reported, once per watch; the
+    watch then holds its socket until `stop(conversation_id)`. Closed at once, the socket's
+    close (the handshake's answer, the connection's teardown: ~0.4 ms on the event loop)
+    would land between the end heard and the start that refills its slot."""
 
     def __init__(self, events: Events, on_end: Callable[[str, ExecutionStatus], None]) -> None:
         self._events = events
@@ -79,7 +82,7 @@ class EndWatch:
                     if status is not None and event.is_terminal:
                         self.heard += 1
                         self._on_end(conversation_id, status)
-                        return
+                        await asyncio.Event().wait()  # until `stop` cancels it (see above)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the poll still sees the end: only later

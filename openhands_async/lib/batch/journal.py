@@ -125,8 +125,9 @@ class Journal(Protocol):
     """A batch's record of its jobs, held by one run (or, for a shared backend, one worker
     per job) at a time."""
 
-    #: 0: the run adds each job it reads when the job's turn to start comes, and starts it
-    #: (a one-run journal). N > 0 (a shared journal, whose pending jobs are anyone's): the
+    #: 0: the run reads its input one job at a time, adds each job as it reads it (one
+    #: ahead of the free slots, so a freed slot is refilled at once), and starts it (a
+    #: one-run journal). N > 0 (a shared journal, whose pending jobs are anyone's): the
     #: run reads its input ahead, N jobs at a time, adds them with one `add_all`, and starts
     #: whatever `claim_many` hands it (one claim for every free slot), so that every
     #: worker's claims find jobs waiting.

@@ -283,7 +283,7 @@ class SQLiteJournal:
         self._adopted = True
         return self._rows("starting", "running")
 
-    feed_ahead = 0  # the run adds each job it reads when it starts it
+    feed_ahead = 0  # the run adds each job it reads (one ahead of the free slots)
 
     async def mark_ended_many(self, ends: Sequence[Ended]) -> set[str]:
         for end in ends:  # one run holds the file: no job is ever taken over
