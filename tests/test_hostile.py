@@ -242,6 +242,11 @@ def _body_operations() -> Any:
     for name, (method, path, _) in RESPONSES.items():
         response = spec["paths"][path][method]["responses"]["200"]
         schema = response["content"]["application/json"]["schema"]
+        if not schema.keys() - {"title"}:
+            # Untyped in the spec (git/diff: any JSON value), an object as served and as the
+            # SDK reads it. Left untyped, 3 draws in 4 are other values, so in ~3% of runs
+            # all 12 were and nothing was compared (the test failed).
+            schema = {**schema, "type": "object"}
         paths[f"/{name}"] = {
             "post": {
                 "requestBody": {
