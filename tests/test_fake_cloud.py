@@ -1081,3 +1081,29 @@ async def test_a_wait_under_the_selectors_resolution_is_not_rounded_up_to_it() -
             selector.select = select
         assert ctx.now() >= deadline
         assert all(t == 0 for t in timeouts), timeouts
+
+
+async def test_a_longer_wait_selects_until_a_millisecond_before_then_yields() -> None:
+    # Selected to the deadline, it would end 0-1 ms late (0.5 ms on average: every event an
+    # agent server pushes would be that late).
+    async with FakeCloud() as cloud:
+        ctx = cloud._ctx
+        loop = asyncio.get_running_loop()
+        selector: Any = loop._selector  # type: ignore[attr-defined]
+        select, calls = selector.select, []
+
+        def recording(timeout: float | None = None) -> Any:
+            calls.append((loop.time(), timeout))
+            return select(timeout)
+
+        selector.select = recording
+        try:
+            deadline = ctx.now() + 0.005
+            assert await ctx.sleep_until(deadline) is False
+        finally:
+            selector.select = select
+        assert ctx.now() >= deadline
+        timed = [(t, timeout) for t, timeout in calls if timeout]
+        assert timed  # it did wait, not spin the whole time
+        # Ends 1 ms before (less the ~0.1 ms the wait takes to set up), not at the deadline.
+        assert all(t + timeout <= deadline - 0.0005 for t, timeout in timed), (deadline, timed)
