@@ -268,7 +268,9 @@ async def test_start_task_and_conversation_advance_to_the_end() -> None:
         assert HEX32.match(conv_id)
         assert task["sandbox_id"]
         assert task["agent_server_url"]
-        assert task["agent_server_url"].startswith(cloud.base_url)
+        # Apart from the API (the open-source server: app on :3000, agent servers on :8100...).
+        assert task["agent_server_url"].startswith("http://127.0.0.1:")
+        assert not task["agent_server_url"].startswith(cloud.base_url)
 
         conv = await eventually(
             lambda: conversation_of(http, conv_id), lambda c: c["execution_status"] in TERMINAL

@@ -178,14 +178,15 @@ class FakeCloud:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, HOST, self._requested_port)
-            await site.start()
+            # The API, then the agent servers (on a port of their own: see `Renderer`).
+            for port in (self._requested_port, 0):
+                await web.TCPSite(runner, HOST, port).start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
-        ctx.serve_at(self.base_url, self._port)
+        self._port, agent_port = (int(address[1]) for address in runner.addresses)
+        ctx.serve_at(self.base_url, f"http://{HOST}:{agent_port}", agent_port)
         return self
 
     async def stop(self) -> None:

@@ -129,8 +129,8 @@ class Context:
         self._closing = loop.create_future()
         self.clock.start(loop)
 
-    def serve_at(self, base_url: str, port: int) -> None:
-        self._renderer = Renderer(self.clock, base_url, port)
+    def serve_at(self, base_url: str, agents_url: str, agent_port: int) -> None:
+        self._renderer = Renderer(self.clock, base_url, agents_url, agent_port)
 
     def close(self) -> None:
         """Wake every sleeper: the FakeCloud is stopping."""
@@ -153,7 +153,7 @@ class Context:
         if self.knobs.agent_server.unreachable:
             renderer.agent_base = f"http://127.0.0.1:{self.sockets.dead_port()}"
         else:
-            renderer.agent_base = renderer.base_url
+            renderer.agent_base = renderer.agents_url
         return renderer
 
     def timing(self) -> Timing:

@@ -18,16 +18,21 @@ _NO_TOKENS = {"prompt_tokens": 0, "completion_tokens": 0, "per_turn_token": 0}
 class Renderer:
     """Turns records into wire dicts at a given loop time.
 
-    `base_url` is the FakeCloud's own address: agent-server and conversation URLs point back at
-    it (under `/agent-server/<sandbox id>`), so nothing ever reaches beyond loopback.
+    `base_url` is the FakeCloud's own address. Agent-server and conversation URLs point back at
+    it on a second port, `agents_url` (under `/agent-server/<sandbox id>`), so nothing ever
+    reaches beyond loopback: apart from the API's, as the open-source server's agent servers
+    listen apart from its app server (captures: localhost:8100, 8101, ...). A client then
+    keeps its API connections for the API: a WebSocket upgrade takes the connection it is
+    opened on for good, so on one address each watch would use up an idle API connection.
     """
 
-    def __init__(self, clock: Clock, base_url: str, port: int) -> None:
+    def __init__(self, clock: Clock, base_url: str, agents_url: str, agent_port: int) -> None:
         self.clock = clock
         self.base_url = base_url
-        self.port = port
-        #: Where agent-server URLs point (the base URL, or a dead port: see `Context.render`).
-        self.agent_base = base_url
+        self.agents_url = agents_url
+        self.port = agent_port
+        #: Where agent-server URLs point (`agents_url`, or a dead port: see `Context.render`).
+        self.agent_base = agents_url
 
     def agent_server_url(self, sandbox_id: str) -> str:
         return f"{self.agent_base}/agent-server/{sandbox_id}"
