@@ -1090,22 +1090,20 @@ async def test_a_longer_wait_selects_until_a_millisecond_before_then_yields() ->
     # agent server pushes would be that late).
     async with FakeCloud() as cloud:
         ctx = cloud._ctx
-        loop = asyncio.get_running_loop()
-        selector: Any = loop._selector  # type: ignore[attr-defined]
-        select, calls = selector.select, []
+        sleep, timed = ctx.sleep, []
 
-        def recording(timeout: float | None = None) -> Any:
-            calls.append((loop.time(), timeout))
-            return select(timeout)
+        async def recording(seconds: float | None) -> bool:
+            if seconds:
+                timed.append(seconds)
+            return await sleep(seconds)
 
-        selector.select = recording
+        ctx.sleep = recording  # type: ignore[method-assign]
         try:
             deadline = ctx.now() + 0.005
             assert await ctx.sleep_until(deadline) is False
         finally:
-            selector.select = select
-        assert ctx.now() >= deadline
-        timed = [(t, timeout) for t, timeout in calls if timeout]
+            ctx.sleep = sleep  # type: ignore[method-assign]
+        assert ctx.now() >= deadline  # the rest was yields to the loop
         assert timed  # it did wait, not spin the whole time
-        # Ends 1 ms before (less the ~0.1 ms the wait takes to set up), not at the deadline.
-        assert all(t + timeout <= deadline - 0.0005 for t, timeout in timed), (deadline, timed)
+        # Computed after `deadline` was, so never more than 4 ms: 1 ms before it at most.
+        assert all(seconds <= 0.005 - 0.001 for seconds in timed), timed
