@@ -19,6 +19,7 @@ from ..._inputs import normalize_uuid
 from ..._start_request import make_start_request
 from ...models import ExecutionStatus, StartRequest, StartTask
 from ._config import BatchHost, Settings
+from ._intake import Intake
 from ._recovery import find_started, job_of, look_again
 from .jobs import Job, JobResult, failed
 from .journal import Journal, JournalRow
@@ -74,6 +75,9 @@ class Claims:
     blocked: bool
     claimable: bool
     next_adopt: float
+    stop_starting: bool
+    fatal: errors.APIStatusError | None
+    target: int
 
     def _ended(self, result: JobResult) -> None:
         raise NotImplementedError  # Runner's
@@ -83,6 +87,37 @@ class Claims:
 
     def _report(self) -> None:
         raise NotImplementedError  # Runner's
+
+    def _running(self) -> int:
+        raise NotImplementedError  # Runner's
+
+    async def _next_job(self, intake: Intake) -> tuple[JournalRow, Job] | None:
+        if self.queue:
+            return self.queue.popleft()
+        while not self.stop_starting:
+            item = await intake.next()
+            if not isinstance(item, JobResult):
+                return item
+            self._ended(item)  # decided when read: invalid, or a duplicate
+        return None
+
+    async def _read_ahead(self, intake: Intake) -> None:
+        """With every slot taken, read the next job now (added to the journal as pending, as
+        when its turn comes), so that the slot freed next is refilled without waiting for
+        the input and the journal's add: ~half of a refill's work on the event loop."""
+        if (
+            self.queue
+            or self.journal.feed_ahead  # its input is fed in bulk already
+            or self.stop_starting
+            or self.blocked
+            or self.fatal is not None
+            or len(self.starting) + self._running() < self.target  # `_fill` stopped for
+        ):  # another reason (a hold, a refusal): the job is read when the slot is used
+            return
+        item = await self._next_job(intake)
+        if item is not None:
+            self.queue.append(item)
+            self._report()
 
     async def _claim(self, row: JournalRow, job: Job) -> _Claimed | None:
         """Commit the job's conversation id (minted now, or the one recorded for a start the

@@ -141,9 +141,8 @@ class Runner(Claims, Pauses):
         return self._counted() - self.unread
 
     def _heard(self, conversation_id: str, status: ExecutionStatus) -> None:
-        """An end heard: the job's slot is free now, before the read that records the end,
-        and that read waits for the start taking the slot to go out (sent first, the read
-        would hold the start up at the server)."""
+        """An end heard: its slot is free now. The read that records the end goes out after
+        the start that takes the slot (sent first, it held that start up at the server)."""
         entry = self.by_conversation.get(conversation_id)
         if entry is None or entry.paused or entry.heard is not None:
             assert self.watch is not None  # the caller
@@ -152,9 +151,12 @@ class Runner(Claims, Pauses):
         entry.heard = status
         self.unread += 1
         self.to_read.append(conversation_id)
+        self._ring()
+        self._report()
+
+    def _ring(self, _: object = None) -> None:
         if self.wake is not None and not self.wake.done():
             self.wake.set_result(None)  # `_wait` returns
-        self._report()
 
     def _report(self) -> None:
         p = self.progress
@@ -206,38 +208,10 @@ class Runner(Claims, Pauses):
             else:
                 break
 
-    async def _read_ahead(self, intake: Intake) -> None:
-        """With every slot taken, read the next job now (added to the journal as pending, as
-        when its turn comes), so that the slot freed next is refilled without waiting for
-        the input and the journal's add: ~half of a refill's work on the event loop."""
-        if (
-            self.queue
-            or self.journal.feed_ahead  # its input is fed in bulk already
-            or self.stop_starting
-            or self.blocked
-            or self.fatal is not None
-            or len(self.starting) + self._running() < self.target  # `_fill` stopped for
-        ):  # another reason (a hold, a refusal): the job is read when the slot is used
-            return
-        item = await self._next_job(intake)
-        if item is not None:
-            self.queue.append(item)
-            self._report()
-
     def _launch(self, claimed: tuple[JournalRow, Job, Any]) -> None:
         task = asyncio.get_running_loop().create_task(self._send(*claimed))
         self.starting[task] = claimed[:2]
         self._report()
-
-    async def _next_job(self, intake: Intake) -> tuple[JournalRow, Job] | None:
-        if self.queue:
-            return self.queue.popleft()
-        while not self.stop_starting:
-            item = await intake.next()
-            if not isinstance(item, JobResult):
-                return item
-            self._ended(item)  # decided when read: invalid, or a duplicate
-        return None
 
     def _started(self, row: JournalRow, job: Job, outcome: StartOutcome) -> None:
         if isinstance(outcome, Active):
@@ -276,9 +250,8 @@ class Runner(Claims, Pauses):
             self.by_conversation[entry.conversation_id] = entry
 
     async def _wait(self) -> None:
-        """Until a start is answered or the poller reports a change (or a hold ends), or an
-        end is heard: `_heard` resolves `wake` itself, one loop pass sooner than
-        `asyncio.wait` would hand it over (its slot is refilled that much sooner)."""
+        """Until a start is answered, the poller reports a change, a hold ends or an end is
+        heard (`_heard` resolves `wake`: one loop pass sooner than `asyncio.wait` would)."""
         loop = asyncio.get_running_loop()
         waiting: set[asyncio.Future[Any]] = set(self.starting)
         if self.next_change is not None:
@@ -299,22 +272,17 @@ class Runner(Claims, Pauses):
         hold = self.hold_until - loop.time()
         timeouts = [t for t in (hold, adopt_in) if t > 0 and t != float("inf")]
         timeout = min(timeouts) if timeouts else (None if adopt_in > 0 else 0)
-
-        def ring(_: object = None) -> None:
-            if not wake.done():
-                wake.set_result(None)
-
         for future in waiting:
-            future.add_done_callback(ring)
-        timer = None if timeout is None else loop.call_later(timeout, ring)
+            future.add_done_callback(self._ring)
+        timer = loop.call_later(timeout, self._ring) if timeout is not None else None
         try:
             await wake
         finally:
             self.wake = None
+            for future in waiting:
+                future.remove_done_callback(self._ring)
             if timer is not None:
                 timer.cancel()
-            for future in waiting:
-                future.remove_done_callback(ring)
         if self.slot_wait is not None and self.slot_wait.done():
             self.slot_wait.result()  # raises the journal's error, if waiting failed
             self.slot_wait = None
