@@ -76,7 +76,6 @@ class Claims:
     claimable: bool
     next_adopt: float
     stop_starting: bool
-    fatal: errors.APIStatusError | None
     target: int
 
     def _ended(self, result: JobResult) -> None:
@@ -104,15 +103,11 @@ class Claims:
     async def _read_ahead(self, intake: Intake) -> None:
         """With every slot taken, read the next job now (added to the journal as pending, as
         when its turn comes), so that the slot freed next is refilled without waiting for
-        the input and the journal's add: ~half of a refill's work on the event loop."""
-        if (
-            self.queue
-            or self.journal.feed_ahead  # its input is fed in bulk already
-            or self.stop_starting
-            or self.blocked
-            or self.fatal is not None
-            or len(self.starting) + self._running() < self.target  # `_fill` stopped for
-        ):  # another reason (a hold, a refusal): the job is read when the slot is used
+        the input and the journal's add: ~half of a refill's work on the event loop. One at
+        most; none while a slot is free (`_fill` left it for a hold or a refusal). A run
+        that stops leaves it pending, as it leaves what it has not read; a shared journal's
+        input is fed ahead in bulk (`Intake.next` then reads nothing)."""
+        if self.queue or len(self.starting) + self._running() < self.target:
             return
         item = await self._next_job(intake)
         if item is not None:
