@@ -186,7 +186,7 @@ class FakeCloud:
             raise
         self._runner = runner
         self._port, agent_port = (int(address[1]) for address in runner.addresses)
-        ctx.serve_at(self.base_url, f"http://{HOST}:{agent_port}", agent_port)
+        ctx.serve_at(self.base_url, agent_port)
         return self
 
     async def stop(self) -> None:

@@ -129,8 +129,8 @@ class Context:
         self._closing = loop.create_future()
         self.clock.start(loop)
 
-    def serve_at(self, base_url: str, agents_url: str, agent_port: int) -> None:
-        self._renderer = Renderer(self.clock, base_url, agents_url, agent_port)
+    def serve_at(self, base_url: str, agent_port: int) -> None:
+        self._renderer = Renderer(self.clock, base_url, agent_port)
 
     def close(self) -> None:
         """Wake every sleeper: the FakeCloud is stopping."""

@@ -26,13 +26,13 @@ class Renderer:
     opened on for good, so on one address each watch would use up an idle API connection.
     """
 
-    def __init__(self, clock: Clock, base_url: str, agents_url: str, agent_port: int) -> None:
+    def __init__(self, clock: Clock, base_url: str, agent_port: int) -> None:
         self.clock = clock
         self.base_url = base_url
-        self.agents_url = agents_url
+        self.agents_url = f"http://127.0.0.1:{agent_port}"
         self.port = agent_port
         #: Where agent-server URLs point (`agents_url`, or a dead port: see `Context.render`).
-        self.agent_base = agents_url
+        self.agent_base = self.agents_url
 
     def agent_server_url(self, sandbox_id: str) -> str:
         return f"{self.agent_base}/agent-server/{sandbox_id}"

@@ -69,7 +69,7 @@ class Runner(Claims, Pauses):
         self.unread = 0  # ends heard, not read yet: their slots are free
         self.refused_unread = False  # a start refused since: none until they are read
         self.to_read: list[str] = []  # conversations to read once the refills have gone out
-        self.wake: asyncio.Future[None] | None = None  # what `_wait` waits on for an end heard
+        self.wake: asyncio.Future[None] | None = None  # what `_wait` waits on (`_ring`)
         self.next_change: asyncio.Task[StatusChange | None] | None = None
         self.active: dict[str, Active] = {}  # by start task id, as tracked
         self.by_conversation: dict[str, Active] = {}  # by normalized conversation id
