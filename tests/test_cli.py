@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from openhands_async.testing import FakeCloud
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,3 +191,49 @@ async def test_start_error_exits_1(cloud: FakeCloud) -> None:
     objs = lines(out)
     assert objs[-1]["event"] == "start_failed"
     assert any(o.get("status") == "ERROR" for o in objs)
+
+
+# Ctrl-C, at the level of the event loop: what every command's interrupt handling stands on.
+_INTERRUPTED_BODY = """
+import asyncio, os, signal
+from openhands_async.cli._main import run_interruptibly
+
+seen = []
+
+async def body():
+    os.kill(os.getpid(), signal.SIGINT)  # Python's own handler would raise on the next line
+    seen.append("after the signal")
+    try:
+        await asyncio.Event().wait()
+    except asyncio.CancelledError:
+        seen.append("cancelled")
+        if not SWALLOW:
+            raise
+    return 0
+
+try:
+    print("returned", run_interruptibly(body()), seen)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", seen)
+"""
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["reraised", "swallowed"])
+async def test_ctrl_c_cancels_the_command_at_an_await_on_every_python(swallow: bool) -> None:
+    # Python 3.10's asyncio.run lets KeyboardInterrupt out wherever the interpreter is, even
+    # inside asyncio's own bookkeeping (CI saw it in Event.wait's cleanup, with a traceback
+    # on stderr); 3.11's cancels the main task. The CLI must get the second on every version,
+    # and as 3.11's, a command that swallows the cancellation returns its own exit code.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        f"SWALLOW = {swallow}\n{_INTERRUPTED_BODY}",
+        env=_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    outcome = "returned 0" if swallow else "KeyboardInterrupt"
+    assert out.decode().strip() == f"{outcome} ['after the signal', 'cancelled']"
+    assert err.decode() == ""

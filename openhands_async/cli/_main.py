@@ -7,8 +7,9 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from .. import errors as _errors
@@ -105,6 +106,46 @@ def _log_requests() -> None:
     logger.setLevel(logging.DEBUG)
 
 
+def run_interruptibly(main: Coroutine[Any, Any, int]) -> int:
+    """`asyncio.run(main)`, with a first Ctrl-C cancelling `main` on every Python.
+
+    Python 3.11's asyncio.run cancels the main task and raises KeyboardInterrupt once it has
+    unwound, so `finally` blocks and the batch's counts run (a `main` that swallows the
+    cancellation returns its code). 3.10's lets KeyboardInterrupt out
+    wherever the interpreter happens to be, even inside asyncio's own bookkeeping, leaving a
+    task half-stepped and a traceback on stderr. A second Ctrl-C interrupts at once, as 3.11's.
+    """
+    if sys.version_info >= (3, 11):
+        return asyncio.run(main)
+    return asyncio.run(_cancelled_by_ctrl_c(main))
+
+
+async def _cancelled_by_ctrl_c(main: Coroutine[Any, Any, int]) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        loop.remove_signal_handler(signal.SIGINT)  # Python's own handler for a second one
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+    except (NotImplementedError, RuntimeError):  # Windows' loops; not the main thread
+        return await main
+    try:
+        return await main
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for a resume command
@@ -120,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "verbose", False):
         _log_requests()
     try:
-        return asyncio.run(_run(args, out))
+        return run_interruptibly(_run(args, out))
     except (ValueError, json.JSONDecodeError) as exc:
         print(f"openhands-async: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
