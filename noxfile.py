@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
 import nox
 
-nox.options.default_venv_backend = "venv"
+# uv where it is installed (the README's command installs it): it builds a session's venv in
+# seconds where venv + pip take ~40 s, nine times in a CI run. Plain venv otherwise.
+nox.options.default_venv_backend = "uv|venv"
+# Never fetch a Python from the internet (uv would, from GitHub): only the registries are
+# reachable, and a missing version is skipped (an error on CI), as with venv.
+nox.options.download_python = "never"
+os.environ.setdefault("UV_PYTHON_DOWNLOADS", "never")
 nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "lint", "typecheck"]
 
