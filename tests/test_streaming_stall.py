@@ -341,12 +341,40 @@ async def test_rest_of_a_silent_body_parses_to_the_same_elements(
     assert resume_point(first) == point
     if point is None:
         return
-    more = CountingReader(Rest(source, point))
+    more = CountingReader(Rest(source, point, offset=first.offset))
     more.offset = first.offset - (1 if point else 0)
     after = [t async for t in iter_start_tasks(more)]
     expected = [t async for t in iter_start_tasks(CountingReader(_SilentOnce([whole], -1)))]
     assert before + after == expected
     assert more.offset == len(whole)
+
+
+@pytest.mark.parametrize("tail", [b"]", b"\n  ]"])
+async def test_a_comma_then_a_silence_then_the_end_of_the_array_is_malformed(tail: bytes) -> None:
+    # `[{...},]` is not JSON whether or not the server paused after the comma; the rest
+    # of the body alone (`]`) would close an empty array if the parser reading on took it.
+    head = b"[\n" + _elements()[0] + b",\n"
+    source = _SilentOnce([head, tail], silence=1)
+    first = CountingReader(source)
+    with pytest.raises(oh.APITimeoutError):
+        async for _ in iter_start_tasks(first):
+            pass
+    assert resume_point(first) == b","
+    more = CountingReader(Rest(source, b",", offset=first.offset, method="POST", url="u"))
+    more.offset = first.offset - 1
+    with pytest.raises(oh.StreamError) as info:
+        async for _ in iter_start_tasks(more):
+            pass
+    at = len(head) + len(tail) - 1
+    assert info.value.message == (
+        f"stream-start body is not valid JSON: ']' right after ',' at byte {at}"
+    )
+    assert (info.value.offset, info.value.request_method, info.value.request_url) == (
+        at,
+        "POST",
+        "u",
+    )
+    assert info.value.excerpt == b"," + (head + tail)[len(head) : at + 1]
 
 
 async def test_a_parser_reading_on_checks_the_first_parsers_task_and_counts_on() -> None:

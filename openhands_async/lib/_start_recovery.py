@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from datetime import datetime
 from typing import Protocol
 
-from ..errors import APIConnectionError, StartStalledError, StreamTruncated
+from ..errors import APIConnectionError, StartStalledError, StreamError, StreamTruncated
 from ..models import StartTask
 from ..resources.start_tasks import StartTasks
 from ._stream_parser import CountingReader
@@ -202,24 +202,46 @@ def resume_point(reader: CountingReader) -> bytes | None:
 class Rest:
     """The rest of a stream-start body, from `point` (see `resume_point`), as a body of its
     own: `[` first (unless nothing was read yet), then the bytes still to come, with the
-    comma after the element already read turned into a blank so byte offsets stay true."""
+    comma after the element already read turned into a blank so byte offsets stay true.
 
-    def __init__(self, source: _Source, point: bytes) -> None:
+    `offset` is how many bytes of the body were read before. After a comma the next element
+    must come: a `]` there (`[{...},]`) would close an empty array of the rest alone, so it
+    raises the `StreamError` the whole body gets."""
+
+    def __init__(
+        self, source: _Source, point: bytes, *, offset: int, method: str = "", url: str = ""
+    ) -> None:
         self._source = source
         self._head = b"[" if point else b""
         self._comma = point == b"}"
+        self._element = point == b","  # the next non-blank byte must open an element
+        self._offset = offset
+        self._method = method
+        self._url = url
 
     async def read(self, n: int = -1, /) -> bytes:
         if self._head:
             head, self._head = self._head, b""
             return head
         data = await self._source.read(n)
-        if self._comma and data.strip():
-            self._comma = False
+        if (self._comma or self._element) and data.strip():
             at = len(data) - len(data.lstrip())
-            if data[at : at + 1] == b",":
+            if self._comma and data[at : at + 1] == b",":
                 data = data[:at] + b" " + data[at + 1 :]
+            if self._element and data[at : at + 1] == b"]":
+                raise self._trailing_comma(self._offset + at, data[: at + 1])
+            self._comma = self._element = False
+        self._offset += len(data)
         return data
+
+    def _trailing_comma(self, at: int, blanks_and_end: bytes) -> StreamError:
+        return StreamError(
+            f"stream-start body is not valid JSON: ']' right after ',' at byte {at}",
+            method=self._method,
+            url=self._url,
+            offset=at,
+            excerpt=b"," + blanks_and_end,
+        )
 
     def map_error(self, exc: BaseException) -> APIConnectionError | None:
         return self._source.map_error(exc)

@@ -271,7 +271,8 @@ async def _stream_or_recover(
             async for task in drain(stream):
                 yield task
             return
-        more = CountingReader(Rest(stream, point), method=method, url=url)
+        rest_of = Rest(stream, point, offset=read.offset, method=method, url=url)
+        more = CountingReader(rest_of, method=method, url=url)
         more.offset = read.offset - (1 if point else 0)  # Rest's `[` stands before the rest
         batches = iter_start_task_batches(
             more, method=method, url=url, task_id=first.id, received=items
