@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
+from yarl import URL
 
 from openhands_async.testing import FakeCloud, Fault, StreamBehavior
 
@@ -293,6 +294,27 @@ async def test_start_task_and_conversation_advance_to_the_end() -> None:
         assert sandbox["status"] == "RUNNING"
         assert sandbox["session_api_key"] == conv["session_api_key"]
         assert cloud.conversation(conv_id) == conv
+
+
+async def test_the_agent_servers_port_serves_only_the_agent_servers_routes() -> None:
+    # As on the open-source server, where the app server (:3000) and the agent servers
+    # (:8100...) are separate processes: neither answers the other's paths.
+    async with FakeCloud(time_scale=FAST) as cloud, session(cloud) as http:
+        created = await start(http)
+        task = await eventually(
+            lambda: task_of(http, created["id"]), lambda t: t["status"] == "READY"
+        )
+        agents = URL(task["agent_server_url"])  # http://127.0.0.1:<port>/agent-server/<id>
+        agent_port = str(agents.origin())
+        socket = f"{agents.path}/sockets/events/{task['app_conversation_id']}"
+        for path in (BASE, "/alive"):  # an API path and a probe
+            async with http.get(agent_port + path) as response:
+                assert response.status == 404, path
+        async with http.ws_connect(agent_port + socket) as ws:  # upgraded, then authenticated
+            assert ws.protocol is None
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await http.ws_connect(cloud.base_url + socket)
+        assert refused.value.status == 404
 
 
 async def test_conversation_is_starting_before_ready_and_idle_without_a_message() -> None:

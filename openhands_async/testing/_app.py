@@ -48,6 +48,9 @@ GROUPS: tuple[type[RouteGroup], ...] = (
     LegacyRoutes,
     AgentServerRoutes,
 )
+# The agent servers' routes answer on a port of their own, the rest on the API's.
+AGENT_SERVER_GROUPS: tuple[type[RouteGroup], ...] = (AgentServerRoutes,)
+API_GROUPS = tuple(group for group in GROUPS if group not in AGENT_SERVER_GROUPS)
 _TABLE = tuple(route for group in GROUPS for route in group.table())
 PROBES = frozenset(route.name for route in _TABLE if route.access == "probe")
 # Routes behind authentication and the rate limiter (the JSON API).
@@ -65,9 +68,10 @@ class Api:
         self._names: dict[AbstractRoute, str] = {}
         self._limiter: FixedWindowLimiter | None = None
 
-    def application(self) -> web.Application:
+    def application(self, groups: tuple[type[RouteGroup], ...] = GROUPS) -> web.Application:
+        """An application serving `groups`' routes through the request pipeline."""
         app = web.Application(middlewares=[self._pipeline])
-        for group in GROUPS:
+        for group in groups:
             for route, handler in group(self.ctx).bound():
                 added = app.router.add_route(route.method, route.path, handler)
                 self._names[added] = route.name

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ._account import Account
-from ._app import ROUTE_NAMES, Api
+from ._app import AGENT_SERVER_GROUPS, API_GROUPS, ROUTE_NAMES, Api
 from ._context import Context, RequestRecord
 from ._events import TICK
 from ._faults import Fault
@@ -158,7 +158,7 @@ class FakeCloud:
         plan_start(self._ctx.timing(), None)  # fail here, not on the first start, on bad knobs
         self._requested_port = port
         self._port: int | None = None
-        self._runner: web.AppRunner | None = None
+        self._runners: list[web.AppRunner] = []
         # Tests reach into the records (`cloud._store.conversations[...]`).
         self._store = self._ctx.store
 
@@ -170,32 +170,36 @@ class FakeCloud:
         if ctx.started:
             raise RuntimeError("a FakeCloud runs once; create a new one")
         ctx.open(asyncio.get_running_loop())
-        runner = web.AppRunner(
-            Api(ctx).application(),
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-        )
-        await runner.setup()
+        api = Api(ctx)
+        # The API, then the agent servers on a port of their own (see `Renderer`), each an
+        # application of its own: neither answers the other's paths, as on a real server.
+        runners: list[web.AppRunner] = []
         try:
-            # The API, then the agent servers (on a port of their own: see `Renderer`).
-            for port in (self._requested_port, 0):
+            for groups, port in ((API_GROUPS, self._requested_port), (AGENT_SERVER_GROUPS, 0)):
+                runner = web.AppRunner(
+                    api.application(groups),
+                    access_log=None,
+                    handle_signals=False,
+                    shutdown_timeout=SHUTDOWN_TIMEOUT,
+                )
+                await runner.setup()
+                runners.append(runner)
                 await web.TCPSite(runner, HOST, port).start()
         except BaseException:
-            await runner.cleanup()
+            await _cleanup(runners)
             raise
-        self._runner = runner
-        self._port, agent_port = (int(address[1]) for address in runner.addresses)
+        self._runners = runners
+        self._port, agent_port = (int(runner.addresses[0][1]) for runner in runners)
         ctx.serve_at(self.base_url, agent_port)
         return self
 
     async def stop(self) -> None:
         """Stop serving; open streams and stalled requests are cut. Safe to call twice."""
-        runner, self._runner = self._runner, None
-        if runner is None:
+        runners, self._runners = self._runners, []
+        if not runners:
             return
         self._ctx.close()
-        await runner.cleanup()
+        await _cleanup(runners)
 
     async def __aenter__(self) -> FakeCloud:
         return await self.start()
@@ -344,3 +348,8 @@ class FakeCloud:
             self._store.add_start(first + i * TICK, plan, echo, None).conversation_id
             for i in range(n)
         ]
+
+
+async def _cleanup(runners: list[web.AppRunner]) -> None:
+    # Side by side: each waits out its own connections' shutdown.
+    await asyncio.gather(*(runner.cleanup() for runner in runners))
