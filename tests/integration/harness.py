@@ -291,20 +291,13 @@ class Server:
                 pids.append(int(entry.name))
         return pids
 
-    def stop_agent_servers(self, bound: float = 10.0) -> None:
-        """SIGTERM the agent servers while the app server still runs.
-
-        They flush their webhooks to the app server on the way out: with it alive that
-        takes ~1 s; once it is gone they retry until run_server.sh SIGKILLs them (~20 s).
-        """
-        pids = self.agent_server_pids()
-        for pid in pids:
+    def kill_agent_servers(self) -> None:
+        """SIGKILL the agent servers. Once the app server is gone, a SIGTERM only sets them
+        retrying their webhooks to it until run_server.sh's SIGKILL (~20 s); nothing of
+        theirs outlives the run (their state is under $OH_HOME, a temporary directory)."""
+        for pid in self.agent_server_pids():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + bound
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.2)
-            pids = [p for p in self.agent_server_pids() if p in pids]
+                os.kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
         """Stop everything this server's starts left running; safe to call more than once."""
@@ -314,7 +307,7 @@ class Server:
             self._kill_group(self.proc.pid)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=5)
-        self.stop_agent_servers()
+        self.kill_agent_servers()
         try:
             done = subprocess.run(
                 ["bash", str(RUN_SERVER), "stop"],
