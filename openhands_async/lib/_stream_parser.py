@@ -225,7 +225,6 @@ async def iter_start_task_batches(
     cutter = RequestCut()
     builder = TaskBuilder(method=method, url=url, cutter=cutter)
     build = builder.build
-    expected: object = None  # the request whose repeats are cut from the reads
     # Push-style: ijson appends each element it completes to `done`; a read that is
     # malformed after some elements raises only once those elements are in `done`.
     done = ijson.sendable_list()
@@ -280,9 +279,8 @@ async def iter_start_task_batches(
             count += 1
             batch.append(task)
         del done[:]
-        if builder.raw_request is not expected:
-            expected = builder.raw_request
-            builder.expect_cut(cutter.expect(expected))
+        if builder.cut_is_stale:  # a new request to cut the repeats of from the reads
+            builder.expect_cut(cutter.expect(builder.raw_request))
         if batch:
             yield batch
         if invalid is not None:

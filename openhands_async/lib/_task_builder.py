@@ -134,6 +134,11 @@ class TaskBuilder:
         """The request (as decoded) that an equal one in the next element reuses."""
         return self._raw_request
 
+    @property
+    def cut_is_stale(self) -> bool:
+        """Whether `raw_request` changed since the last `expect_cut`."""
+        return self._raw_request is not self._cut_raw
+
     def expect_cut(self, value: int | None) -> None:
         """Repeats of `raw_request` now reach `build` as the stand-in `value` (None: no
         more stand-ins for it)."""
