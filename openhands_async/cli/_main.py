@@ -111,9 +111,9 @@ def run_interruptibly(main: Coroutine[Any, Any, int]) -> int:
 
     Python 3.11's asyncio.run cancels the main task and raises KeyboardInterrupt once it has
     unwound, so `finally` blocks and the batch's counts run (a `main` that swallows the
-    cancellation returns its code). 3.10's lets KeyboardInterrupt out
-    wherever the interpreter happens to be, even inside asyncio's own bookkeeping, leaving a
-    task half-stepped and a traceback on stderr. A second Ctrl-C interrupts at once, as 3.11's.
+    cancellation returns its code). 3.10's lets KeyboardInterrupt out wherever the
+    interpreter happens to be, even inside asyncio's own bookkeeping, leaving a task
+    half-stepped and a traceback on stderr. A second Ctrl-C interrupts at once, as 3.11's.
     """
     if sys.version_info >= (3, 11):
         return asyncio.run(main)
