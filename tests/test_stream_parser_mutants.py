@@ -84,6 +84,22 @@ async def test_the_batch_parser_names_no_request_unless_given_one() -> None:
     assert (got.value.request_method, got.value.request_url) == (where["method"], where["url"])
 
 
+async def test_a_parser_reading_on_refuses_another_task_even_as_its_first_element() -> None:
+    # The rest of a silent stream (`task_id`: the task it started with) must not start a
+    # task of its own: its very first element is held to `task_id` too.
+    seen: list[oh.StartTask] = []
+    reads = Reads([b"[" + element(id="b") + b"]"])
+
+    async def read_on() -> None:
+        async for batch in iter_start_task_batches(CountingReader(reads), task_id="a"):
+            seen.extend(batch)
+
+    with pytest.raises(oh.StreamError) as got:
+        await read_on()
+    assert seen == []
+    assert got.value.message == "stream-start element 0 is task b, the stream started with task a"
+
+
 # ------------------------------------------------------------------ repeated requests
 
 
