@@ -26,9 +26,8 @@ from ._plan import (
 )
 from ._sockets import SocketBook
 from ._validation import parse_start_body
-from ._wire import NOT_RUNNING, json_bytes, uuid_hex
+from ._wire import HOST, NOT_RUNNING, json_bytes, loopback_url, uuid_hex
 
-HOST = "127.0.0.1"
 # How long stopping waits for in-flight handlers; ours wake up on stop, so this is a backstop.
 SHUTDOWN_TIMEOUT = 0.5
 
@@ -222,7 +221,7 @@ class FakeCloud:
     @property
     def base_url(self) -> str:
         """`http://127.0.0.1:<port>`, without a trailing slash."""
-        return f"http://{HOST}:{self.port}"
+        return loopback_url(self.port)
 
     def __repr__(self) -> str:
         where = self.base_url if self._port is not None else "not running"

@@ -30,7 +30,7 @@ from ._plan import AgentServerBehavior, StreamBehavior, Timing
 from ._render import Renderer
 from ._sockets import SocketBook
 from ._state import ConversationRecord, Store
-from ._wire import NOT_RUNNING, Clock, uuid_hex
+from ._wire import NOT_RUNNING, Clock, loopback_url, uuid_hex
 
 _SELECT_RESOLUTION = 0.001  # epoll's, in seconds
 
@@ -151,7 +151,7 @@ class Context:
         # Read live: `cloud.agent_server = AgentServerBehavior(unreachable=True)` moves the
         # agent servers behind a port that refuses connections from the next read on.
         if self.knobs.agent_server.unreachable:
-            renderer.agent_base = f"http://127.0.0.1:{self.sockets.dead_port()}"
+            renderer.agent_base = loopback_url(self.sockets.dead_port())
         else:
             renderer.agent_base = renderer.agents_url
         return renderer

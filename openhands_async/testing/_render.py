@@ -7,7 +7,7 @@ from typing import Any
 
 from ._events import message_text
 from ._state import ConversationRecord, SandboxRecord, StartTaskRecord
-from ._wire import Clock, uuid_hex
+from ._wire import Clock, loopback_url, uuid_hex
 
 SANDBOX_SPEC_ID = "ghcr.io/openhands/agent-server:1.34.0-python"
 DEFAULT_LLM_MODEL = "openai/fake"
@@ -29,7 +29,7 @@ class Renderer:
     def __init__(self, clock: Clock, base_url: str, agent_port: int) -> None:
         self.clock = clock
         self.base_url = base_url
-        self.agents_url = f"http://127.0.0.1:{agent_port}"
+        self.agents_url = loopback_url(agent_port)
         self.port = agent_port
         #: Where agent-server URLs point (`agents_url`, or a dead port: see `Context.render`).
         self.agent_base = self.agents_url

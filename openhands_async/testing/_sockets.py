@@ -8,6 +8,8 @@ from collections import Counter
 
 import attrs
 
+from ._wire import HOST
+
 
 @attrs.define
 class SocketBook:
@@ -38,7 +40,7 @@ class SocketBook:
         """A loopback port bound but never listening: connecting to it is refused."""
         if self._dead is None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((HOST, 0))
             self._dead = sock
         return int(self._dead.getsockname()[1])
 

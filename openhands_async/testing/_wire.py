@@ -12,10 +12,16 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 NOT_RUNNING = "FakeCloud is not running: use `async with FakeCloud()` or start()"
+HOST = "127.0.0.1"  # every FakeCloud address: loopback only
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _BASE62_ONLY = str.maketrans("-_", "xQ")
 _ONE_US = timedelta(microseconds=1)
 _MAX_TIMESTAMP_US = 253_402_300_800 * 1_000_000  # 10000-01-01T00:00:00Z
+
+
+def loopback_url(port: int) -> str:
+    """`http://127.0.0.1:<port>`: the API's, the agent servers' or a dead port's address."""
+    return f"http://{HOST}:{port}"
 
 
 def new_id() -> str:
